@@ -1,0 +1,3 @@
+"""sdstudio: fine-tune Stable Diffusion with LoRA from a terminal."""
+
+__version__ = "0.1.0"

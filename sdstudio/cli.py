@@ -1,0 +1,62 @@
+"""`sdstudio`: no arguments opens the studio; subcommands are the screens' headless twins.
+
+Each subcommand lives in `sdstudio/commands/<name>.py` with `register(subparsers)`; those
+modules import only argparse-level things so that `sdstudio --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sdstudio import __version__
+from sdstudio.core.errors import SdstudioError
+
+COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge")
+RENDERERS = ("auto", "sixel", "kitty", "halfcell", "unicode")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdstudio",
+        description="Fine-tune Stable Diffusion with LoRA from a terminal. Without a command, opens the studio.",
+    )
+    parser.add_argument("--version", action="version", version=f"sdstudio {__version__}")
+    parser.add_argument("--run", metavar="RUN_DIR", help="open this run on the Checkpoints screen")
+    parser.add_argument("--images", choices=RENDERERS, help="terminal image renderer (default: auto; env SDSTUDIO_IMAGES)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"sdstudio.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"sdstudio.commands.{name}":
+                raise
+            continue  # a command still being built
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    try:
+        if args.command is None:
+            from sdstudio.tui.app import run_app
+
+            return run_app(run_dir=args.run, images=args.images) or 0
+        return int(args.func(args) or 0)
+    except SdstudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `sdstudio` CLI, one module each."""

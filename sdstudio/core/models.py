@@ -1,0 +1,191 @@
+"""Resolve a base model: built-in demo | diffusers folder | single .safetensors/.ckpt | hub id.
+
+`resolve_base_model` only reads configs and file headers (fast, no weights), so a bad
+path or a model of another family is refused before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core.errors import ModelError
+from sdstudio.core.paths import DEMO_MODEL_NAME, demo_model_dir
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+# Diffusers repos whose configs (and tokenizer) describe an A1111 single file of each family.
+DEFAULT_SINGLE_FILE_CONFIG = {
+    "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd2": "stabilityai/stable-diffusion-2-1",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A base model that has been found and recognised, not yet loaded."""
+
+    spec: str  # what the user wrote
+    kind: str  # demo | folder | single_file | hub
+    family: str  # sd1 | sd2 (sd1 also covers small SD-1-architecture models like the demo)
+    location: str  # folder/file path or hub id
+
+    @property
+    def name(self) -> str:
+        if self.kind == "demo":
+            return "sdstudio-demo"
+        if self.kind == "hub":
+            return self.location
+        return Path(self.location).stem if self.kind == "single_file" else Path(self.location).name
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read ({exc})") from None
+
+
+def safetensors_keys(path: Path) -> dict[str, Any]:
+    """The header of a .safetensors file (tensor names -> dtype/shape) without loading it."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) != 8:
+                raise ValueError("file shorter than a safetensors header")
+            (size,) = struct.unpack("<Q", raw)
+            if size > 200_000_000 or size > path.stat().st_size:
+                raise ValueError("header length is larger than the file")
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable .safetensors file ({exc})") from None
+    header.pop("__metadata__", None)
+    return header
+
+
+def family_from_keys(keys: list[str] | set[str] | dict[str, Any], where: str) -> str:
+    """Tell SD1 / SD2 from an A1111-layout state dict; refuse SDXL, LoRAs and other files."""
+    ks = list(keys)
+    if any(k.startswith("conditioner.embedders.") for k in ks):
+        raise ModelError(f"{where}: this is an SDXL checkpoint; sdstudio trains SD 1.x/2.x models (expected "
+                         "'cond_stage_model.' text-encoder keys)")
+    if any(k.startswith(("lora_unet_", "lora_te_")) or ".lora_down." in k or "lora_A" in k for k in ks[:2000]):
+        raise ModelError(f"{where}: this is a LoRA file, not a base model; pass it with --lora")
+    if not any(k.startswith("model.diffusion_model.") for k in ks):
+        sample = ", ".join(sorted(ks)[:3]) or "no tensors"
+        raise ModelError(f"{where}: not a Stable Diffusion checkpoint (found keys like {sample}; expected "
+                         "'model.diffusion_model.*')")
+    if any(k.startswith("cond_stage_model.model.") for k in ks):
+        return "sd2"
+    return "sd1"
+
+
+def _folder_family(folder: Path) -> str:
+    index = folder / "model_index.json"
+    if not index.exists():
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:6]) or "nothing"
+        raise ModelError(f"{folder}: not a diffusers model folder (no model_index.json; found {found})")
+    cls = str(_read_json(index).get("_class_name", ""))
+    if "XL" in cls or "Flux" in cls or "3" in cls:
+        raise ModelError(f"{folder}: a {cls} model; sdstudio trains Stable Diffusion 1.x/2.x "
+                         "(expected StableDiffusionPipeline)")
+    unet_cfg = folder / "unet" / "config.json"
+    if not unet_cfg.exists():
+        raise ModelError(f"{folder}: model_index.json found but no unet/config.json")
+    cfg = _read_json(unet_cfg)
+    if cfg.get("addition_embed_type") == "text_time":
+        raise ModelError(f"{folder}: an SDXL UNet; sdstudio trains Stable Diffusion 1.x/2.x")
+    return "sd2" if cfg.get("cross_attention_dim") == 1024 else "sd1"
+
+
+def _single_file_family(path: Path) -> str:
+    if path.suffix == ".safetensors":
+        return family_from_keys(safetensors_keys(path), str(path))
+    from sdstudio.core.safeload import load_pickle_state_dict  # .ckpt: weights_only unpickling
+
+    sd = load_pickle_state_dict(path)
+    return family_from_keys(sd, str(path))
+
+
+def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
+    """Find and recognise a base model; ModelError says what was found and what is expected."""
+    text = str(spec) if spec is not None else DEMO_MODEL_NAME
+    if text in (DEMO_MODEL_NAME, ""):
+        folder = demo_model_dir()
+        if not (folder / "model_index.json").exists():
+            raise ModelError(f"the built-in demo model is missing at {folder} (reinstall from a full clone, "
+                             "or pass a model folder)")
+        return BaseModel(text, "demo", _folder_family(folder), str(folder))
+    path = Path(os.path.expanduser(text))
+    if path.is_dir():
+        return BaseModel(text, "folder", _folder_family(path), str(path.resolve()))
+    if path.is_file():
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ModelError(f"{path}: a '{path.suffix}' file is not a model; expected a diffusers folder or a "
+                             f"single {'/'.join(SINGLE_FILE_SUFFIXES)} checkpoint")
+        return BaseModel(text, "single_file", _single_file_family(path), str(path.resolve()))
+    if _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+        return BaseModel(text, "hub", "sd1", text)
+    raise ModelError(f"{text}: no such file or folder (expected 'demo', a diffusers folder, a .safetensors/.ckpt "
+                     "file or a hub id like 'org/name')")
+
+
+def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None) -> Any:
+    """Load a StableDiffusionPipeline (safety checker off) on the CPU."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    base = model if isinstance(model, BaseModel) else resolve_base_model(model)
+    dtype = torch_dtype or torch.float32
+    common = {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    try:
+        if base.kind in ("demo", "folder"):
+            pipe = StableDiffusionPipeline.from_pretrained(base.location, local_files_only=True, **common)
+        elif base.kind == "single_file":
+            cfg = config or os.environ.get("SDSTUDIO_SINGLE_FILE_CONFIG") or DEFAULT_SINGLE_FILE_CONFIG[base.family]
+            pipe = StableDiffusionPipeline.from_single_file(base.location, config=cfg, **common)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(base.location, **common)
+    except ModelError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as exc:
+        hint = ""
+        if base.kind == "single_file":
+            hint = (" A single file needs its family's configs and tokenizer: pass a diffusers folder of the same "
+                    "architecture with --model-config DIR (or set SDSTUDIO_SINGLE_FILE_CONFIG), or allow network "
+                    "access to the hub.")
+        elif base.kind == "hub":
+            hint = " The hub could not be reached or has no such model; pass a local folder instead."
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{base.location}: cannot load ({first}).{hint}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(base: BaseModel) -> dict[str, str]:
+    """Name and hash recorded in run.toml and export metadata (A1111's short hash is sha256[:10])."""
+    ident = {"name": base.name, "kind": base.kind, "family": base.family, "location": base.location}
+    if base.kind == "single_file":
+        ident["sha256"] = file_sha256(base.location)
+    elif base.kind in ("demo", "folder"):
+        weights = Path(base.location) / "unet"
+        files = sorted(weights.glob("*.safetensors")) or sorted(weights.glob("*.bin"))
+        if files:
+            ident["sha256"] = file_sha256(files[0])  # UNet weights identify the model well enough
+    if "sha256" in ident:
+        ident["short_hash"] = ident["sha256"][:10]
+    return ident

@@ -1,0 +1,280 @@
+"""The run directory: the contract between trainer, CLI and TUI.
+
+    <run>/run.toml          resolved config + sdstudio version + base-model identity
+    <run>/status.json       state, step, total, error, pid, updated
+    <run>/metrics.jsonl     one object per logged step
+    <run>/samples/          validation PNGs + index.jsonl
+    <run>/checkpoints/step-NNNNNN/pytorch_lora_weights.safetensors (+ state/)
+    <run>/exports/          kohya-format files for A1111/ComfyUI
+
+Anything that shows a run rebuilds its view from here, so every write is atomic and
+readers tolerate a torn last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core import atomic
+
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+_CKPT_RE = re.compile(r"^step-(\d{6,})$")
+
+RUNNING, STOPPED, FINISHED, FAILED = "running", "stopped", "finished", "failed"
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    step: int
+    prompt_index: int
+    prompt: str
+    seed: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    step: int
+    path: Path
+
+    @property
+    def weights(self) -> Path:
+        return self.path / LORA_WEIGHTS_NAME
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path / "state"
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line from a crash mid-write
+    return rows
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """A small TOML writer for flat tables (+ one level of sub-tables); None values are left out."""
+    lines: list[str] = []
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    for key, value in data.items():
+        if value is None or isinstance(value, dict):
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables.items():
+        lines.append("")
+        lines.append(f"[{name}]")
+        for key, value in table.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+class RunDir:
+    """Read and write one run directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    # layout
+    @property
+    def run_toml(self) -> Path:
+        return self.path / "run.toml"
+
+    @property
+    def status_json(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def samples_index(self) -> Path:
+        return self.samples_dir / "index.jsonl"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.path / "exports"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return self.run_toml.exists()
+
+    # run.toml
+    def write_config(self, config: dict[str, Any], meta: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self.run_toml, dumps_toml({**config, "sdstudio": meta}))
+
+    def read_run_toml(self) -> dict[str, Any]:
+        with open(self.run_toml, "rb") as fh:
+            return tomllib.load(fh)
+
+    def config(self) -> dict[str, Any]:
+        """The training config fields (without the [sdstudio] table)."""
+        data = self.read_run_toml()
+        data.pop("sdstudio", None)
+        return data
+
+    def meta(self) -> dict[str, Any]:
+        return self.read_run_toml().get("sdstudio", {})
+
+    # status.json
+    def write_status(self, state: str, step: int, total: int, error: str | None = None) -> None:
+        atomic.write_json(
+            self.status_json,
+            {"state": state, "step": step, "total": total, "error": error, "pid": os.getpid(), "updated": time.time()},
+        )
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_json.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {"state": "unknown", "step": 0, "total": 0, "error": None, "pid": None}
+
+    def is_alive(self) -> bool:
+        """True if the status says running and its process still exists (on this machine)."""
+        st = self.status()
+        if st.get("state") != RUNNING or not st.get("pid"):
+            return False
+        try:
+            os.kill(int(st["pid"]), 0)
+        except (ProcessLookupError, PermissionError, ValueError):
+            return False
+        return True
+
+    # metrics.jsonl
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        atomic.append_line(self.metrics_jsonl, json.dumps(row, sort_keys=True))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return _read_jsonl(self.metrics_jsonl)
+
+    # samples
+    def sample_path(self, step: int, prompt_index: int, seed: int) -> Path:
+        return self.samples_dir / f"step-{step:06d}_p{prompt_index:02d}_s{seed}.png"
+
+    def add_sample(self, step: int, prompt_index: int, prompt: str, seed: int, image: Any) -> Path:
+        path = self.sample_path(step, prompt_index, seed)
+        atomic.save_image(image, path)
+        row = {"step": step, "prompt_index": prompt_index, "prompt": prompt, "seed": seed, "file": path.name}
+        atomic.append_line(self.samples_index, json.dumps(row, sort_keys=True))
+        return path
+
+    def samples(self) -> list[SampleRecord]:
+        """Every indexed sample whose file exists; a later entry for the same slot wins."""
+        latest: dict[tuple[int, int, int], SampleRecord] = {}
+        for row in _read_jsonl(self.samples_index):
+            try:
+                rec = SampleRecord(int(row["step"]), int(row["prompt_index"]), str(row["prompt"]), int(row["seed"]),
+                                   self.samples_dir / str(row["file"]))
+            except (KeyError, ValueError, TypeError):
+                continue
+            if rec.path.exists():
+                latest[(rec.step, rec.prompt_index, rec.seed)] = rec
+        return sorted(latest.values(), key=lambda r: (r.step, r.prompt_index, r.seed))
+
+    # checkpoints
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step-{step:06d}"
+
+    def checkpoints(self) -> list[CheckpointRecord]:
+        """Complete checkpoints (their weights file exists), oldest first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for child in self.checkpoints_dir.iterdir():
+            m = _CKPT_RE.match(child.name)
+            if m and child.is_dir() and (child / LORA_WEIGHTS_NAME).exists():
+                found.append(CheckpointRecord(int(m.group(1)), child))
+        return sorted(found, key=lambda c: c.step)
+
+    def latest_checkpoint(self) -> CheckpointRecord | None:
+        cps = self.checkpoints()
+        return cps[-1] if cps else None
+
+    def checkpoint(self, step: int | None = None) -> CheckpointRecord:
+        """The checkpoint at `step` (the latest when None); FileNotFoundError names what exists."""
+        cps = self.checkpoints()
+        if not cps:
+            raise FileNotFoundError(f"{self.path}: no checkpoints yet")
+        if step is None:
+            return cps[-1]
+        for cp in cps:
+            if cp.step == step:
+                return cp
+        steps = ", ".join(str(c.step) for c in cps)
+        raise FileNotFoundError(f"{self.path}: no checkpoint at step {step} (have: {steps})")
+
+    def prune_checkpoints(self, limit: int | None, keep: set[int] | None = None) -> list[int]:
+        """Delete the oldest checkpoints beyond `limit`; returns the removed steps."""
+        if not limit or limit <= 0:
+            return []
+        keep = keep or set()
+        cps = [c for c in self.checkpoints() if c.step not in keep]
+        removed = []
+        while len(cps) + len(keep & {c.step for c in self.checkpoints()}) > limit and cps:
+            victim = cps.pop(0)
+            shutil.rmtree(victim.path, ignore_errors=True)
+            removed.append(victim.step)
+        return removed
+
+    def truncate_after(self, step: int) -> None:
+        """Forget metrics and samples logged after `step` (used when resuming from it)."""
+        rows = [r for r in self.metrics() if int(r.get("step", 0)) <= step]
+        atomic.write_text(self.metrics_jsonl, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        if self.samples_index.exists():
+            keep = [r for r in _read_jsonl(self.samples_index) if int(r.get("step", 0)) <= step]
+            atomic.write_text(self.samples_index, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        for cp_dir in self.checkpoints_dir.glob("step-*") if self.checkpoints_dir.is_dir() else []:
+            m = _CKPT_RE.match(cp_dir.name)
+            if (m and int(m.group(1)) > step) or cp_dir.name.endswith(".tmp"):
+                shutil.rmtree(cp_dir, ignore_errors=True)
+
+
+def list_runs(root: str | os.PathLike[str]) -> list[RunDir]:
+    """Run directories directly under `root`, newest first."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    runs = [RunDir(p) for p in base.iterdir() if p.is_dir() and (p / "run.toml").exists()]
+    return sorted(runs, key=lambda r: r.run_toml.stat().st_mtime, reverse=True)

@@ -1,0 +1,1 @@
+"""The Textual studio: app, screens, widgets. No ML logic here."""
