@@ -1,0 +1,397 @@
+"""Dataset screen: check a folder file by file, fix captions, see what the model will see.
+
+The checker, the caption store and the crop all come from `sdstudio.core.data`, so what this
+screen shows is exactly what training will use. Scans, thumbnails, crops and class images are
+made in thread workers; the screen only swaps finished pictures in.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Collapsible, Footer, Input, Label, ProgressBar, Select, Static, TextArea
+from textual.worker import get_current_worker
+
+from sdstudio.tui.widgets.picture import picture
+from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
+
+MAX_TILES = 400  # a grid of thousands of widgets would make the screen sluggish; the summary counts all
+THUMB_PX = 48
+PREVIEW_PX = 160
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """One line a person reads before training: counts, sizes, duplicates, captions."""
+    store = summary["caption_store"] or "none (DreamBooth folder)"
+    parts = [
+        f"[b]{summary['files']}[/] files",
+        f"[$success]{summary['usable_images']} usable[/]",
+        f"{summary['warnings']} warnings" if summary["warnings"] else "",
+        f"[$error]{summary['bad']} bad[/]" if summary["bad"] else "0 bad",
+        f"{summary['duplicates']} duplicates",
+        f"{summary['missing_captions']} captions missing",
+        f"sides {summary['min_side']}-{summary['max_side']} px (median {summary['median_side']})",
+        f"captions: {store}",
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def marked_original(image: Any, box: tuple[int, int, int, int], scale: float, size: int) -> Any:
+    """A shrunk copy of `image` with the crop the model gets outlined."""
+    from PIL import ImageDraw
+
+    left, top, right, bottom = (v / scale for v in box)
+    shown = image.copy()
+    shown.thumbnail((size, size))
+    ratio = shown.width / image.width
+    draw = ImageDraw.Draw(shown)
+    width = max(1, round(shown.width / 64))
+    draw.rectangle([left * ratio, top * ratio, right * ratio - 1, bottom * ratio - 1], outline=(255, 48, 48), width=width)
+    return shown
+
+
+class DatasetScreen(Screen):
+    """Open a dataset folder, check it, edit captions, preview crops, hand it to training."""
+
+    DEFAULT_CSS = """
+    DatasetScreen #ds-top { height: 3; }
+    DatasetScreen #ds-top Input { width: 1fr; }
+    DatasetScreen #ds-top #ds-res { width: 10; }
+    DatasetScreen #ds-top Select { width: 14; }
+    DatasetScreen #ds-top Label { padding: 1 0 0 1; }
+    DatasetScreen #ds-summary { height: auto; max-height: 2; padding: 0 1; color: $text-muted; }
+    DatasetScreen #ds-body { height: 1fr; }
+    DatasetScreen #ds-grid { width: 1fr; min-width: 18; }
+    DatasetScreen #ds-detail { width: 2fr; padding: 0 1; }
+    DatasetScreen #ds-info { height: auto; }
+    DatasetScreen #ds-crops { height: auto; }
+    DatasetScreen #ds-crops > Vertical { width: 1fr; height: auto; }
+    DatasetScreen .ds-pic { width: 24; height: 12; }
+    DatasetScreen #ds-caption { height: 5; }
+    DatasetScreen #ds-caption-row, DatasetScreen #ds-class-row { height: 3; }
+    DatasetScreen #ds-class-row Input { width: 1fr; }
+    DatasetScreen #ds-class-count { width: 9; }
+    """
+    BINDINGS = [
+        Binding("ctrl+s", "save_caption", "Save caption", id="dataset.save_caption"),
+        Binding("ctrl+r", "rescan", "Re-check", id="dataset.rescan"),
+        Binding("ctrl+g", "reroll_crop", "New random crop", id="dataset.reroll_crop"),
+        Binding("ctrl+o", "train", "Train on it", id="dataset.train",
+                tooltip="Open the Train screen with this folder filled in"),
+    ]
+
+    class UseDataset(Message):
+        """Train on this folder: the app opens the Train screen with these fields filled in."""
+
+        def __init__(self, fields: dict[str, Any]) -> None:
+            super().__init__()
+            self.fields = fields
+
+    def __init__(self, folder: str | Path | None = None, model: str | Path | None = None,
+                 resolution: int = 512, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.folder = Path(folder) if folder else None
+        self.model = str(model) if model else "demo"
+        self.initial_resolution = resolution
+        self.report: Any = None
+        self.shown: list[Any] = []  # FileReports behind the tiles, in tile order
+        self.selected: Any = None
+        self.crop_seed = 0
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="ds-top"):
+            yield Input(str(self.folder or ""), placeholder="dataset folder (enter to open)", id="ds-path")
+            yield Button("Open", id="ds-open")
+            yield Label("res")
+            yield Input(str(self.initial_resolution), type="integer", id="ds-res")
+            yield Select([("center crop", True), ("random crop", False)], value=True, allow_blank=False, id="ds-crop")
+            yield Button("Train →", id="ds-train", variant="primary")
+        yield Static("Open a folder of images (captions in metadata.jsonl or .txt files, or none for DreamBooth).",
+                     id="ds-summary")
+        with Horizontal(id="ds-body"):
+            yield ThumbGrid(id="ds-grid")
+            with VerticalScroll(id="ds-detail"):
+                yield Static("", id="ds-info")
+                with Horizontal(id="ds-crops"):
+                    with Vertical():
+                        yield Label("original (red: the crop)", id="ds-original-label")
+                        yield picture(None, id="ds-original", classes="ds-pic")
+                    with Vertical():
+                        yield Label("what the model sees", id="ds-model-label")
+                        yield picture(None, id="ds-model", classes="ds-pic")
+                yield TextArea("", id="ds-caption", soft_wrap=True, show_line_numbers=False)
+                with Horizontal(id="ds-caption-row"):
+                    yield Button("Save caption", id="ds-save")
+                    yield Button("New random crop", id="ds-reroll")
+                with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
+                    with Horizontal(id="ds-class-row"):
+                        yield Input("", placeholder="class prompt, e.g. a photo of a heart", id="ds-class-prompt")
+                        yield Input("100", type="integer", id="ds-class-count")
+                    yield Input("", placeholder="class folder (default: <dataset>-class next to it)", id="ds-class-dir")
+                    yield Button("Generate class images", id="ds-class-start")
+                    yield ProgressBar(id="ds-class-progress", show_eta=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.folder:
+            self.open_folder(self.folder)
+
+    # opening and checking
+    @property
+    def resolution(self) -> int:
+        try:
+            value = int(self.query_one("#ds-res", Input).value)
+        except ValueError:
+            return self.initial_resolution
+        return value if value >= 8 else self.initial_resolution
+
+    @property
+    def center_crop(self) -> bool:
+        return bool(self.query_one("#ds-crop", Select).value)
+
+    def open_folder(self, folder: str | Path) -> None:
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            self.notify(f"{path}: not a folder", severity="error")
+            return
+        self.folder = path
+        self.query_one("#ds-path", Input).value = str(path)
+        self.query_one("#ds-summary", Static).update(f"checking {path} …")
+        self._scan(path, self.resolution)
+
+    @on(Input.Submitted, "#ds-path")
+    @on(Button.Pressed, "#ds-open")
+    def _open_pressed(self) -> None:
+        self.open_folder(self.query_one("#ds-path", Input).value.strip())
+
+    def action_rescan(self) -> None:
+        if self.folder:
+            self.open_folder(self.folder)
+
+    @work(thread=True, exclusive=True, group="dataset-scan")
+    def _scan(self, folder: Path, resolution: int) -> None:
+        from sdstudio.core.data import check_dataset, load_rgb
+        from sdstudio.core.errors import SdstudioError
+
+        try:
+            report = check_dataset(folder, resolution=resolution)
+        except SdstudioError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.app.call_from_thread(self._show_report, report)
+        worker = get_current_worker()
+        for index, rep in enumerate(self.shown):
+            if worker.is_cancelled:
+                return
+            if not rep.width:
+                continue
+            try:
+                image = load_rgb(folder / rep.name)
+            except (OSError, ValueError):
+                continue
+            image.thumbnail((THUMB_PX, THUMB_PX))
+            self.app.call_from_thread(self._set_thumbnail, index, image)
+
+    async def _show_report(self, report: Any) -> None:
+        self.report = report
+        self.shown = sorted(report.files, key=lambda f: (not f.width, f.name))[:MAX_TILES]  # images first
+        more = len(report.files) - len(self.shown)
+        text = summary_text(report.summary())
+        if more > 0:
+            text += f" · grid shows the first {len(self.shown)}"
+        self.query_one("#ds-summary", Static).update(text)
+        self.query_one("#ds-class-dir", Input).placeholder = f"class folder (default: {self._default_class_dir()})"
+        grid = self.query_one(ThumbGrid)
+        await grid.set_tiles([TileSpec(f.name, Path(f.name).name, f.status) for f in self.shown])
+        if not self.shown:
+            self._show_file(None)
+
+    def _set_thumbnail(self, index: int, image: Any) -> None:
+        self.query_one(ThumbGrid).set_thumbnail(index, image)
+
+    # the selected file
+    @on(ThumbGrid.Selected, "#ds-grid")
+    def _tile_selected(self, event: ThumbGrid.Selected) -> None:
+        if 0 <= event.index < len(self.shown):
+            self._show_file(self.shown[event.index])
+
+    def _show_file(self, rep: Any) -> None:
+        self.selected = rep
+        info = self.query_one("#ds-info", Static)
+        caption = self.query_one("#ds-caption", TextArea)
+        if rep is None:
+            info.update("no file")
+            caption.load_text("")
+            return
+        colour = {"ok": "success", "warning": "warning"}.get(rep.status, "error")
+        size = f"{rep.width}x{rep.height} {rep.mode}" if rep.width else "not an image"
+        reason = f" — {rep.reason}" if rep.reason else ""
+        info.update(f"[b]{_escape(rep.name)}[/]  {size}  [${colour}]{rep.status}{_escape(reason)}[/]")
+        caption.load_text(rep.caption or "")
+        caption.disabled = not rep.width
+        self._refresh_crop()
+
+    @on(Select.Changed, "#ds-crop")
+    @on(Input.Submitted, "#ds-res")
+    def _refresh_crop(self) -> None:
+        rep = self.selected
+        if rep is None or not rep.width or self.folder is None:
+            return
+        res = self.resolution
+        self.query_one("#ds-model-label", Label).update(
+            f"model sees {res}x{res} ({'center' if self.center_crop else 'random'} crop)")
+        self._crop_preview(self.folder / rep.name, res, self.center_crop, self.crop_seed)
+
+    def action_reroll_crop(self) -> None:
+        self.crop_seed += 1
+        if self.center_crop:
+            self.query_one("#ds-crop", Select).value = False  # a reroll only means something for random crops
+        else:
+            self._refresh_crop()
+
+    @on(Button.Pressed, "#ds-reroll")
+    def _reroll_pressed(self) -> None:
+        self.action_reroll_crop()
+
+    @work(thread=True, exclusive=True, group="dataset-crop")
+    def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int) -> None:
+        from sdstudio.core.data import crop_box, load_rgb, preprocess
+
+        try:
+            image = load_rgb(path)
+        except (OSError, ValueError) as exc:
+            self.app.call_from_thread(self.notify, f"{path.name}: {exc}", severity="error")
+            return
+        scale, box = crop_box(image.width, image.height, resolution, center, random.Random(seed))
+        original = marked_original(image, box, scale, PREVIEW_PX)
+        seen = preprocess(image, resolution, center_crop=center, rng=random.Random(seed))
+        seen.thumbnail((PREVIEW_PX, PREVIEW_PX))
+        if get_current_worker().is_cancelled:
+            return
+        self.app.call_from_thread(self._set_crops, original, seen)
+
+    def _set_crops(self, original: Any, seen: Any) -> None:
+        self.query_one("#ds-original").image = original
+        self.query_one("#ds-model").image = seen
+
+    # captions
+    def action_save_caption(self) -> None:
+        from sdstudio.core.data import OK, write_caption
+
+        rep = self.selected
+        if rep is None or self.folder is None or not rep.width:
+            self.notify("select an image first", severity="warning")
+            return
+        text = self.query_one("#ds-caption", TextArea).text.strip()
+        try:
+            where = write_caption(self.folder, rep.name, text)
+        except OSError as exc:
+            self.notify(f"could not save the caption: {exc}", severity="error")
+            return
+        rep.caption = text
+        if rep.reason.startswith("no caption") and text:
+            rep.status, rep.reason = OK, ""
+            index = self.shown.index(rep)
+            self.query_one(ThumbGrid).retitle(index, Path(rep.name).name, rep.status)
+        if self.report is not None:
+            self.query_one("#ds-summary", Static).update(summary_text(self.report.summary()))
+        self._show_file(rep)
+        self.notify(f"caption saved to {where.name}")
+
+    @on(Button.Pressed, "#ds-save")
+    def _save_pressed(self) -> None:
+        self.action_save_caption()
+
+    # DreamBooth class images
+    def _default_class_dir(self) -> Path | None:
+        return self.folder.parent / f"{self.folder.name}-class" if self.folder else None
+
+    def class_fields(self) -> dict[str, Any]:
+        typed = self.query_one("#ds-class-dir", Input).value.strip()
+        prompt = self.query_one("#ds-class-prompt", Input).value.strip()
+        try:
+            count = max(1, int(self.query_one("#ds-class-count", Input).value))
+        except ValueError:
+            count = 100
+        folder = Path(typed).expanduser() if typed else self._default_class_dir()
+        return {"class_data_dir": str(folder) if folder else None, "class_prompt": prompt, "num_class_images": count}
+
+    @on(Button.Pressed, "#ds-class-start")
+    def _class_pressed(self) -> None:
+        fields = self.class_fields()
+        if not fields["class_prompt"]:
+            self.notify("type a class prompt first, e.g. 'a photo of a heart'", severity="warning")
+            self.query_one("#ds-class-prompt", Input).focus()
+            return
+        if not fields["class_data_dir"]:
+            self.notify("open the instance folder first (or type a class folder)", severity="warning")
+            return
+        self.query_one("#ds-class-progress", ProgressBar).update(total=fields["num_class_images"], progress=0)
+        self._make_class_images(fields, self.resolution)
+
+    @work(thread=True, exclusive=True, group="dataset-class")
+    def _make_class_images(self, fields: dict[str, Any], resolution: int) -> None:
+        from sdstudio.core.class_images import count_class_images, ensure_class_images
+        from sdstudio.core.config import TrainConfig
+        from sdstudio.core.errors import SdstudioError
+        from sdstudio.core.models import load_pipeline, resolve_base_model
+
+        folder = Path(fields["class_data_dir"])
+
+        def progress(_line: str) -> None:
+            self.app.call_from_thread(self._class_progress, count_class_images(folder))
+
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            cfg = TrainConfig(pretrained_model_name_or_path=self.model, resolution=resolution, **fields)
+            progress("")
+            if count_class_images(folder) < cfg.num_class_images:
+                pipe = load_pipeline(resolve_base_model(self.model))
+                pipe.set_progress_bar_config(disable=True)
+                ensure_class_images(cfg, pipe, progress)
+        except (SdstudioError, OSError, ValueError) as exc:
+            self.app.call_from_thread(self.notify, f"class images: {exc}", severity="error")
+            return
+        progress("")
+        self.app.call_from_thread(self.notify, f"{count_class_images(folder)} class images in {folder}")
+
+    def _class_progress(self, count: int) -> None:
+        self.query_one("#ds-class-progress", ProgressBar).update(progress=count)
+
+    # hand-off to training
+    def train_fields(self) -> dict[str, Any]:
+        """The Train form fields this folder implies (DreamBooth when it has no captions)."""
+        if self.folder is None:
+            return {}
+        fields: dict[str, Any] = {"resolution": self.resolution, "center_crop": self.center_crop}
+        if self.report is not None and self.report.caption_store is None:
+            fields.update(method="dreambooth", instance_data_dir=str(self.folder), train_data_dir=None)
+            class_fields = self.class_fields()
+            if class_fields["class_prompt"]:
+                fields.update(class_fields, with_prior_preservation=True)
+        else:
+            fields.update(method="text2image", train_data_dir=str(self.folder), instance_data_dir=None)
+        return fields
+
+    def action_train(self) -> None:
+        fields = self.train_fields()
+        if not fields:
+            self.notify("open a dataset folder first", severity="warning")
+            return
+        self.post_message(self.UseDataset(fields))
+
+    @on(Button.Pressed, "#ds-train")
+    def _train_pressed(self) -> None:
+        self.action_train()
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
