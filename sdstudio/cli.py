@@ -40,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    if argv and argv[0] == "train" and not {"-h", "--help"} & set(argv):
+        # `train` takes free-form `--field value` overrides: parse those by hand.
+        args = argparse.Namespace(command="train", train_argv=argv[1:])
+        from sdstudio.commands import train as train_command
+
+        args.func = train_command.run
+        extra: list[str] = []
+    else:
+        args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra

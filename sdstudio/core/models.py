@@ -142,8 +142,8 @@ def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str |
     from diffusers import StableDiffusionPipeline
 
     base = model if isinstance(model, BaseModel) else resolve_base_model(model)
-    dtype = torch_dtype or torch.float32
-    common = {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    quiet_loading()
+    common = {"dtype": torch_dtype or torch.float32, "safety_checker": None, "requires_safety_checker": False}
     try:
         if base.kind in ("demo", "folder"):
             pipe = StableDiffusionPipeline.from_pretrained(base.location, local_files_only=True, **common)
@@ -166,6 +166,17 @@ def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str |
         raise ModelError(f"{base.location}: cannot load ({first}).{hint}") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def quiet_loading() -> None:
+    """No download/loading progress bars or advisory warnings: the CLI and the studio show their own."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -81,21 +81,18 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-def dumps_toml(data: dict[str, Any]) -> str:
-    """A small TOML writer for flat tables (+ one level of sub-tables); None values are left out."""
+def dumps_toml(data: dict[str, Any], _prefix: str = "") -> str:
+    """A small TOML writer: scalars, lists and nested tables; None values are left out."""
     lines: list[str] = []
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
     for key, value in data.items():
-        if value is None or isinstance(value, dict):
-            continue
-        lines.append(f"{key} = {_toml_value(value)}")
-    for name, table in tables.items():
-        lines.append("")
-        lines.append(f"[{name}]")
-        for key, value in table.items():
-            if value is not None:
-                lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+        if value is not None and not isinstance(value, dict):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            name = f"{_prefix}{key}"
+            lines.append(f"\n[{name}]")
+            lines.append(dumps_toml(value, name + ".").rstrip("\n"))
+    return "\n".join(line for line in lines if line) + "\n"
 
 
 class RunDir:

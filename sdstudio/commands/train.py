@@ -1,0 +1,138 @@
+"""`sdstudio train CONFIG.toml [--FIELD VALUE ...] [--resume RUN_DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core.errors import SdstudioError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "train", help="train a LoRA from a TOML config",
+        description="Train a LoRA. Any config field can be given as --FIELD VALUE and overrides the file "
+                    "(e.g. --max_train_steps 200 --learning_rate 5e-5). Ctrl-C saves a checkpoint and stops.",
+    )
+    p.add_argument("config", nargs="?", help="TOML config (see data/configs/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="print only checkpoints, samples and the result")
+    p.set_defaults(func=run)
+
+
+def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Separate `train`'s own options from `--field value` overrides (argparse would take an
+    override's value for the positional config)."""
+    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--quiet":
+            own["quiet"] = True
+        elif tok == "--resume" or tok.startswith("--resume="):
+            if "=" in tok:
+                own["resume"] = tok.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                own["resume"] = argv[i + 1]
+                i += 1
+            else:
+                raise SdstudioError("--resume needs a run directory")
+        elif tok.startswith("--"):
+            rest.append(tok)
+            if "=" not in tok and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                rest.append(argv[i + 1])
+                i += 1
+        elif own["config"] is None:
+            own["config"] = tok
+        else:
+            raise SdstudioError(f"unexpected argument {tok!r}: config overrides look like --field value")
+        i += 1
+    return own, rest
+
+
+def parse_overrides(extra: list[str]) -> dict[str, Any]:
+    """`--name value` pairs (a bare `--flag` is true); dashes and underscores both accepted."""
+    from sdstudio.core.config import parse_cli_value
+
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--"):
+            raise SdstudioError(f"unexpected argument {token!r}: config overrides look like --field value")
+        name, _, inline = token[2:].partition("=")
+        name = name.replace("-", "_")
+        if inline:
+            value: str | None = inline
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            value = extra[i + 1]
+            i += 1
+        else:
+            value = None
+        out[name] = parse_cli_value(name, value)
+        i += 1
+    return out
+
+
+class _Printer:
+    """Prints trainer events as compact lines."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.t0 = None
+
+    def __call__(self, event: Any) -> None:
+        from sdstudio.core import events as ev
+
+        if isinstance(event, ev.StepEvent):
+            if not self.quiet:
+                mem = f" mem {event.gpu_mem_gib:.2f} GiB" if event.gpu_mem_gib is not None else ""
+                print(f"step {event.step}/{event.total} loss {event.loss:.4f} lr {event.lr:.2e} "
+                      f"{event.images_per_s:.1f} img/s{mem}", flush=True)
+        elif isinstance(event, ev.SampleEvent):
+            print(f"samples at step {event.step}: {len(event.paths)} images in {event.paths[0].parent}" if event.paths
+                  else f"samples at step {event.step}", flush=True)
+        elif isinstance(event, ev.CheckpointEvent):
+            print(f"checkpoint: {event.path}", flush=True)
+        elif isinstance(event, ev.LogEvent):
+            print(("warning: " if event.level == "warning" else "") + event.message, flush=True)
+        elif isinstance(event, ev.FinishedEvent):
+            word = "stopped" if event.stopped else "finished"
+            print(f"{word} at step {event.step}: {event.run_dir}", flush=True)
+        elif isinstance(event, ev.FailedEvent):
+            print(f"failed at step {event.step}: {event.message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sdstudio.core.config import load_config
+
+    own, rest = split_argv(args.train_argv)
+    args.config, args.resume, args.quiet = own["config"], own["resume"], own["quiet"]
+    overrides = parse_overrides(rest)
+    if args.resume:
+        from sdstudio.core.train import resume_config
+
+        cfg = resume_config(args.resume, overrides)
+    else:
+        if not args.config:
+            raise SdstudioError("give a config file (e.g. data/configs/demo-dreambooth.toml) or --resume RUN_DIR")
+        cfg = load_config(args.config, overrides)
+        if cfg.run_name is None and cfg.output_dir is None:
+            from sdstudio.core.train import default_run_name
+
+            cfg.run_name = default_run_name(cfg, Path(args.config).stem)
+    from sdstudio.core.train import train
+
+    printer = _Printer(args.quiet)
+    try:
+        train(cfg, on_event=printer, resume=args.resume)
+    except KeyboardInterrupt:
+        return 130
+    except SdstudioError:
+        raise
+    except Exception:  # noqa: BLE001 - already reported by the FailedEvent
+        return 1
+    return 0

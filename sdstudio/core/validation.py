@@ -1,0 +1,73 @@
+"""Validation samples at fixed prompts and seeds, written into the run directory.
+
+All seeds of one prompt go through the pipeline as one batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core.config import TrainConfig
+from sdstudio.core.runs import RunDir
+
+
+def validation_prompts(cfg: TrainConfig, captions: list[str]) -> list[str]:
+    """The configured prompts, else the instance (and class) prompt, else the first two captions."""
+    if cfg.validation_prompts:
+        return list(cfg.validation_prompts)
+    if cfg.resolved_method == "dreambooth":
+        prompts = [cfg.instance_prompt or ""]
+        if cfg.with_prior_preservation and cfg.class_prompt:
+            prompts.append(cfg.class_prompt)
+        return prompts
+    seen: list[str] = []
+    for c in captions:
+        if c not in seen:
+            seen.append(c)
+        if len(seen) == 2:
+            break
+    return seen
+
+
+def validation_seeds(cfg: TrainConfig) -> list[int]:
+    return [cfg.seed + i for i in range(cfg.num_validation_images)]
+
+
+def make_pipeline(base_pipe: Any, unet: Any, text_encoder: Any, vae: Any) -> Any:
+    """A pipeline sharing the training modules (no copies), with the model's own sampler."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=base_pipe.tokenizer, unet=unet,
+        scheduler=base_pipe.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample(pipe: Any, run: RunDir, step: int, cfg: TrainConfig, prompts: list[str], device: Any,
+           autocast_dtype: Any = None) -> list[Path]:
+    """Generate every (prompt, seed) image for `step`; returns the written paths."""
+    import contextlib
+
+    import torch
+
+    seeds = validation_seeds(cfg)
+    paths: list[Path] = []
+    was_training = pipe.unet.training
+    pipe.unet.eval()
+    ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+    try:
+        with torch.no_grad(), ctx:
+            for pi, prompt in enumerate(prompts):
+                gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+                images = pipe([prompt] * len(seeds), height=cfg.resolution, width=cfg.resolution,
+                              num_inference_steps=cfg.validation_num_inference_steps,
+                              guidance_scale=cfg.validation_guidance_scale, generator=gens).images
+                for seed, image in zip(seeds, images):
+                    paths.append(run.add_sample(step, pi, prompt, seed, image))
+    finally:
+        if was_training:
+            pipe.unet.train()
+    return paths
