@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from sdstudio import __version__
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Library advisories (e.g. transformers on a missing torchvision) are noise to a user.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     if argv and argv[0] == "train" and not {"-h", "--help"} & set(argv):
         # `train` takes free-form `--field value` overrides: parse those by hand.

@@ -27,3 +27,59 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "runs"
     monkeypatch.setenv("SDSTUDIO_RUNS", str(root))
     return root
+
+
+def draw_shape_images(folder: Path, count: int, colour: tuple[int, int, int], size: int = 40,
+                      shape: str = "ellipse") -> list[Path]:
+    """Small distinct PNGs of one coloured shape at varied positions on varied backgrounds."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        im = Image.new("RGB", (size, size), (30 + 40 * (i % 5), 90, 160 + 10 * (i % 4)))
+        draw = ImageDraw.Draw(im)
+        box = (4 + i % 7, 5 + (i * 3) % 9, size // 2 + 8 + i % 7, size // 2 + 9 + (i * 3) % 9)
+        getattr(draw, shape)(box, fill=colour)
+        path = folder / f"{i:03d}.png"
+        im.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture()
+def instance_dir(tmp_path: Path) -> Path:
+    """A DreamBooth instance folder of 4 images (no captions)."""
+    draw_shape_images(tmp_path / "instance", 4, (230, 30, 30))
+    return tmp_path / "instance"
+
+
+@pytest.fixture()
+def captioned_dir(tmp_path: Path) -> Path:
+    """A text-to-image folder of 6 images captioned in metadata.jsonl."""
+    import json
+
+    folder = tmp_path / "captioned"
+    red = draw_shape_images(folder / "red", 3, (230, 30, 30))
+    blue = draw_shape_images(folder / "blue", 3, (30, 30, 230), shape="rectangle")
+    lines = [json.dumps({"file_name": p.relative_to(folder).as_posix(), "text": f"a {c} shape"})
+             for c, paths in (("red", red), ("blue", blue)) for p in paths]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def tiny_train_values(model_dir: Path, out: Path, **extra: object) -> dict[str, object]:
+    """Config values for a seconds-long run on the tiny model."""
+    values: dict[str, object] = {
+        "pretrained_model_name_or_path": str(model_dir),
+        "resolution": 32,
+        "max_train_steps": 4,
+        "checkpointing_steps": 2,
+        "validation_steps": 2,
+        "num_validation_images": 2,
+        "validation_num_inference_steps": 2,
+        "learning_rate": 1e-3,
+        "output_dir": str(out),
+    }
+    values.update(extra)
+    return values
