@@ -206,6 +206,45 @@ def canonical_text_key(key: str) -> str:
     return key if key.startswith("text_model.") else "text_model." + key
 
 
+def _count_indices(keys: Iterable[str], prefix: str) -> int:
+    found = {k[len(prefix):].split(".", 1)[0] for k in keys if k.startswith(prefix)}
+    return len([f for f in found if f.isdigit()])
+
+
+def _infer_unet_config(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    p = UNET_PREFIX
+    ops = sorted(int(k[len(p + "input_blocks."):].split(".")[0]) for k in shapes
+                 if k.startswith(p + "input_blocks.") and k.endswith(".0.op.weight"))
+    if not ops or f"{p}input_blocks.0.0.weight" not in shapes:
+        raise ModelError("not an SD 1.x/2.x UNet layout (no input_blocks downsamplers found)")
+    lpb = ops[0] - 1
+    levels = len(ops) + 1
+    chans, down, up, depth = [], [], [], []
+    for i in range(levels):
+        idx = 1 + i * (lpb + 1)
+        key = f"{p}input_blocks.{idx}.0.out_layers.3.weight"
+        if key not in shapes:
+            raise ModelError(f"unexpected UNet layout: {key} is missing")
+        chans.append(int(shapes[key][0]))
+        attn = f"{p}input_blocks.{idx}.1."
+        down.append("CrossAttnDownBlock2D" if f"{attn}proj_in.weight" in shapes else "DownBlock2D")
+        depth.append(max(1, _count_indices(shapes, attn + "transformer_blocks.")))
+    for i in range(levels):
+        has = f"{p}output_blocks.{i * (lpb + 1)}.1.proj_in.weight" in shapes
+        up.append("CrossAttnUpBlock2D" if has else "UpBlock2D")
+    return {"block_out_channels": chans, "layers_per_block": lpb, "down_block_types": down,
+            "up_block_types": up, "transformer_layers_per_block": depth,
+            "mid_block_type": "UNetMidBlock2DCrossAttn" if f"{p}middle_block.1.proj_in.weight" in shapes else None}
+
+
+def _infer_vae_config(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    p = VAE_PREFIX + "encoder.down."
+    levels = _count_indices(shapes, p)
+    chans = [int(shapes[f"{p}{i}.block.0.conv2.weight"][0]) for i in range(levels)] if levels else []
+    return {"block_out_channels": chans or [128, 256, 512, 512],
+            "layers_per_block": _count_indices(shapes, f"{p}0.block.") or 2}
+
+
 @dataclass(frozen=True)
 class Part:
     """One diffusers tensor's share of an LDM tensor.
@@ -247,6 +286,17 @@ class LdmLayout:
                 raise ModelError(f"{path}: cannot read the {comp} config ({exc})") from None
         family = "sd2" if cfgs["unet"].get("cross_attention_dim") == 1024 else "sd1"
         return cls(cfgs["unet"], cfgs["vae"], family, int(cfgs["text_encoder"]["num_hidden_layers"]))
+
+    @classmethod
+    def from_ldm_shapes(cls, shapes: Mapping[str, tuple[int, ...]]) -> LdmLayout:
+        """Infer the layout of an A1111 single file from its tensor names and shapes alone
+        (enough to place LoRA modules and split components; not a full diffusers config)."""
+        unet, vae = _infer_unet_config(shapes), _infer_vae_config(shapes)
+        if any(k.startswith(SD2_TEXT_PREFIX) for k in shapes):
+            family, pat = "sd2", SD2_TEXT_PREFIX + "transformer.resblocks."
+        else:
+            family, pat = "sd1", SD1_TEXT_PREFIX + "text_model.encoder.layers."
+        return cls(unet, vae, family, _count_indices(shapes, pat))
 
     # diffusers -> LDM -------------------------------------------------------------------------
     def to_ldm(self, component: str, key: str) -> tuple[str, Part]:

@@ -1,0 +1,226 @@
+"""Merge inputs, whatever their format, seen as one A1111/LDM-named state dict read on demand.
+
+`open_model(path)` accepts an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt`
+(unpickled with weights_only, so held in memory) or a diffusers folder (its component files
+read tensor by tensor and renamed/reshaped through `ldm_layout`). `open_vae(path)` does the
+same for a standalone VAE (A1111 `vae-*.safetensors`/`.ckpt`, diffusers VAE file or folder).
+Each key can be read whole or by blocks of rows, so a merge never holds a whole model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core.errors import ModelError
+from sdstudio.core.ldm_layout import SD1_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX, LdmLayout, vae_module_map
+from sdstudio.core.safetensors_stream import SafetensorsReader, TensorInfo, dtype_code
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+_WEIGHT_NAMES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+
+
+class DictReader:
+    """An in-memory state dict behind the `SafetensorsReader` interface (for unpickled files)."""
+
+    def __init__(self, path: Path, state_dict: dict[str, Any]):
+        self.path = path
+        self._sd = {k: v for k, v in state_dict.items() if hasattr(v, "shape") and hasattr(v, "dtype")}
+        self.tensors = {k: TensorInfo(dtype_code(v.dtype), tuple(v.shape), 0, 0) for k, v in self._sd.items()}
+        self.metadata: dict[str, str] = {}
+
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> Any:
+        t = self._sd[key]
+        return t[start:stop].clone() if t.dim() else t.clone()
+
+    def close(self) -> None:
+        self._sd.clear()
+
+
+def open_reader(path: Path) -> SafetensorsReader | DictReader:
+    if path.suffix.lower() == ".safetensors":
+        return SafetensorsReader(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        from sdstudio.core.safeload import load_pickle_state_dict
+
+        return DictReader(path, load_pickle_state_dict(path))
+    raise ModelError(f"{path}: a '{path.suffix}' file is not a model (expected .safetensors, .ckpt or a diffusers folder)")
+
+
+@dataclass(frozen=True)
+class _Piece:
+    reader: Any
+    key: str
+    op: str = "copy"
+    index: int = 0
+
+
+class ModelSource:
+    """LDM key -> tensor, read lazily from one or more files."""
+
+    def __init__(self, name: str, path: Path, kind: str, pieces: dict[str, list[_Piece]],
+                 layout: LdmLayout | None = None, config_dir: Path | None = None, hash_file: Path | None = None):
+        self.name, self.path, self.kind = name, path, kind
+        self._pieces = pieces
+        self._layout = layout
+        self.config_dir = config_dir
+        self.hash_file = hash_file
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.dtypes: dict[str, str] = {}
+        for key, parts in pieces.items():
+            info = parts[0].reader.tensors[parts[0].key]
+            shape = info.shape
+            if parts[0].op == "qkv":
+                shape = (shape[0] * len(parts),) + shape[1:]
+            elif parts[0].op == "conv1x1" and len(shape) == 2:
+                shape = shape + (1, 1)
+            self.shapes[key], self.dtypes[key] = shape, info.dtype
+
+    def keys(self) -> list[str]:
+        return list(self._pieces)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._pieces
+
+    @property
+    def layout(self) -> LdmLayout:
+        if self._layout is None:
+            self._layout = LdmLayout.from_ldm_shapes(self.shapes)
+        return self._layout
+
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> Any:
+        """Rows [start, stop) of an LDM tensor (whole by default)."""
+        import torch
+
+        parts = self._pieces[key]
+        if parts[0].op != "qkv":
+            t = parts[0].reader.read(parts[0].key, start, stop)
+            return t[:, :, None, None] if parts[0].op == "conv1x1" and t.dim() == 2 else t
+        rows = self.shapes[key][0] // len(parts)
+        stop = self.shapes[key][0] if stop is None else stop
+        blocks = []
+        for i, piece in enumerate(parts):
+            lo, hi = max(start, i * rows), min(stop, (i + 1) * rows)
+            if lo < hi:
+                blocks.append(piece.reader.read(piece.key, lo - i * rows, hi - i * rows))
+        return torch.cat(blocks, dim=0)
+
+    def close(self) -> None:
+        for reader in {id(p.reader): p.reader for parts in self._pieces.values() for p in parts}.values():
+            reader.close()
+
+
+def _canonical_ldm_key(key: str) -> str:
+    """Old SD 1 files name the text encoder without `text_model.`; newer ones with it."""
+    if key.startswith(SD1_TEXT_PREFIX) and not key.startswith(SD1_TEXT_PREFIX + "text_model."):
+        return SD1_TEXT_PREFIX + "text_model." + key[len(SD1_TEXT_PREFIX):]
+    return key
+
+
+def _component_files(folder: Path, comp: str) -> list[Path]:
+    return _weight_files(folder / comp, _WEIGHT_NAMES[comp])
+
+
+def _weight_files(d: Path, base: str) -> list[Path]:
+    for pattern in (f"{base}.safetensors", f"{base}.fp16.safetensors"):
+        if (d / pattern).is_file():
+            return [d / pattern]
+    for index_name in (f"{base}.safetensors.index.json", f"{base}.fp16.safetensors.index.json"):
+        index = d / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            return [d / s for s in shards]
+    for pattern in (f"{base}.bin", "pytorch_model.bin"):
+        if (d / pattern).is_file():
+            return [d / pattern]
+    raise ModelError(f"{d}: no weights found (expected {base}.safetensors)")
+
+
+def _open_folder(folder: Path) -> ModelSource:
+    from sdstudio.core.models import resolve_base_model
+
+    resolve_base_model(str(folder))  # refuses non-SD and SDXL folders with a clear message
+    layout = LdmLayout.from_folder(folder)
+    comp_keys: dict[str, dict[str, Any]] = {}
+    for comp in ("unet", "vae", "text_encoder"):
+        for f in _component_files(folder, comp):
+            reader = open_reader(f)
+            comp_keys.setdefault(comp, {}).update({k: reader for k in reader.tensors})
+    plan = layout.plan_to_ldm({c: list(ks) for c, ks in comp_keys.items()})
+    pieces = {ldm: [_Piece(comp_keys[p.component][p.key], p.key, p.op, p.index) for p in parts]
+              for ldm, parts in plan.items()}
+    unet_file = _component_files(folder, "unet")[0]
+    return ModelSource(folder.name, folder, "folder", pieces, layout, folder, unet_file)
+
+
+def open_model(path: str | os.PathLike[str]) -> ModelSource:
+    """Open a merge input; ModelError names the file and what was expected."""
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_dir():
+        return _open_folder(p)
+    if not p.is_file():
+        raise ModelError(f"{p}: no such file or folder (expected an A1111 .safetensors/.ckpt or a diffusers folder)")
+    reader = open_reader(p)
+    pieces = {_canonical_ldm_key(k): [_Piece(reader, k)] for k in reader.tensors}
+    return ModelSource(p.stem, p, "single_file", pieces, hash_file=p)
+
+
+def _vae_pieces_from_diffusers(reader: Any, config: dict[str, Any] | None) -> dict[str, list[_Piece]]:
+    keys = list(reader.tensors)
+    if config is None:  # infer the two numbers the name map needs from the shapes
+        levels = len({k.split(".")[2] for k in keys if k.startswith("encoder.down_blocks.")})
+        chans = [reader.tensors[f"encoder.down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in range(levels)]
+        lpb = len({k.split(".")[4] for k in keys if k.startswith("encoder.down_blocks.0.resnets.")})
+        config = {"block_out_channels": chans, "layers_per_block": lpb}
+    mapping = vae_module_map(config)
+    pieces = {}
+    for key in keys:
+        module, _, param = key.rpartition(".")
+        if module not in mapping:
+            raise ModelError(f"{reader.path}: VAE weight {key!r} has no place in the SD layout")
+        op = "conv1x1" if ".mid.attn_1." in mapping[module] and param == "weight" else "copy"
+        pieces[f"{mapping[module]}.{param}"] = [_Piece(reader, key, op)]
+    return pieces
+
+
+def open_vae(path: str | os.PathLike[str]) -> ModelSource:
+    """A VAE to bake in, keyed `first_stage_model.*` whatever layout the file uses."""
+    p = Path(os.path.expanduser(str(path)))
+    config = None
+    if p.is_dir():
+        folder = p / "vae" if (p / "vae").is_dir() else p  # a pipeline folder or a VAE folder
+        if (folder / "config.json").is_file():
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        p = _weight_files(folder, "diffusion_pytorch_model")[0]
+    if not p.is_file():
+        raise ModelError(f"{p}: no such VAE file")
+    reader = open_reader(p)
+    keys = list(reader.tensors)
+    if any(k.startswith(VAE_PREFIX) for k in keys):
+        pieces = {k: [_Piece(reader, k)] for k in keys if k.startswith(VAE_PREFIX)}
+    elif any(k.startswith("encoder.down_blocks.") for k in keys):
+        pieces = _vae_pieces_from_diffusers(reader, config)
+    elif any(k.startswith("encoder.down.") for k in keys):
+        pieces = {VAE_PREFIX + k: [_Piece(reader, k)] for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
+    else:
+        reader.close()
+        sample = ", ".join(sorted(keys)[:3]) or "no tensors"
+        raise ModelError(f"{p}: not a VAE (keys like {sample}; expected encoder.*/decoder.* weights)")
+    return ModelSource(p.stem, p, "vae", pieces, hash_file=p)
+
+
+def family_label(keys: Iterable[str]) -> str:
+    """sd1 / sd2 / sdxl / unknown, for error messages (never raises)."""
+    ks = list(keys)
+    if any(k.startswith("conditioner.embedders.") for k in ks):
+        return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in ks):
+        return "sd2"
+    if any(k.startswith(SD1_TEXT_PREFIX) for k in ks):
+        return "sd1"
+    return "unknown" if not any(k.startswith(UNET_PREFIX) for k in ks) else "sd (no text encoder)"
+
