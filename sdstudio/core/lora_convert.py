@@ -52,6 +52,11 @@ def convert_file(src: str | os.PathLike[str], out: str | os.PathLike[str] | None
     weights: LoraWeights = read_lora_file(source)
     metadata = {k: v for k, v in weights.metadata.items() if k.startswith(("ss_", "modelspec."))}
     metadata["sdstudio_converted_from"] = f"{source.name} ({weights.source_format})"
+    if to == "kohya":
+        ranks, alphas = sorted(weights.ranks()), sorted(weights.alphas())
+        metadata.setdefault("ss_network_module", "networks.lora")
+        metadata.setdefault("ss_network_dim", str(max(ranks)))
+        metadata.setdefault("ss_network_alpha", str(max(alphas)))
     save_lora_file(weights, target, to, dtype=dtype, metadata=metadata)
     from safetensors import safe_open
 
