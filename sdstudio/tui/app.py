@@ -1,0 +1,215 @@
+"""The studio app: five screens one key away, the training worker, keymap, theme, hang-up.
+
+Screens are Textual modes built on first visit, so opening the studio imports only the first
+screen; torch and diffusers load inside the training worker, after the first paint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from sdstudio.core.events import TrainerControl
+from sdstudio.tui.session import TrainerMessage, TrainingSession
+from sdstudio.tui.settings import Settings, load_settings
+
+SCREENS = (  # mode, module, class, key, footer label (short: all five fit in 80 columns)
+    ("dataset", "dataset", "DatasetScreen", "1", "Data"),
+    ("train", "train", "TrainScreen", "2", "Train"),
+    ("checkpoints", "checkpoints", "CheckpointsScreen", "3", "Ckpts"),
+    ("generate", "generate", "GenerateScreen", "4", "Generate"),
+    ("merge", "merge", "MergeScreen", "5", "Merge"),
+)
+
+
+def _screen_factory(module: str, cls: str) -> Callable[[], Screen]:
+    def build() -> Screen:
+        return getattr(importlib.import_module(f"sdstudio.tui.screens.{module}"), cls)()
+
+    return build
+
+
+class StudioApp(App[None]):
+    TITLE = "sdstudio"
+    CSS = """
+    Screen { layout: vertical; }
+    .muted { color: $text-muted; }
+    .error { color: $error; }
+    """
+    MODES = {mode: _screen_factory(module, cls) for mode, module, cls, _, _ in SCREENS}
+    BINDINGS = [
+        *(Binding(key, f"app.switch_mode('{mode}')", label, id=f"screen.{mode}", tooltip=f"Go to the {mode.title()} screen")
+          for mode, _, _, key, label in SCREENS),
+        Binding("ctrl+t", "toggle_dark", "Light/dark", id="app.toggle_theme", show=False),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
+    ]
+
+    def __init__(self, settings: Settings | None = None, run_dir: str | Path | None = None,
+                 start_screen: str | None = None) -> None:
+        super().__init__()
+        self.settings = settings or Settings()
+        self.open_run = Path(run_dir).resolve() if run_dir else None
+        self.start_screen = start_screen or ("checkpoints" if self.open_run else "train")
+        self.session = TrainingSession()
+        self._exit_when_idle = False
+        self.hung_up = False
+
+    # lifecycle
+    def on_mount(self) -> None:
+        try:
+            self.theme = self.settings.theme
+        except Exception:  # an unknown theme name in the config file
+            self.notify(f"unknown theme {self.settings.theme!r}; using textual-dark", severity="warning")
+            self.theme = "textual-dark"
+        if self.settings.keymap:
+            self.set_keymap(self.settings.keymap)
+        self._install_hangup_handler()
+        self.switch_mode(self.start_screen)
+        if self.open_run is None:
+            self.call_after_refresh(self._offer_resume)
+
+    def _install_hangup_handler(self) -> None:
+        if not hasattr(signal, "SIGHUP"):
+            return
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.on_hangup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (embedded, tests) or no signal support
+
+    def on_hangup(self) -> None:
+        """The terminal is gone (SSH dropped): save a checkpoint, stop cleanly, exit.
+
+        The screen output goes to /dev/null from here on so that drawing cannot fail on the
+        dead terminal while the trainer finishes its step and writes the checkpoint.
+        """
+        self.hung_up = True
+        _detach_from_terminal()
+        if self.session.busy and self.session.control is not None:
+            self.session.control.request_save()
+            self.session.request_stop()
+            self._exit_when_idle = True
+        else:
+            self.exit()
+
+    def _offer_resume(self) -> None:
+        from sdstudio.tui.screens.resume import ResumeScreen, find_resumable
+
+        run = find_resumable()
+        if run is not None:
+            self.push_screen(ResumeScreen(run), callback=self._resume_answer)
+
+    def _resume_answer(self, run_dir: Path | None) -> None:
+        if run_dir is not None:
+            self.resume_training(run_dir)
+
+    # training (one App-level thread worker)
+    def start_training(self, cfg: object, resume: Path | None = None) -> bool:
+        """Start `sdstudio.core.train.train` in the worker; False if a run is already going."""
+        if self.session.busy:
+            self.notify("A training run is already going: stop it first.", severity="warning")
+            return False
+        control = TrainerControl()
+        self.session.begin(control, total=int(getattr(cfg, "max_train_steps", 0) or 0))
+        if resume is not None:
+            self.session.run_dir = Path(resume)
+        self.run_worker(partial(self._train_in_thread, cfg, control, resume), name="training", group="training",
+                        thread=True, exit_on_error=False)
+        return True
+
+    def resume_training(self, run_dir: Path) -> None:
+        from sdstudio.core.config import load_config
+        from sdstudio.core.errors import SdstudioError
+
+        try:
+            cfg = load_config(Path(run_dir) / "run.toml")
+        except SdstudioError as exc:
+            self.notify(str(exc), title="Cannot resume", severity="error", timeout=10)
+            return
+        self.switch_mode("train")
+        if self.start_training(cfg, resume=Path(run_dir)):
+            self.notify(f"Resuming {Path(run_dir).name}")
+
+    def _train_in_thread(self, cfg: object, control: TrainerControl, resume: Path | None) -> object:
+        from sdstudio.core.train import train  # torch and diffusers load here, off the UI thread
+
+        return train(cfg, on_event=lambda event: self.post_message(TrainerMessage(event)),  # type: ignore[arg-type]
+                     control=control, resume=resume)
+
+    def on_trainer_message(self, message: TrainerMessage) -> None:
+        self.session.apply(message.event)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "training" or event.state not in (
+                WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            return
+        self.session.thread_exited(event.worker.error if event.state == WorkerState.ERROR else None)
+        if self.session.state == "failed" and not self.hung_up:
+            self.notify(self.session.error or "training failed", title="Training failed", severity="error",
+                        timeout=15)
+        if self._exit_when_idle:
+            self.exit()
+
+    # actions
+    async def action_quit(self) -> None:
+        if self.session.busy:
+            if self._exit_when_idle:
+                self.notify("Still stopping: waiting for the trainer to finish its step…")
+                return
+            self.session.request_stop()
+            self._exit_when_idle = True
+            self.notify("Stopping the training run; the studio closes when it has stopped.")
+            return
+        self.exit()
+
+    def action_toggle_dark(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every action bound on the screen and the app, under its footer label (context-aware)."""
+        seen: set[str] = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if active.node not in (screen, self) or not active.enabled or not binding.description \
+                    or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            title = binding.tooltip or binding.description
+            yield SystemCommand(title, f"key: {self.get_key_display(binding)}",
+                                partial(active.node.run_action, binding.action))
+        yield from super().get_system_commands(screen)
+
+
+def _detach_from_terminal() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (1, 2):
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
+    os.close(devnull)
+
+
+def run_app(run_dir: str | None = None, images: str | None = None) -> int | None:
+    """Entry point for `sdstudio` without a command (see sdstudio.cli)."""
+    from sdstudio.tui import images as tui_images
+
+    settings = load_settings()
+    if run_dir is not None and not (Path(run_dir) / "run.toml").exists():
+        from sdstudio.core.errors import SdstudioError
+
+        raise SdstudioError(f"{run_dir}: not a run directory (no run.toml)")
+    # textual-image must probe the terminal before Textual owns stdin
+    tui_images.init_images(tui_images.choose_renderer(images, settings.images))
+    app = StudioApp(settings=settings, run_dir=run_dir)
+    app.run()
+    return 0

@@ -1,0 +1,283 @@
+"""Checkpoints: pick the step where the subject looks right, and export it with one key.
+
+Any run under the runs folder can be opened (running or finished, from this studio, the CLI
+or another session); the screen re-reads the run folder every 1.5 s and follows new samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Select, Static
+from textual.worker import Worker, WorkerState
+
+from sdstudio.core.paths import runs_root
+from sdstudio.core.runs import RunDir, list_runs
+from sdstudio.tui.review import RunSnapshot, load_favourites, read_snapshot, signature, toggle_favourite
+from sdstudio.tui.screens.resume import is_resumable
+from sdstudio.tui.widgets.sample_preview import SamplePreview, Shown
+
+POLL_SECONDS = 1.5
+
+
+def run_label(run: RunDir) -> str:
+    st = run.status()
+    state = st.get("state", "?")
+    if state == "running" and not run.is_alive():
+        state = "cut off"
+    return f"{run.name}  [{state} {st.get('step', 0)}/{st.get('total', 0)}]"
+
+
+class CheckpointsScreen(Screen[None]):
+    DEFAULT_CSS = """
+    CheckpointsScreen #run-bar { height: 1; }
+    CheckpointsScreen #run-bar Label { width: 5; color: $text-muted; }
+    CheckpointsScreen #run-select { width: 1fr; }
+    CheckpointsScreen #review-body { height: 1fr; }
+    CheckpointsScreen #grid { width: 2fr; max-width: 60; min-width: 30; height: 1fr; }
+    CheckpointsScreen SamplePreview { width: 3fr; }
+    CheckpointsScreen #run-hint { height: 1; color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("e", "export", "Export", id="checkpoints.export",
+                tooltip="Export the selected checkpoint for A1111/ComfyUI"),
+        Binding("f", "favourite", "Fav", id="checkpoints.favourite",
+                tooltip="Mark or unmark the selected checkpoint"),
+        Binding("c", "compare", "Compare", id="checkpoints.compare",
+                tooltip="Pin this step on the left to compare it with the selection"),
+        Binding("r", "resume", "Resume", id="checkpoints.resume",
+                tooltip="Resume this stopped run from its latest checkpoint"),
+        Binding("o", "choose_run", "Runs", id="checkpoints.choose_run", tooltip="Choose another run", show=False),
+        Binding("h", "move('left')", "Left", id="checkpoints.left", show=False),
+        Binding("j", "move('down')", "Down", id="checkpoints.down", show=False),
+        Binding("k", "move('up')", "Up", id="checkpoints.up", show=False),
+        Binding("l", "move('right')", "Right", id="checkpoints.right", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run: RunDir | None = None
+        self.snapshot: RunSnapshot | None = None
+        self.favourites: set[int] = set()
+        self.pinned_step: int | None = None
+        self.last_export: Path | None = None
+        self._signature: Any = None
+        self._runs_key: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="run-bar"):
+            yield Label("Run")
+            yield Select([], prompt="no runs yet", compact=True, id="run-select")
+        yield Static("", id="run-hint")
+        with Horizontal(id="review-body"):
+            yield DataTable(id="grid", cursor_type="cell", zebra_stripes=True)
+            yield SamplePreview(id="preview")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = "Checkpoints"
+        self._refresh_runs(select=getattr(self.app, "open_run", None))
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    def on_screen_resume(self) -> None:
+        self.poll()
+
+    # runs
+    def _known_runs(self) -> list[RunDir]:
+        runs = list_runs(runs_root())
+        extra = getattr(self.app, "open_run", None)
+        if extra is not None and all(r.path.resolve() != Path(extra).resolve() for r in runs):
+            runs.insert(0, RunDir(extra))
+        session_run = getattr(getattr(self.app, "session", None), "run_dir", None)
+        if session_run is not None and all(r.path.resolve() != Path(session_run).resolve() for r in runs):
+            if RunDir(session_run).exists():
+                runs.insert(0, RunDir(session_run))
+        return runs
+
+    def _refresh_runs(self, select: Path | None = None) -> None:
+        runs = self._known_runs()
+        key = tuple((r.path, r.status().get("state"), r.status().get("step")) for r in runs)
+        chooser = self.query_one("#run-select", Select)
+        if key != self._runs_key:
+            self._runs_key = key
+            with self.prevent(Select.Changed):
+                chooser.set_options([(run_label(r), str(r.path)) for r in runs])
+        target = Path(select) if select is not None else (self.run.path if self.run else None)
+        if target is None and runs:
+            target = runs[0].path
+        if target is not None and chooser.value != str(target) and any(r.path == target for r in runs):
+            with self.prevent(Select.Changed):
+                chooser.value = str(target)
+        if target is not None and (self.run is None or self.run.path != target):
+            self.open(RunDir(target))
+
+    def open(self, run: RunDir) -> None:
+        self.run = run
+        self.pinned_step = None
+        self._signature = None
+        self.poll(force_table=True)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "run-select" and isinstance(event.value, str):
+            self.open(RunDir(event.value))
+            self.query_one("#grid", DataTable).focus()
+
+    def poll(self, force_table: bool = False) -> None:
+        """Re-read the run folder if anything in it changed (a running run, another process)."""
+        if self.run is None:
+            self._refresh_runs()
+            if self.run is None:
+                self.query_one("#run-hint", Static).update(f"No runs in {runs_root()} yet: start one on Train (2).")
+                return
+        self._refresh_runs()
+        sig = signature(self.run)
+        if sig == self._signature and not force_table:
+            return
+        self._signature = sig
+        self.snapshot = read_snapshot(self.run)
+        self.favourites = load_favourites(self.run)
+        self._fill_table()
+        st = self.snapshot.status
+        hint = f"{st.get('state', '?')} · step {st.get('step', 0)}/{st.get('total', 0)} · " \
+               f"{len(self.snapshot.checkpoint_steps)} checkpoints · ◆ checkpoint ★ favourite"
+        self.query_one("#run-hint", Static).update(hint)
+        self.refresh_bindings()
+
+    # grid
+    def _row_label(self, step: int) -> Text:
+        snap = self.snapshot
+        assert snap is not None
+        ckpt = "◆" if step in snap.checkpoint_steps else " "
+        fav = "★" if step in self.favourites else " "
+        return Text(f"{step:>6} {ckpt}{fav}")
+
+    def _fill_table(self) -> None:
+        table = self.query_one("#grid", DataTable)
+        snap = self.snapshot
+        assert snap is not None
+        old = table.cursor_coordinate
+        was_last = table.row_count and old.row >= table.row_count - 1
+        table.clear(columns=True)
+        table.show_row_labels = True
+        for col in snap.columns or []:
+            table.add_column(col.title, key=f"c{snap.columns.index(col)}")
+        if not snap.columns:
+            table.add_column("samples", key="none")
+        for step in snap.steps:
+            cells = [Text("■" if snap.sample(step, i) else "·", justify="center") for i in range(len(snap.columns))]
+            table.add_row(*(cells or [Text("·")]), key=str(step), label=self._row_label(step))
+        if table.row_count:
+            row = table.row_count - 1 if (was_last or old.row >= table.row_count) else old.row
+            table.cursor_coordinate = table.cursor_coordinate.__class__(row, min(old.column, max(len(snap.columns) - 1, 0)))
+        self._update_preview()
+
+    def selected(self) -> tuple[int, int] | None:
+        """(step, column index) under the cursor."""
+        table = self.query_one("#grid", DataTable)
+        if self.snapshot is None or not self.snapshot.steps or not table.row_count:
+            return None
+        coord = table.cursor_coordinate
+        return self.snapshot.steps[min(coord.row, len(self.snapshot.steps) - 1)], coord.column
+
+    def _shown(self, step: int, column: int) -> Shown:
+        snap = self.snapshot
+        assert snap is not None
+        rec = snap.sample(step, column)
+        col = snap.columns[column] if column < len(snap.columns) else None
+        return Shown(path=rec.path if rec else None, step=step, seed=col.seed if col else None,
+                     loss=snap.loss_at(step), prompt=col.prompt if col else "",
+                     checkpoint=step in snap.checkpoint_steps, favourite=step in self.favourites)
+
+    def _update_preview(self) -> None:
+        preview = self.query_one(SamplePreview)
+        sel = self.selected()
+        if sel is None:
+            preview.show(None)
+            return
+        step, column = sel
+        pinned = self._shown(self.pinned_step, column) if self.pinned_step is not None else None
+        preview.show(self._shown(step, column), pinned)
+
+    def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+        self._update_preview()
+
+    # actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # False hides a key that does nothing here, so the footer keeps 1-5 visible at 80 columns
+        if action == "resume":
+            return self.run is not None and is_resumable(self.run) and not self.app.session.busy  # type: ignore[attr-defined]
+        if action in ("export", "favourite", "compare"):
+            return self.selected() is not None
+        return True
+
+    def action_move(self, direction: str) -> None:
+        table = self.query_one("#grid", DataTable)
+        getattr(table, f"action_cursor_{direction}")()
+
+    def action_choose_run(self) -> None:
+        chooser = self.query_one("#run-select", Select)
+        chooser.focus()
+        chooser.action_show_overlay()
+
+    def action_favourite(self) -> None:
+        sel = self.selected()
+        if sel is None or self.run is None:
+            return
+        now = toggle_favourite(self.run, sel[0])
+        self.favourites = load_favourites(self.run)
+        self._signature = signature(self.run)
+        table = self.query_one("#grid", DataTable)
+        table.rows[table.coordinate_to_cell_key(table.cursor_coordinate).row_key].label = self._row_label(sel[0])
+        table.refresh()
+        self._update_preview()
+        self.notify(f"step {sel[0]} {'marked as favourite' if now else 'unmarked'}")
+
+    def action_compare(self) -> None:
+        sel = self.selected()
+        if sel is None:
+            return
+        self.pinned_step = None if self.pinned_step == sel[0] else sel[0]
+        self._update_preview()
+        if self.pinned_step is not None:
+            self.notify(f"step {sel[0]} pinned on the left; move to compare (c again to unpin)")
+
+    def action_resume(self) -> None:
+        if self.run is not None:
+            self.app.resume_training(self.run.path)  # type: ignore[attr-defined]
+
+    def action_export(self) -> None:
+        sel = self.selected()
+        if sel is None or self.run is None or self.snapshot is None:
+            return
+        step = sel[0]
+        if step not in self.snapshot.checkpoint_steps:
+            have = ", ".join(str(s) for s in sorted(self.snapshot.checkpoint_steps)) or "none yet"
+            self.notify(f"No checkpoint at step {step} (checkpoints: {have}); pick a row marked ◆.",
+                        severity="warning")
+            return
+        self.notify(f"Exporting step {step}…")
+        run_path = self.run.path
+        self.run_worker(lambda: _export(run_path, step), name=f"export-{step}", group="export", thread=True,
+                        exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "export":
+            return
+        if event.state == WorkerState.SUCCESS:
+            self.last_export = Path(event.worker.result)
+            self.notify(f"Exported {self.last_export}", title="Export done", timeout=12)
+        elif event.state == WorkerState.ERROR:
+            self.notify(str(event.worker.error), title="Export failed", severity="error", timeout=12)
+
+
+def _export(run_path: Path, step: int) -> Path:
+    from sdstudio.core.lora_export import export_checkpoint  # torch/safetensors load here
+
+    return Path(export_checkpoint(run_path, step=step, out=None))

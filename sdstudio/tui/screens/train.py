@@ -1,0 +1,189 @@
+"""Train: set up a run in a form (or a TOML file), start it, watch it, stop it.
+
+The run itself lives in the App (one thread worker, see app.py) so it goes on while you look
+at other screens; this screen draws the App's TrainingSession a few times a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Select, Static
+
+from sdstudio.core.config import TrainConfig, build_config, load_config, save_toml
+from sdstudio.core.errors import ConfigError, SdstudioError
+from sdstudio.core.paths import data_dir
+from sdstudio.tui.widgets.config_form import ConfigForm
+from sdstudio.tui.widgets.train_live import TrainingView
+
+DEFAULT_TOML = "train.toml"
+
+
+def initial_config(path: Path | None) -> tuple[dict[str, Any], str]:
+    """The form's starting values: the settings' train_config, else the demo model on sample data."""
+    candidates = [path] if path else []
+    candidates.append(data_dir() / "configs" / "demo.toml")
+    for candidate in candidates:
+        if candidate is not None and candidate.exists():
+            try:
+                return load_config(candidate).to_dict(), str(candidate)
+            except SdstudioError:
+                continue
+    cfg = TrainConfig()
+    shapes = data_dir() / "shapes"
+    if shapes.is_dir():
+        cfg.train_data_dir = str(shapes)
+    return cfg.to_dict(), DEFAULT_TOML
+
+
+class TrainScreen(Screen[None]):
+    AUTO_FOCUS = None  # digits switch screens until you Tab into the form
+    DEFAULT_CSS = """
+    TrainScreen #train-body { height: 1fr; }
+    TrainScreen #setup { width: 44; min-width: 36; border-right: solid $panel; padding: 0 1; }
+    TrainScreen #config-error { color: $error; height: auto; max-height: 3; }
+    TrainScreen #file-row { height: 1; }
+    TrainScreen #file-row Label { width: 6; color: $text-muted; }
+    TrainScreen #file-row Input { width: 1fr; }
+    """
+    BINDINGS = [
+        Binding("ctrl+r", "start", "Start", id="train.start", tooltip="Start a training run with this form"),
+        Binding("ctrl+g", "stop", "Stop", id="train.stop", tooltip="Stop after this step, saving a checkpoint"),
+        Binding("ctrl+n", "sample_now", "Sample", id="train.sample_now",
+                tooltip="Render validation samples after the current step"),
+        Binding("ctrl+s", "save_now", "Save", id="train.save_now",
+                tooltip="Save a checkpoint after the current step"),
+        Binding("ctrl+o", "load_toml", "Load TOML", id="train.load_toml", show=False,
+                tooltip="Fill the form from the TOML file named in the File row"),
+        Binding("ctrl+y", "save_toml", "Save TOML", id="train.save_toml", show=False,
+                tooltip="Write the form to the TOML file named in the File row"),
+        Binding("escape", "leave_field", "Leave field", id="train.leave_field", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        settings = getattr(self.app, "settings", None)
+        self._base, self._toml_path = initial_config(getattr(settings, "train_config", None))
+        self._error_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="train-body"):
+            with Vertical(id="setup"):
+                yield Label("[b]Run setup[/b]  [dim]Tab: fields · Esc: leave[/dim]")
+                yield ConfigForm(self._base, id="form")
+                yield Static("", id="config-error")
+                with Horizontal(id="file-row"):
+                    yield Label("File")
+                    yield Input(self._toml_path, compact=True, id="toml-path")
+            yield TrainingView(id="live")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = "Train"
+        self.set_interval(0.25, self._sync)
+        self.validate()
+        self._sync()
+
+    def on_screen_resume(self) -> None:
+        self._sync()
+
+    def _sync(self) -> None:
+        self.query_one(TrainingView).sync(self.app.session)  # type: ignore[attr-defined]
+        busy = self.app.session.busy  # type: ignore[attr-defined]
+        if busy != getattr(self, "_was_busy", None):
+            self._was_busy = busy
+            self.refresh_bindings()
+
+    # validation
+    def validate(self) -> TrainConfig | None:
+        """The form as a checked TrainConfig, or None with the error shown next to its row."""
+        form = self.query_one(ConfigForm)
+        error = self.query_one("#config-error", Static)
+        try:
+            cfg = build_config({**self._base, **form.values()}, source="form")
+        except ConfigError as exc:
+            form.mark(exc.field)
+            self._error_text = str(exc).removeprefix("form: ")
+            error.update(self._error_text)
+            return None
+        form.mark(None)
+        self._error_text = ""
+        error.update("")
+        return cfg
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id != "toml-path":
+            self.validate()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.validate()
+
+    # actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        busy = self.app.session.busy  # type: ignore[attr-defined]
+        if action == "start":  # hidden rather than greyed, so the footer fits 80 columns
+            return not busy
+        if action in ("stop", "sample_now", "save_now"):
+            return busy
+        return True
+
+    def action_start(self) -> None:
+        cfg = self.validate()
+        if cfg is None:
+            self.notify(self._error_text, title="Cannot start", severity="error")
+            return
+        self.app.start_training(cfg)  # type: ignore[attr-defined]
+        self.refresh_bindings()
+
+    def action_stop(self) -> None:
+        if self.app.session.request_stop():  # type: ignore[attr-defined]
+            self._sync()
+
+    def action_sample_now(self) -> None:
+        session = self.app.session  # type: ignore[attr-defined]
+        if session.control is not None:
+            session.control.request_sample()
+            session.log_line("sample requested: after the current step")
+
+    def action_save_now(self) -> None:
+        session = self.app.session  # type: ignore[attr-defined]
+        if session.control is not None:
+            session.control.request_save()
+            session.log_line("checkpoint requested: after the current step")
+
+    def action_leave_field(self) -> None:
+        self.set_focus(None)
+
+    def _toml_file(self) -> Path:
+        return Path(self.query_one("#toml-path", Input).value.strip() or DEFAULT_TOML).expanduser()
+
+    def action_load_toml(self) -> None:
+        path = self._toml_file()
+        try:
+            cfg = load_config(path)
+        except SdstudioError as exc:
+            self.notify(str(exc), title="Cannot load", severity="error", timeout=8)
+            return
+        self._base = cfg.to_dict()
+        self.query_one(ConfigForm).fill(self._base)
+        self.validate()
+        self.notify(f"Loaded {path}")
+
+    def action_save_toml(self) -> None:
+        cfg = self.validate()
+        if cfg is None:
+            self.notify("Fix the field marked in red before saving.", severity="error")
+            return
+        path = self._toml_file()
+        try:
+            save_toml(cfg, path)
+        except OSError as exc:
+            self.notify(f"{path}: {exc}", title="Cannot save", severity="error")
+            return
+        self.notify(f"Saved {path}")

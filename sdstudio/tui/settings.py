@@ -1,0 +1,93 @@
+"""The studio's own settings file: theme, image renderer, keymap, default training config.
+
+    ~/.config/sdstudio/config.toml   (or $SDSTUDIO_CONFIG; $XDG_CONFIG_HOME is honoured)
+
+    theme = "dark"                   # "dark", "light" or any Textual theme name
+    images = "auto"                  # auto | sixel | kitty | halfcell | unicode
+    train_config = "~/my-run.toml"   # what the Train form starts from
+    [keymap]                         # binding id = "key[,key...]"
+    "screen.checkpoints" = "3,f3"
+    "checkpoints.export" = "x"
+
+A missing file is fine; a broken one is refused with its path and the key at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core.errors import SdstudioError
+
+RENDERERS = ("auto", "sixel", "kitty", "halfcell", "unicode")
+THEMES = {"dark": "textual-dark", "light": "textual-light"}
+
+
+@dataclass
+class Settings:
+    theme: str = "textual-dark"
+    images: str = "auto"
+    train_config: Path | None = None
+    keymap: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None  # the file they came from, if any
+
+
+def config_path() -> Path:
+    """Where the settings file is read from ($SDSTUDIO_CONFIG wins, for tests and odd setups)."""
+    env = os.environ.get("SDSTUDIO_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "sdstudio" / "config.toml"
+
+
+def _bad(path: Path, key: str, message: str) -> SdstudioError:
+    return SdstudioError(f"{path}: '{key}' {message}")
+
+
+def parse_settings(data: dict[str, Any], path: Path) -> Settings:
+    """Check a parsed settings table; unknown keys are refused so typos do not pass silently."""
+    known = {"theme", "images", "train_config", "keymap"}
+    for key in data:
+        if key not in known:
+            raise _bad(path, key, f"is not a setting (known: {', '.join(sorted(known))})")
+    settings = Settings(path=path)
+    theme = data.get("theme", "dark")
+    if not isinstance(theme, str) or not theme:
+        raise _bad(path, "theme", "must be a theme name such as \"dark\" or \"light\"")
+    settings.theme = THEMES.get(theme, theme)
+    images = data.get("images", "auto")
+    if images not in RENDERERS:
+        raise _bad(path, "images", f"must be one of {', '.join(RENDERERS)}, got {images!r}")
+    settings.images = images
+    train_config = data.get("train_config")
+    if train_config is not None:
+        if not isinstance(train_config, str):
+            raise _bad(path, "train_config", "must be a path to a training TOML file")
+        settings.train_config = (path.parent / Path(train_config).expanduser()).resolve()
+    keymap = data.get("keymap", {})
+    if not isinstance(keymap, dict):
+        raise _bad(path, "keymap", "must be a table of binding id = \"key\"")
+    for binding_id, keys in keymap.items():
+        if not isinstance(keys, str) or not keys.strip():
+            raise _bad(path, f"keymap.{binding_id}", "must be a key string such as \"x\" or \"ctrl+e,f9\"")
+    settings.keymap = dict(keymap)
+    return settings
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the settings file, or defaults when there is none."""
+    path = path or config_path()
+    if not path.exists():
+        return Settings()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SdstudioError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise SdstudioError(f"{path}: cannot read ({exc})") from None
+    return parse_settings(data, path)

@@ -1,0 +1,107 @@
+"""The Train screen's form: the main training fields, one compact row each.
+
+The form only turns text into typed values (`parse_cli_value`, so the rules match the CLI);
+the screen validates the whole config with `build_config` and marks the row the error names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Input, Label, Select
+
+from sdstudio.core.config import METHODS, parse_cli_value
+
+# (field, label, placeholder); `method` is a Select, `validation_prompts` takes "a | b".
+FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("method", "Method", ""),
+    ("pretrained_model_name_or_path", "Base model", "demo, a folder, a .safetensors or a hub id"),
+    ("train_data_dir", "Dataset", "captioned image folder"),
+    ("instance_data_dir", "Instance images", "DreamBooth image folder"),
+    ("instance_prompt", "Instance prompt", "a photo of sks cat"),
+    ("validation_prompts", "Sample prompts", "prompt one | prompt two"),
+    ("max_train_steps", "Steps", ""),
+    ("learning_rate", "Learning rate", ""),
+    ("rank", "LoRA rank", ""),
+    ("resolution", "Resolution", ""),
+    ("train_batch_size", "Batch size", ""),
+    ("validation_steps", "Sample every", "steps"),
+    ("checkpointing_steps", "Checkpoint every", "steps"),
+    ("seed", "Seed", ""),
+)
+FIELD_NAMES = tuple(name for name, _, _ in FIELDS)
+PROMPT_SEPARATOR = " | "
+
+
+def to_text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if name == "validation_prompts":
+        return PROMPT_SEPARATOR.join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def from_text(name: str, text: str) -> Any:
+    """The typed value of one row; raises ConfigError naming the field."""
+    text = text.strip()
+    if name == "validation_prompts":
+        return [p.strip() for p in text.split("|") if p.strip()]
+    if text == "" and name in ("train_data_dir", "instance_data_dir", "instance_prompt"):
+        return None
+    return parse_cli_value(name, text)
+
+
+class ConfigForm(VerticalScroll):
+    """Rows of label + compact input; `values()` reads them, `fill()` writes them."""
+
+    DEFAULT_CSS = """
+    ConfigForm { height: 1fr; }
+    ConfigForm > .form-row { height: 1; margin-bottom: 0; }
+    ConfigForm .form-label { width: 17; color: $text-muted; }
+    ConfigForm .form-row.-invalid .form-label { color: $error; text-style: bold; }
+    ConfigForm Input, ConfigForm Select { width: 1fr; }
+    """
+
+    def __init__(self, values: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._initial = values
+
+    def compose(self) -> ComposeResult:
+        for name, label, placeholder in FIELDS:
+            with Horizontal(classes="form-row", id=f"row-{name}"):
+                yield Label(label, classes="form-label")
+                value = self._initial.get(name)
+                if name == "method":
+                    yield Select([(m, m) for m in METHODS], value=value or "auto", allow_blank=False,
+                                 compact=True, id="field-method")
+                else:
+                    yield Input(to_text(name, value), placeholder=placeholder, compact=True, id=f"field-{name}")
+
+    def values(self) -> dict[str, Any]:
+        """Typed values of every row (ConfigError on the first row that does not parse)."""
+        out: dict[str, Any] = {"method": self.query_one("#field-method", Select).value}
+        for name in FIELD_NAMES[1:]:
+            out[name] = from_text(name, self.query_one(f"#field-{name}", Input).value)
+        return out
+
+    def fill(self, values: dict[str, Any]) -> None:
+        for name in FIELD_NAMES:
+            if name not in values:
+                continue
+            if name == "method":
+                self.query_one("#field-method", Select).value = values[name] or "auto"
+            else:
+                self.query_one(f"#field-{name}", Input).value = to_text(name, values[name])
+
+    def mark(self, field: str | None) -> None:
+        """Highlight the row of the field an error names (None clears)."""
+        for row in self.query(".form-row"):
+            row.set_class(row.id == f"row-{field}", "-invalid")
+
+    def focus_field(self, field: str) -> None:
+        if field in FIELD_NAMES:
+            self.query_one(f"#field-{field}").focus()

@@ -1,0 +1,106 @@
+"""The live half of the Train screen: state, numbers, loss curve, newest samples, log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, RichLog, Sparkline, Static
+
+from sdstudio.tui.images import Picture
+from sdstudio.tui.session import FAILED, IDLE, STARTING, STOPPING, TrainingSession, format_eta
+
+THUMBS = 3
+STATE_TEXT = {
+    IDLE: "Idle: fill in the form, then ctrl+r starts a run",
+    STARTING: "Starting… (loading torch, diffusers and the model)",
+    "running": "Running",
+    STOPPING: "Stopping… (finishing the step, saving a checkpoint)",
+    "finished": "Finished",
+    "stopped": "Stopped",
+    FAILED: "Failed",
+}
+
+
+def stats_line(s: TrainingSession) -> str:
+    if s.state in (IDLE, STARTING) and not s.step:
+        return ""
+    parts = [f"step {s.step}/{s.total}"]
+    if s.loss is not None:
+        parts.append(f"loss {s.loss:.4f}")
+    if s.images_per_s is not None:
+        parts.append(f"{s.images_per_s:.2f} img/s")
+    if s.busy:
+        parts.append(f"ETA {format_eta(s.eta_seconds())}")
+    if s.lr is not None:
+        parts.append(f"lr {s.lr:.2e}")
+    if s.gpu_mem_gib is not None:
+        parts.append(f"GPU {s.gpu_mem_gib:.1f} GiB")
+    return " · ".join(parts)
+
+
+class TrainingView(Vertical):
+    """Draws a TrainingSession; `sync()` is cheap when nothing changed."""
+
+    DEFAULT_CSS = """
+    TrainingView { width: 1fr; padding: 0 1; }
+    TrainingView #state { text-style: bold; }
+    TrainingView #state.-failed { color: $error; }
+    TrainingView #state.-stopping { color: $warning; }
+    TrainingView #loss { height: 3; margin: 0; }
+    TrainingView #thumbs { height: auto; max-height: 8; }
+    TrainingView #thumbs Picture { width: 14; height: auto; max-height: 7; margin-right: 1; }
+    TrainingView #log { height: 1fr; min-height: 3; border-top: solid $panel; }
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._version = -1
+        self._log_seen = 0
+        self._samples: tuple[Path, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield Static(STATE_TEXT[IDLE], id="state")
+        yield Static("", id="stats", classes="muted")
+        yield Label("loss (smoothed)", classes="muted")
+        yield Sparkline([], id="loss")
+        yield Label("samples", id="samples-label", classes="muted")
+        with Horizontal(id="thumbs"):
+            for i in range(THUMBS):
+                yield Picture(None, id=f"thumb-{i}")
+        yield RichLog(id="log", max_lines=1000, wrap=True, markup=False)
+
+    def sync(self, s: TrainingSession) -> None:
+        if s.version == self._version:
+            return
+        self._version = s.version
+        state = self.query_one("#state", Static)
+        text = STATE_TEXT.get(s.state, s.state)
+        if s.state == FAILED and s.error:
+            text = f"Failed: {s.error}"
+        elif s.run_dir is not None and s.state != IDLE:
+            text = f"{text}  {s.run_dir.name}"
+        state.update(text)
+        state.set_class(s.state == FAILED, "-failed")
+        state.set_class(s.state == STOPPING, "-stopping")
+        self.query_one("#stats", Static).update(stats_line(s))
+        self.query_one("#loss", Sparkline).data = list(s.losses)
+        if s.samples != self._samples:
+            self._samples = s.samples
+            for i in range(THUMBS):
+                self.query_one(f"#thumb-{i}", Picture).show(s.samples[i] if i < len(s.samples) else None)
+            if s.sample_step is not None:
+                self.query_one("#samples-label", Label).update(f"samples at step {s.sample_step}")
+        log = self.query_one("#log", RichLog)
+        if len(s.log) < self._log_seen:  # a new run started
+            log.clear()
+            self._log_seen = 0
+        for line in s.log[self._log_seen:]:
+            log.write(line)
+        self._log_seen = len(s.log)
+
+    @property
+    def shown_samples(self) -> tuple[Path, ...]:
+        return self._samples
