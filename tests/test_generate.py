@@ -1,0 +1,101 @@
+"""Generation: a Generator that keeps its base loaded and swaps LoRAs, PNG parameters, grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lora_helpers import add_adapters, save_checkpoint, write_run_toml
+from sdstudio.cli import main
+from sdstudio.core.generate import GenerateOptions, Generator, LoraSpec, parse_lora_arg, parse_seeds
+from sdstudio.core.runs import RunDir
+
+
+@pytest.fixture(scope="module")
+def run_two_checkpoints(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> RunDir:
+    """A run with checkpoints at steps 5 and 10 (different LoRA weights)."""
+    import torch
+
+    from sdstudio.core.models import load_pipeline
+
+    torch.set_num_threads(1)
+    run = RunDir(tmp_path_factory.mktemp("gen-runs") / "shapes")
+    for step, seed in ((5, 1), (10, 2)):
+        pipe = load_pipeline(str(tiny_model_dir))
+        unet_cfg, text_cfg = add_adapters(pipe, unet_alpha=8.0, text_alpha=None, seed=seed)
+        save_checkpoint(pipe, run, step, unet_cfg, text_cfg)
+    write_run_toml(run, str(tiny_model_dir), rank=4, alpha=8.0, steps=10, train_text_encoder=False)
+    return run
+
+
+def _arrays(items) -> list[np.ndarray]:
+    return [np.asarray(i.image, dtype=np.int16) for i in items]
+
+
+def test_generator_swaps_loras_and_scales_without_reloading_the_base(tiny_model_dir: Path, run_two_checkpoints):
+    gen = Generator(str(tiny_model_dir), device="cpu")
+    pipe, unet_weight = gen.pipe, gen.pipe.unet.conv_in.weight.clone()
+    opts = GenerateOptions("a photo of sks dog", seeds=[1, 2], steps=2, guidance=5.0)
+    base = _arrays(gen.generate(opts))
+    assert np.abs(base[0] - base[1]).max() > 0  # the seeds are different images
+    a, b = (LoraSpec(cp.weights, 1.0) for cp in run_two_checkpoints.checkpoints())
+
+    gen.set_loras([a])
+    with_a = _arrays(gen.generate(opts))
+    gen.set_loras([b])
+    with_b = _arrays(gen.generate(opts))
+    gen.set_loras([LoraSpec(a.path, 0.0)])
+    zero = _arrays(gen.generate(opts))
+    gen.set_loras([])
+    again = _arrays(gen.generate(opts))
+
+    assert gen.pipe is pipe and len(gen._adapters) == 2  # each file loaded once, base never reloaded
+    assert np.abs(with_a[0] - base[0]).max() > 8 and np.abs(with_a[0] - with_b[0]).max() > 8
+    assert np.abs(zero[0] - base[0]).max() <= 1 and np.abs(again[1] - base[1]).max() <= 1
+    assert bool((gen.pipe.unet.conv_in.weight == unet_weight).all())
+    # a seed gives the same picture inside a batch as alone
+    alone = _arrays(gen.generate(GenerateOptions("a photo of sks dog", seeds=[2], steps=2, guidance=5.0)))
+    assert np.abs(alone[0] - base[1]).max() <= 2
+
+
+def test_cli_grid_of_run_checkpoints_with_a1111_parameters(tiny_model_dir: Path, run_two_checkpoints, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, capsys):
+    from PIL import Image
+
+    monkeypatch.setenv("SDSTUDIO_DEMO_MODEL", str(tiny_model_dir))  # `--model demo` resolves here
+    out = tmp_path / "out"
+    rc = main(["generate", "--model", "demo", "--lora", f"{run_two_checkpoints.path}:0.8", "--prompt", "a red circle",
+               "--negative-prompt", "blurry", "--seeds", "1-2", "--steps", "2", "--scheduler", "euler_a",
+               "-o", str(out), "--grid"])
+    assert rc == 0, capsys.readouterr().err
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["00-shapes-step-5-seed1.png", "00-shapes-step-5-seed2.png", "01-shapes-step-10-seed1.png",
+                    "01-shapes-step-10-seed2.png", "grid.png"]
+    params = Image.open(out / "01-shapes-step-10-seed2.png").text["parameters"]
+    assert params.splitlines()[0] == "a red circle <lora:shapes-step10:0.8>"
+    assert params.splitlines()[1] == "Negative prompt: blurry"
+    assert "Steps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 2, Size: 32x32" in params
+    assert 'Lora hashes: "shapes-step10: ' in params and "Model: sdstudio-demo" in params
+    grid = Image.open(out / "grid.png")
+    assert grid.width > 2 * 128 and grid.height > 2 * 128  # 2 columns x 2 rows of enlarged 32 px cells
+    assert f"grid: {out / 'grid.png'}" in capsys.readouterr().out
+
+
+def test_cli_compares_base_models(tiny_model_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "models"
+    rc = main(["generate", "--model", str(tiny_model_dir), "--model", str(tiny_model_dir), "--prompt", "a cat",
+               "--seeds", "3", "--steps", "1", "-o", str(out), "--grid"])
+    assert rc == 0, capsys.readouterr().err
+    assert len(list(out.glob("0*-tiny-sd-seed3.png"))) == 2 and (out / "grid.png").exists()
+
+
+def test_argument_parsing_and_errors(tmp_path: Path, capsys):
+    assert parse_seeds("1-4") == [1, 2, 3, 4] and parse_seeds("1,5, 9") == [1, 5, 9] and parse_seeds("2-3,7") == [2, 3, 7]
+    assert parse_lora_arg("a/b.safetensors:0.6") == (Path("a/b.safetensors"), 0.6)
+    assert parse_lora_arg("c:/x/y.safetensors") == (Path("c:/x/y.safetensors"), 1.0)
+    assert main(["generate", "--prompt", "x", "--seeds", "4-1", "-o", str(tmp_path)]) == 2
+    assert "ranges go upwards" in capsys.readouterr().err
+    assert main(["generate", "--prompt", "x", "--lora", str(tmp_path / "nope.safetensors"), "-o", str(tmp_path)]) == 2
+    assert "no such file or run folder" in capsys.readouterr().err
