@@ -1,0 +1,66 @@
+"""Measure a model of the demo world with the checker: does it draw what the captions ask?
+
+Shared by the demo model's benchmarks and the learning tests: generate every caption over
+a few seeds (one generator per image, so a seed means the same picture in any batch) and
+count how often the checker agrees with the caption.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core import checker
+from sdstudio.core.paths import data_dir
+
+# The demo model's recommended sampler settings (models/README.md; the demo configs' validation_*).
+DEMO_STEPS = 20
+DEMO_GUIDANCE = 4.0
+SUBJECT = ("pink", "heart")
+
+
+def training_captions(folder: Path | None = None) -> list[str]:
+    """The distinct captions of the text-to-image sample set."""
+    folder = folder or data_dir() / "shapes"
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return sorted({r["text"] for r in rows})
+
+
+def holdout_captions(folder: Path | None = None) -> list[str]:
+    """Captions of the colour x shape pairs that the sample set leaves out."""
+    from sdstudio.core.shapes import caption_for
+
+    folder = folder or data_dir() / "shapes"
+    spec = json.loads((folder / "holdout.json").read_text(encoding="utf-8"))
+    return [caption_for(p["colour"], p["shape"], bg) for p in spec["pairs"] for bg in spec["backgrounds"]]
+
+
+def sample(pipe: Any, prompts: list[str], seeds: list[int], steps: int = DEMO_STEPS, guidance: float = DEMO_GUIDANCE,
+           batch: int = 32, resolution: int | None = None) -> list[tuple[str, int, Any]]:
+    """(prompt, seed, PIL image) for every prompt x seed."""
+    import torch
+
+    size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    jobs = [(p, s) for p in prompts for s in seeds]
+    out: list[tuple[str, int, Any]] = []
+    for i in range(0, len(jobs), batch):
+        chunk = jobs[i:i + batch]
+        gens = [torch.Generator().manual_seed(s) for _, s in chunk]
+        with torch.no_grad():
+            images = pipe([p for p, _ in chunk], height=size, width=size, num_inference_steps=steps,
+                          guidance_scale=guidance, generator=gens).images
+        out.extend((p, s, im) for (p, s), im in zip(chunk, images))
+    return out
+
+
+def score(samples: list[tuple[str, int, Any]]) -> dict[str, float]:
+    """Checker accuracy (colour, shape, background, all) of samples against their prompts."""
+    return checker.accuracy([im for _, _, im in samples], [p for p, _, _ in samples])
+
+
+def subject_rate(images: list[Any], subject: tuple[str, str] = SUBJECT) -> float:
+    """Share of images that show the DreamBooth subject (its colour and its shape)."""
+    hits = sum(checker.read_image(im).matches(colour=subject[0], shape=subject[1]) for im in images)
+    return hits / max(1, len(images))
+
