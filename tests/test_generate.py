@@ -99,3 +99,11 @@ def test_argument_parsing_and_errors(tmp_path: Path, capsys):
     assert "ranges go upwards" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x", "--lora", str(tmp_path / "nope.safetensors"), "-o", str(tmp_path)]) == 2
     assert "no such file or run folder" in capsys.readouterr().err
+
+
+def test_lora_for_another_architecture_is_refused_clearly(tiny_model_dir: Path, tmp_path: Path, capsys):
+    legacy = "/work/shared/seed-data/legacy-lora/dog-attnprocs-pytorch_lora_weights.bin"  # SD 1.5 size
+    rc = main(["generate", "--model", str(tiny_model_dir), "--lora", legacy, "--prompt", "x", "--seeds", "1",
+               "--steps", "1", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "made for another model than tiny-sd (128 of 128 modules do not fit" in err

@@ -156,20 +156,38 @@ class Generator:
             raise SdstudioError(f"{spec.path}: LoRA file not found")
         key = (str(path), path.stat().st_mtime)
         if key not in self._adapters:
-            name = f"lora{len(self._adapters)}"
-            source: Any = str(path)
-            if path.suffix != ".safetensors":  # pickles: only through weights_only loading
-                from sdstudio.core.lora_formats import read_lora_file, to_kohya
+            from sdstudio.core.lora_formats import read_lora_file, to_kohya
 
-                source = to_kohya(read_lora_file(path))
+            weights = read_lora_file(path)  # pickles: only through weights_only loading
+            self._check_fits(spec.path, weights)
+            name = f"lora{len(self._adapters)}"
+            source: Any = str(path) if path.suffix == ".safetensors" else to_kohya(weights)
             try:
                 self.pipe.load_lora_weights(source, adapter_name=name)
             except (ValueError, KeyError, RuntimeError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise SdstudioError(f"{spec.path}: cannot apply this LoRA to {self.base.name} ({first}); is it "
-                                    f"for the same model family ({self.base.family})?") from None
+                raise SdstudioError(f"{spec.path}: diffusers cannot apply this LoRA ({first})") from None
             self._adapters[key] = name
         return self._adapters[key]
+
+    def _check_fits(self, where: Path, weights: Any) -> None:
+        """Refuse a LoRA made for another architecture before diffusers half-loads it."""
+        bad = []
+        for (component, path), module in weights.modules.items():
+            model = getattr(self.pipe, component)
+            if not hasattr(model, "text_model"):
+                path = path.removeprefix("text_model.")
+            try:
+                shape = tuple(model.get_submodule(path).weight.shape)
+            except AttributeError:
+                bad.append(f"{component}.{path} does not exist")
+                continue
+            if shape[:2] != (module.up.shape[0], module.down.shape[1]):
+                bad.append(f"{component}.{path} is {shape[0]}x{shape[1]}, the LoRA's "
+                           f"{module.up.shape[0]}x{module.down.shape[1]}")
+        if bad:
+            raise SdstudioError(f"{where}: this LoRA was made for another model than {self.base.name} "
+                                f"({len(bad)} of {len(weights.modules)} modules do not fit, e.g. {bad[0]})")
 
     def set_loras(self, loras: list[LoraSpec]) -> None:
         """Make exactly `loras` active at their scales; files already loaded are not read again."""
