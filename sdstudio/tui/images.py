@@ -59,6 +59,13 @@ def terminal_usable(stream: Any = None) -> bool:
     return size.columns > 0 and size.lines > 0
 
 
+def _isatty() -> bool:
+    try:
+        return bool(sys.__stdout__ is not None and sys.__stdout__.isatty())
+    except (OSError, ValueError):
+        return False
+
+
 class _NoTTY:
     """Stands in for sys.__stdout__ during the import so textual-image does not probe."""
 
@@ -105,8 +112,8 @@ def init_images(choice: str = "auto") -> str:
             renderer = choice
     elif choice in ("halfcell", "unicode"):
         renderer = choice
-    else:  # auto or a graphics protocol without a usable terminal: nothing to probe
-        renderer = "halfcell" if tty else "unicode"
+    else:  # auto or a graphics protocol without a usable terminal (none, or 0x0): no probe
+        renderer = "halfcell" if _isatty() else "unicode"
     _state["renderer"] = renderer
     return renderer
 

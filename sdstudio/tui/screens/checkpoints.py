@@ -35,6 +35,7 @@ def run_label(run: RunDir) -> str:
 
 
 class CheckpointsScreen(Screen[None]):
+    AUTO_FOCUS = "#grid"
     DEFAULT_CSS = """
     CheckpointsScreen #run-bar { height: 1; }
     CheckpointsScreen #run-bar Label { width: 5; color: $text-muted; }
@@ -69,6 +70,7 @@ class CheckpointsScreen(Screen[None]):
         self.last_export: Path | None = None
         self._signature: Any = None
         self._runs_key: Any = None
+        self._follow = True
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -122,6 +124,7 @@ class CheckpointsScreen(Screen[None]):
         self.run = run
         self.pinned_step = None
         self._signature = None
+        self._follow = True  # a freshly opened run shows its newest step
         self.poll(force_table=True)
 
     def on_select_changed(self, event: Select.Changed) -> None:
@@ -163,7 +166,8 @@ class CheckpointsScreen(Screen[None]):
         snap = self.snapshot
         assert snap is not None
         old = table.cursor_coordinate
-        was_last = table.row_count and old.row >= table.row_count - 1
+        was_last = self._follow or (table.row_count and old.row >= table.row_count - 1)
+        self._follow = False
         table.clear(columns=True)
         table.show_row_labels = True
         for col in snap.columns or []:
