@@ -84,3 +84,35 @@ def test_cli_export_checkpoint_folder_and_bad_step(trained, tmp_path: Path, caps
     assert out.exists() and str(out) in capsys.readouterr().out
     assert main(["export", str(run.path), "--step", "7"]) == 2
     assert "no checkpoint at step 7 (have: 10)" in capsys.readouterr().err
+
+
+def test_export_of_a_real_training_run(tiny_model_dir: Path, tmp_path: Path):
+    """A 2-step run of the trainer (UNet + text-encoder LoRA, alpha != rank): the export gives the
+    images of the checkpoint, and its metadata names the base model the run recorded."""
+    import numpy as np
+    from safetensors import safe_open
+
+    from conftest import draw_shape_images, tiny_train_values
+    from sdstudio.core.config import build_config
+    from sdstudio.core.models import load_pipeline
+    from sdstudio.core.train import train
+
+    inst = tmp_path / "instance"
+    draw_shape_images(inst, 2, (230, 30, 30))
+    cfg = build_config(tiny_train_values(tiny_model_dir, tmp_path / "run", instance_data_dir=str(inst),
+                                         instance_prompt="a photo of sks dog", train_text_encoder=True, rank=4,
+                                         lora_alpha=2.0, max_train_steps=2, validation_steps=10))
+    run = train(cfg)
+    out = export_checkpoint(run.path, dtype="fp32")
+    images = []
+    for weights in (run.checkpoint(2).weights, out):
+        pipe = load_pipeline(str(tiny_model_dir))
+        pipe.load_lora_weights(str(weights))
+        images.append(_image(pipe))
+    np.testing.assert_allclose(images[1], images[0], atol=2e-4)
+    with safe_open(str(out), framework="pt") as fh:
+        meta = fh.metadata()
+        assert fh.get_tensor("lora_te_text_model_encoder_layers_0_self_attn_v_proj.alpha").item() == 2.0
+    base = run.meta()["base_model"]
+    assert meta["ss_sd_model_name"] == base["name"] and meta["ss_new_sd_model_hash"] == base["sha256"]
+    assert meta["ss_steps"] == "2" and meta["ss_network_alpha"] == "2.0" and meta["ss_num_train_images"] == "2"
