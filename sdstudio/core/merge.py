@@ -42,18 +42,18 @@ CONV_IN = UNET_PREFIX + "input_blocks.0.0.weight"
 Progress = Callable[[int, int], None]
 
 
-def weighted_sum(a: Any, b: Any, m: float) -> Any:
+def weighted_sum(a: Any, b: Any, m: float, out: Any = None) -> Any:
     """(1 - m)·a + m·b. The one formula the file merge and the live preview share."""
     import torch
 
-    return torch.lerp(a, b, m)
+    return torch.lerp(a, b, m, out=out)
 
 
-def add_difference(a: Any, diff: Any, m: float) -> Any:
+def add_difference(a: Any, diff: Any, m: float, out: Any = None) -> Any:
     """a + m·diff, diff = B - C (shared with the live preview)."""
     import torch
 
-    return torch.add(a, diff, alpha=m)
+    return torch.add(a, diff, alpha=m, out=out)
 
 
 def is_merged_key(key: str) -> bool:
