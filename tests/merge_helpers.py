@@ -7,6 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+POS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
+
 UNET_TARGETS = ("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
                 "up_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0")
 TEXT_TARGETS = ("text_model.encoder.layers.1.self_attn.v_proj",)
@@ -77,3 +81,33 @@ def write_peft_lora(out: Path, mods: dict[tuple[str, str], tuple[Any, Any]], alp
         meta |= {f"{comp}.r": int(down.shape[0]), f"{comp}.lora_alpha": alpha}
     save_file(sd, str(out), metadata={"lora_adapter_metadata": json.dumps(meta), "format": "pt"})
     return out
+
+
+# Fixtures shared by the merge test modules (import them by name).
+
+@pytest.fixture(scope="module")
+def model_b_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sdstudio.core.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("merge-b") / "tiny-b", seed=1)
+
+
+@pytest.fixture(scope="module")
+def a_file(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    def extra(sd: dict) -> None:
+        sd["model_ema.num_updates"] = torch.tensor(7)  # only in A: must be kept
+
+    return write_single_file(tiny_model_dir, tmp_path_factory.mktemp("merge-a") / "a.safetensors", extra)
+
+
+@pytest.fixture(scope="module")
+def b_file(model_b_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    def edit(sd: dict) -> None:
+        sd[POS] = torch.arange(77)[None] + 1  # never merged, whatever B holds
+        sd["alphas_cumprod"] = torch.zeros(1000)
+
+    return write_single_file(model_b_dir, tmp_path_factory.mktemp("merge-bf") / "b.safetensors", edit)

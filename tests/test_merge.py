@@ -12,41 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from merge_helpers import (folder_state, ldm_state, lora_modules, write_kohya_lora, write_peft_lora,
-                           write_single_file)
+from merge_helpers import (POS, a_file, b_file, folder_state, ldm_state, lora_modules, model_b_dir,  # noqa: F401
+                           write_kohya_lora, write_peft_lora, write_single_file)
 from sdstudio.core.errors import ModelError
 from sdstudio.core.merge import merge_files
 
-POS = "cond_stage_model.transformer.text_model.embeddings.position_ids"
 CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
-
-
-@pytest.fixture(scope="module")
-def model_b_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sdstudio.core.tiny import build_tiny_pipeline
-
-    return build_tiny_pipeline(tmp_path_factory.mktemp("merge-b") / "tiny-b", seed=1)
-
-
-@pytest.fixture(scope="module")
-def a_file(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    def extra(sd: dict) -> None:
-        sd["model_ema.num_updates"] = torch.tensor(7)  # only in A: must be kept
-
-    return write_single_file(tiny_model_dir, tmp_path_factory.mktemp("merge-a") / "a.safetensors", extra)
-
-
-@pytest.fixture(scope="module")
-def b_file(model_b_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    def edit(sd: dict) -> None:
-        sd[POS] = torch.arange(77)[None] + 1  # never merged, whatever B holds
-        sd["alphas_cumprod"] = torch.zeros(1000)
-
-    return write_single_file(model_b_dir, tmp_path_factory.mktemp("merge-bf") / "b.safetensors", edit)
 
 
 def _load(path: Path) -> tuple[dict, dict]:
