@@ -1,0 +1,105 @@
+"""Faults: a run killed with SIGKILL resumes to the same weights; Ctrl-C leaves a resumable run;
+`accelerate launch` with 2 CPU processes trains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import tiny_train_values
+from sdstudio.core.runs import RunDir
+
+
+def write_config(path: Path, values: dict[str, object]) -> Path:
+    from sdstudio.core.runs import dumps_toml
+
+    path.write_text(dumps_toml(values))
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sdstudio", *args]
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early (rc {proc.returncode}): {proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tiny_model_dir, instance_dir, tmp_path):
+    common = dict(instance_data_dir=str(instance_dir), instance_prompt="a photo of sks shape", max_train_steps=8,
+                  checkpointing_steps=2, validation_steps=100, random_flip=True, lr_scheduler="cosine")
+    straight = write_config(tmp_path / "straight.toml", tiny_train_values(tiny_model_dir, tmp_path / "straight", **common))
+    killed = write_config(tmp_path / "killed.toml", tiny_train_values(tiny_model_dir, tmp_path / "killed", **common))
+    subprocess.run(cli("train", str(straight), "--quiet"), check=True, capture_output=True, timeout=600)
+
+    run = RunDir(tmp_path / "killed")
+    proc = subprocess.Popen(cli("train", str(killed)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: bool(run.checkpoints()), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run.status()["state"] == "running"  # killed: nobody marked it
+    steps_at_kill = run.checkpoints()[-1].step
+    assert steps_at_kill < 8
+
+    done = subprocess.run(cli("train", "--resume", str(run.path), "--quiet"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resumed from {run.checkpoint(steps_at_kill).path} at step {steps_at_kill}" in done.stdout
+    assert run.status()["state"] == "finished" and run.status()["step"] == 8
+    assert [m["step"] for m in run.metrics()] == list(range(1, 9))
+    a = load_file(str(RunDir(tmp_path / "straight").checkpoint(8).weights))
+    b = load_file(str(run.checkpoint(8).weights))
+    assert a.keys() == b.keys()
+    import torch
+
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
+    # the loss curve continues exactly too
+    la = [m["loss"] for m in RunDir(tmp_path / "straight").metrics()]
+    lb = [m["loss"] for m in run.metrics()]
+    assert la == pytest.approx(lb, rel=1e-5, abs=1e-6)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_stopped(tiny_model_dir, instance_dir, tmp_path):
+    cfg = write_config(tmp_path / "c.toml", tiny_train_values(
+        tiny_model_dir, tmp_path / "run", instance_data_dir=str(instance_dir), instance_prompt="sks",
+        max_train_steps=500, checkpointing_steps=1000, validation_steps=1000))
+    run = RunDir(tmp_path / "run")
+    proc = subprocess.Popen(cli("train", str(cfg)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: len(run.metrics()) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    status = run.status()
+    assert status["state"] == "stopped"
+    assert run.latest_checkpoint() is not None and run.latest_checkpoint().step == status["step"] >= 2
+    assert f"sdstudio train --resume {run.path}" in out
+
+
+@pytest.mark.skipif(os.environ.get("SDSTUDIO_SKIP_MULTIPROC") == "1", reason="multi-process test disabled")
+def test_accelerate_launch_with_two_cpu_processes(tiny_model_dir, instance_dir, tmp_path):
+    cfg = write_config(tmp_path / "mp.toml", tiny_train_values(
+        tiny_model_dir, tmp_path / "run", instance_data_dir=str(instance_dir), instance_prompt="sks",
+        max_train_steps=3, checkpointing_steps=3, validation_steps=3))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sdstudio", "train", str(cfg), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    run = RunDir(tmp_path / "run")
+    assert run.status()["state"] == "finished" and [c.step for c in run.checkpoints()] == [3]
+    assert done.stdout.count("finished at step 3") == 1  # only the main process reports
+    assert all(m["images_per_s"] > 0 for m in run.metrics()) and len(run.metrics()) == 3
