@@ -27,7 +27,7 @@ DEFAULT_TOML = "train.toml"
 def initial_config(path: Path | None) -> tuple[dict[str, Any], str]:
     """The form's starting values: the settings' train_config, else the demo model on sample data."""
     candidates = [path] if path else []
-    candidates.append(data_dir() / "configs" / "demo.toml")
+    candidates.append(data_dir() / "configs" / "demo-text2image.toml")  # the demo model on the shapes set
     for candidate in candidates:
         if candidate is not None and candidate.exists():
             try:
