@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,9 @@ class Generator:
             name = f"lora{len(self._adapters)}"
             source: Any = str(path) if path.suffix == ".safetensors" else to_kohya(weights)
             try:
-                self.pipe.load_lora_weights(source, adapter_name=name)
+                with warnings.catch_warnings():  # a second adapter is the point, not a mistake
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                    self.pipe.load_lora_weights(source, adapter_name=name)
             except (ValueError, KeyError, RuntimeError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise SdstudioError(f"{spec.path}: diffusers cannot apply this LoRA ({first})") from None
