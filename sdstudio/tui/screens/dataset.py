@@ -62,11 +62,12 @@ class DatasetScreen(Screen):
     """Open a dataset folder, check it, edit captions, preview crops, hand it to training."""
 
     DEFAULT_CSS = """
-    DatasetScreen #ds-top { height: 3; }
+    DatasetScreen #ds-top { height: 1; margin-bottom: 1; }
     DatasetScreen #ds-top Input { width: 1fr; }
-    DatasetScreen #ds-top #ds-res { width: 10; }
-    DatasetScreen #ds-top Select { width: 14; }
-    DatasetScreen #ds-top Label { padding: 1 0 0 1; }
+    DatasetScreen #ds-top #ds-res { width: 6; }
+    DatasetScreen #ds-top Select { width: 16; }
+    DatasetScreen #ds-top Label { padding: 0 1; }
+    DatasetScreen #ds-top Button { width: auto; margin-left: 1; }
     DatasetScreen #ds-summary { height: auto; max-height: 2; padding: 0 1; color: $text-muted; }
     DatasetScreen #ds-body { height: 1fr; }
     DatasetScreen #ds-grid { width: 1fr; min-width: 18; }
@@ -75,10 +76,12 @@ class DatasetScreen(Screen):
     DatasetScreen #ds-crops { height: auto; }
     DatasetScreen #ds-crops > Vertical { width: 1fr; height: auto; }
     DatasetScreen .ds-pic { width: 24; height: 12; }
-    DatasetScreen #ds-caption { height: 5; }
-    DatasetScreen #ds-caption-row, DatasetScreen #ds-class-row { height: 3; }
-    DatasetScreen #ds-class-row Input { width: 1fr; }
-    DatasetScreen #ds-class-count { width: 9; }
+    DatasetScreen #ds-caption { height: 4; }
+    DatasetScreen #ds-caption-row { height: 1; margin: 1 0; }
+    DatasetScreen #ds-caption-row Button, DatasetScreen #ds-class-start { width: auto; margin-right: 2; }
+    DatasetScreen #ds-class-row { height: 1; }
+    DatasetScreen #ds-class-row Input, DatasetScreen #ds-class-dir { width: 1fr; }
+    DatasetScreen #ds-class-count { width: 8; }
     """
     BINDINGS = [
         Binding("ctrl+s", "save_caption", "Save caption", id="dataset.save_caption"),
@@ -108,12 +111,13 @@ class DatasetScreen(Screen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="ds-top"):
-            yield Input(str(self.folder or ""), placeholder="dataset folder (enter to open)", id="ds-path")
-            yield Button("Open", id="ds-open")
+            yield Input(str(self.folder or ""), placeholder="dataset folder (enter to open)", compact=True, id="ds-path")
+            yield Button("Open", id="ds-open", compact=True)
             yield Label("res")
-            yield Input(str(self.initial_resolution), type="integer", id="ds-res")
-            yield Select([("center crop", True), ("random crop", False)], value=True, allow_blank=False, id="ds-crop")
-            yield Button("Train →", id="ds-train", variant="primary")
+            yield Input(str(self.initial_resolution), type="integer", compact=True, id="ds-res")
+            yield Select([("center crop", True), ("random crop", False)], value=True, allow_blank=False,
+                         compact=True, id="ds-crop")
+            yield Button("Train →", id="ds-train", variant="primary", compact=True)
         yield Static("Open a folder of images (captions in metadata.jsonl or .txt files, or none for DreamBooth).",
                      id="ds-summary")
         with Horizontal(id="ds-body"):
@@ -129,15 +133,17 @@ class DatasetScreen(Screen):
                         yield picture(None, id="ds-model", classes="ds-pic")
                 yield TextArea("", id="ds-caption", soft_wrap=True, show_line_numbers=False)
                 with Horizontal(id="ds-caption-row"):
-                    yield Button("Save caption", id="ds-save")
-                    yield Button("New random crop", id="ds-reroll")
+                    yield Button("Save caption", id="ds-save", compact=True)
+                    yield Button("New random crop", id="ds-reroll", compact=True)
                 with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
                     with Horizontal(id="ds-class-row"):
-                        yield Input("", placeholder="class prompt, e.g. a photo of a heart", id="ds-class-prompt")
-                        yield Input("100", type="integer", id="ds-class-count")
-                    yield Input("", placeholder="class folder (default: <dataset>-class next to it)", id="ds-class-dir")
-                    yield Button("Generate class images", id="ds-class-start")
-                    yield ProgressBar(id="ds-class-progress", show_eta=False)
+                        yield Input("", placeholder="class prompt, e.g. a photo of a heart", compact=True,
+                                    id="ds-class-prompt")
+                        yield Input("100", type="integer", compact=True, id="ds-class-count", tooltip="how many")
+                    yield Input("", placeholder="class folder (default: <dataset>-class next to it)", compact=True,
+                                id="ds-class-dir")
+                    yield Button("Generate class images", id="ds-class-start", compact=True)
+                    yield ProgressBar(total=100, id="ds-class-progress", show_eta=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -211,6 +217,8 @@ class DatasetScreen(Screen):
         self.query_one("#ds-class-dir", Input).placeholder = f"class folder (default: {self._default_class_dir()})"
         grid = self.query_one(ThumbGrid)
         await grid.set_tiles([TileSpec(f.name, Path(f.name).name, f.status) for f in self.shown])
+        if self.focused is None or self.focused.id == "ds-path":
+            grid.focus()
         if not self.shown:
             self._show_file(None)
 
@@ -230,6 +238,7 @@ class DatasetScreen(Screen):
         if rep is None:
             info.update("no file")
             caption.load_text("")
+            self._set_crops(None, None)
             return
         colour = {"ok": "success", "warning": "warning"}.get(rep.status, "error")
         size = f"{rep.width}x{rep.height} {rep.mode}" if rep.width else "not an image"
@@ -237,7 +246,10 @@ class DatasetScreen(Screen):
         info.update(f"[b]{_escape(rep.name)}[/]  {size}  [${colour}]{rep.status}{_escape(reason)}[/]")
         caption.load_text(rep.caption or "")
         caption.disabled = not rep.width
-        self._refresh_crop()
+        if rep.width:
+            self._refresh_crop()
+        else:
+            self._set_crops(None, None)
 
     @on(Select.Changed, "#ds-crop")
     @on(Input.Submitted, "#ds-res")

@@ -1,0 +1,115 @@
+"""Merge screen: the slider drives a live preview; Save streams the merge to disk and it loads back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from textual.app import App
+from textual.widgets import Input
+
+from sdstudio.tui.screens.merge import MergeScreen
+from sdstudio.tui.widgets.slider import FloatSlider
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads fight with the other jobs of a shared box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Host(App):
+    def __init__(self, screen: MergeScreen) -> None:
+        super().__init__()
+        self._screen = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._screen)
+
+
+@pytest.fixture(scope="module")
+def model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny model with other random weights: something to merge with."""
+    from sdstudio.core.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-b") / "tiny-b", seed=1)
+
+
+async def _settle(app: App, pilot, debounce: bool = False) -> None:
+    if debounce:
+        await pilot.pause(0.4)  # the slider's debounce timer
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+async def test_slider_updates_preview_and_save_loads_back(tiny_model_dir: Path, model_b: Path, tmp_path: Path) -> None:
+    import torch
+
+    from sdstudio.core.models import load_pipeline, resolve_base_model
+
+    app = Host(MergeScreen(tiny_model_dir, model_b, multiplier=0.0, prompt="a red circle", seed=7, steps=2))
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        await _settle(app, pilot)
+        assert screen.preview_multiplier == 0.0
+        at_zero = screen.query_one("#mg-preview").image
+
+        screen.query_one("#mg-slider", FloatSlider).focus()
+        await pilot.press("shift+right", "shift+right", "shift+right")  # 0.3, in coarse steps
+        assert screen.query_one("#mg-preview").image is at_zero  # the old preview stays while the new renders
+        await _settle(app, pilot, debounce=True)
+        assert screen.preview_multiplier == pytest.approx(0.3)
+        at_03 = screen.query_one("#mg-preview").image
+        assert np.abs(_pixels(at_03) - _pixels(at_zero)).max() > 0
+
+        out = tmp_path / "merged"
+        screen.query_one("#mg-out", Input).value = str(out)
+        screen.query_one("#mg-dtype").value = "fp32"
+        await pilot.press("ctrl+s")
+        await _settle(app, pilot)
+        assert "saved" in str(screen.query_one("#mg-save-status").render())
+
+    pipe = load_pipeline(resolve_base_model(out))
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        again = pipe("a red circle", num_inference_steps=2, guidance_scale=7.5,
+                     generator=torch.Generator().manual_seed(7)).images[0]
+    # the file is what the preview showed (up to float rounding), not what M = 0 showed
+    assert np.abs(_pixels(again) - _pixels(at_03)).max() <= 4
+    assert np.abs(_pixels(again) - _pixels(at_03)).mean() < 0.1 * np.abs(_pixels(again) - _pixels(at_zero)).mean()
+
+
+async def test_missing_inputs_are_named(tiny_model_dir: Path) -> None:
+    app = Host(MergeScreen(tiny_model_dir, method="add-difference"))
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        assert screen.query_one("#mg-c-row").display
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert any("B:" in n.message for n in app._notifications)
+        screen.query_one("#mg-b", Input).value = "other"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert any("C:" in n.message for n in app._notifications)
+        assert not screen.saving
+
+
+def test_snapshot_merge_screen(snap_compare, tmp_path: Path) -> None:
+    async def move(pilot) -> None:
+        pilot.app.screen.query_one("#mg-slider").focus()
+        await pilot.press("right", "right", "shift+right")
+        await pilot.pause()
+
+    app = Host(MergeScreen("demo", method="weighted-sum", multiplier=0.3, steps=20))
+    assert snap_compare(app, terminal_size=(100, 30), run_before=move)
