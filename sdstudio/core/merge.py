@@ -123,10 +123,13 @@ def _lora_delta(entries: list[tuple[Any, Any, float]], shape: tuple[int, ...], k
 
 
 def _sha256(path: Path) -> str:
+    """One reused buffer: fresh 4 MB blocks from a second thread grow the heap by hundreds of MB."""
     h = hashlib.sha256()
+    buf = bytearray(1 << 22)
+    view = memoryview(buf)
     with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
+        while n := fh.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 

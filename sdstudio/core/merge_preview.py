@@ -70,8 +70,6 @@ class PreviewMerger:
 
     def _load_other(self, model_b: Any, model_c: Any) -> dict[tuple[str, str], Any]:
         """B (or B - C) per parameter, in the parameter's dtype and device; A's value where absent."""
-        import torch
-
         from sdstudio.core.merge_sources import open_model
 
         src_b = open_model(model_b)
