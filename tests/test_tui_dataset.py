@@ -66,8 +66,8 @@ async def test_caption_edit_is_saved_to_metadata_jsonl(tmp_path: Path) -> None:
         await pilot.press("right", "right")  # the third image: the one without a caption
         await _settle(app, pilot)
         assert screen.selected.name == names[2]
-        caption = screen.query_one("#ds-caption", TextArea)
-        caption.focus()
+        await pilot.press("enter")  # enter on a tile jumps to its caption
+        assert app.focused is screen.query_one("#ds-caption", TextArea)
         await pilot.press(*"a green star")
         await pilot.press("ctrl+s")
         await pilot.pause()

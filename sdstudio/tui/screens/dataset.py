@@ -17,9 +17,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Collapsible, Footer, Input, Label, ProgressBar, Select, Static, TextArea
+from textual.widgets import Button, Collapsible, Footer, Header, Input, Label, ProgressBar, Select, Static, TextArea
 from textual.worker import get_current_worker
 
+from sdstudio.core.paths import data_dir
+from sdstudio.tui.screens.generate import model_defaults
 from sdstudio.tui.widgets.picture import picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
 
@@ -67,7 +69,7 @@ class DatasetScreen(Screen):
     DatasetScreen #ds-top #ds-res { width: 6; }
     DatasetScreen #ds-top Select { width: 16; }
     DatasetScreen #ds-top Label { padding: 0 1; }
-    DatasetScreen #ds-top Button { width: auto; margin-left: 1; }
+    DatasetScreen #ds-top Button { width: auto; min-width: 0; margin-left: 1; }
     DatasetScreen #ds-summary { height: auto; max-height: 2; padding: 0 1; color: $text-muted; }
     DatasetScreen #ds-body { height: 1fr; }
     DatasetScreen #ds-grid { width: 1fr; min-width: 18; }
@@ -78,7 +80,7 @@ class DatasetScreen(Screen):
     DatasetScreen .ds-pic { width: 24; height: 12; }
     DatasetScreen #ds-caption { height: 4; }
     DatasetScreen #ds-caption-row { height: 1; margin: 1 0; }
-    DatasetScreen #ds-caption-row Button, DatasetScreen #ds-class-start { width: auto; margin-right: 2; }
+    DatasetScreen #ds-caption-row Button, DatasetScreen #ds-class-start { width: auto; min-width: 0; margin-right: 2; }
     DatasetScreen #ds-class-row { height: 1; }
     DatasetScreen #ds-class-row Input, DatasetScreen #ds-class-dir { width: 1fr; }
     DatasetScreen #ds-class-count { width: 8; }
@@ -99,17 +101,22 @@ class DatasetScreen(Screen):
             self.fields = fields
 
     def __init__(self, folder: str | Path | None = None, model: str | Path | None = None,
-                 resolution: int = 512, **kwargs: Any) -> None:
+                 resolution: int | None = None, **kwargs: Any) -> None:
+        """Without a folder the studio opens on the sample data; the resolution defaults to the
+        one the model is meant for (the demo's 64 px, else 512)."""
         super().__init__(**kwargs)
-        self.folder = Path(folder) if folder else None
         self.model = str(model) if model else "demo"
-        self.initial_resolution = resolution
+        if folder is None and (data_dir() / "shapes").is_dir():
+            folder = data_dir() / "shapes"
+        self.folder = Path(folder) if folder else None
+        self.initial_resolution = resolution or model_defaults(self.model)["size"] or 512
         self.report: Any = None
         self.shown: list[Any] = []  # FileReports behind the tiles, in tile order
         self.selected: Any = None
         self.crop_seed = 0
 
     def compose(self) -> ComposeResult:
+        yield Header()
         with Horizontal(id="ds-top"):
             yield Input(str(self.folder or ""), placeholder="dataset folder (enter to open)", compact=True, id="ds-path")
             yield Button("Open", id="ds-open", compact=True)
@@ -122,7 +129,7 @@ class DatasetScreen(Screen):
                      id="ds-summary")
         with Horizontal(id="ds-body"):
             yield ThumbGrid(id="ds-grid")
-            with VerticalScroll(id="ds-detail"):
+            with VerticalScroll(id="ds-detail", can_focus=False):
                 yield Static("", id="ds-info")
                 with Horizontal(id="ds-crops"):
                     with Vertical():
@@ -147,6 +154,7 @@ class DatasetScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.sub_title = "Dataset"
         if self.folder:
             self.open_folder(self.folder)
 
@@ -231,6 +239,12 @@ class DatasetScreen(Screen):
         if 0 <= event.index < len(self.shown):
             self._show_file(self.shown[event.index])
 
+    @on(ThumbGrid.Activated, "#ds-grid")
+    def _tile_activated(self, event: ThumbGrid.Activated) -> None:
+        caption = self.query_one("#ds-caption", TextArea)
+        if not caption.disabled:
+            caption.focus()
+
     def _show_file(self, rep: Any) -> None:
         self.selected = rep
         info = self.query_one("#ds-info", Static)
@@ -303,6 +317,9 @@ class DatasetScreen(Screen):
             self.notify("select an image first", severity="warning")
             return
         text = self.query_one("#ds-caption", TextArea).text.strip()
+        if not text:
+            self.notify("type a caption first (enter on a tile jumps to the caption)", severity="warning")
+            return
         try:
             where = write_caption(self.folder, rep.name, text)
         except OSError as exc:

@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Static
 
 from sdstudio.tui.widgets.lora_list import LoraChoice, LoraList, find_loras
 from sdstudio.tui.widgets.picture import picture
@@ -40,11 +40,11 @@ class GenerateScreen(Screen):
     GenerateScreen #gen-lora-add { min-width: 3; width: 3; }
     GenerateScreen #gen-loras { margin-bottom: 1; }
     GenerateScreen #gen-buttons { height: 1; }
-    GenerateScreen #gen-buttons Button { width: auto; margin-right: 2; }
+    GenerateScreen #gen-buttons Button { width: auto; min-width: 0; margin-right: 2; }
     GenerateScreen #gen-results { width: 1fr; padding: 0 1; }
     GenerateScreen #gen-progress-row { height: 1; }
     GenerateScreen #gen-progress { width: 24; }
-    GenerateScreen #gen-status { width: 1fr; }
+    GenerateScreen #gen-status { width: 1fr; padding-left: 1; }
     GenerateScreen #gen-preview { height: 1fr; }
     GenerateScreen #gen-thumbs { height: 9; }
     """
@@ -66,6 +66,7 @@ class GenerateScreen(Screen):
         self.busy = False
 
     def compose(self) -> ComposeResult:
+        yield Header()
         from sdstudio.core.generate import SCHEDULERS  # a plain table: no torch import
 
         defaults = model_defaults(self.model)
@@ -73,7 +74,7 @@ class GenerateScreen(Screen):
             with VerticalScroll(id="gen-form"):
                 yield _row("Model", Input(self.model, placeholder="demo, a folder or a .safetensors",
                                           compact=True, id="gen-model"))
-                yield _row("Prompt", Input("", placeholder="a red circle on a white background", compact=True,
+                yield _row("Prompt", Input("", placeholder="what to draw (required)", compact=True,
                                            id="gen-prompt"))
                 yield _row("Negative", Input("", placeholder="what to steer away from", compact=True,
                                              id="gen-negative"))
@@ -114,6 +115,7 @@ class GenerateScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.sub_title = "Generate"
         self.refresh_choices()
 
     def on_screen_resume(self) -> None:

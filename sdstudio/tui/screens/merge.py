@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Static
 
 from sdstudio.tui.widgets.picture import picture
 from sdstudio.tui.widgets.slider import FloatSlider
@@ -47,7 +47,7 @@ class MergeScreen(Screen):
     MergeScreen #mg-preview-status { height: 1; }
     MergeScreen #mg-side { width: 40; padding: 0 1; }
     MergeScreen #mg-side > Label { margin-top: 1; }
-    MergeScreen #mg-save { width: auto; margin: 1 0 0 0; }
+    MergeScreen #mg-save { width: auto; min-width: 0; margin: 1 0 0 0; }
     MergeScreen #mg-save-progress { margin-top: 1; }
     """
     BINDINGS = [
@@ -73,6 +73,7 @@ class MergeScreen(Screen):
         self.saving = False
 
     def compose(self) -> ComposeResult:
+        yield Header()
         from sdstudio.tui.screens.generate import model_defaults
 
         self.defaults = model_defaults(self.initial["a"])
@@ -113,6 +114,7 @@ class MergeScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.sub_title = "Merge"
         self._sync_method()
         if self.initial["b"]:
             self.request_preview()

@@ -53,7 +53,7 @@ class LoraRow(Horizontal):
     def compose(self) -> ComposeResult:
         yield Label(self.choice.label.replace("[", r"\["), classes="lora-label")
         yield FloatSlider(self.initial_scale, minimum=-1.0, maximum=2.0, step=0.05, coarse_step=0.25)
-        yield Button("✕", classes="lora-remove", tooltip="Remove this LoRA")
+        yield Button("✕", classes="lora-remove", compact=True, tooltip="Remove this LoRA")
 
     @property
     def scale(self) -> float:
