@@ -231,3 +231,16 @@ def test_cli_refuses_bad_requests(a_file: Path, tmp_path: Path, capsys: pytest.C
     assert "no such file" in capsys.readouterr().err
     assert main(["merge", str(a_file), str(a_file), "-o", str(a_file)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_vae_is_baked_in_from_a_diffusers_vae_folder(a_file: Path, model_b_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    out = merge_files(a_file, tmp_path / "v.safetensors", a_file, multiplier=0.5, vae=model_b_dir / "vae",
+                      dtype="fp32")
+    got, meta = _load(out)
+    a, b = _load(a_file)[0], ldm_state(model_b_dir)
+    vae_keys = [k for k in a if k.startswith("first_stage_model.")]
+    assert vae_keys and all(torch.equal(got[k], b[k]) for k in vae_keys)
+    assert all(torch.equal(got[k], a[k]) for k in a if k not in vae_keys)
+    assert json.loads(meta["sd_merge_recipe"])["vae"]["name"] == "vae"

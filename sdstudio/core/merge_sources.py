@@ -190,7 +190,7 @@ def _vae_pieces_from_diffusers(reader: Any, config: dict[str, Any] | None) -> di
 def open_vae(path: str | os.PathLike[str]) -> ModelSource:
     """A VAE to bake in, keyed `first_stage_model.*` whatever layout the file uses."""
     p = Path(os.path.expanduser(str(path)))
-    config = None
+    name, config = (p.name if p.is_dir() else p.stem), None
     if p.is_dir():
         folder = p / "vae" if (p / "vae").is_dir() else p  # a pipeline folder or a VAE folder
         if (folder / "config.json").is_file():
@@ -210,7 +210,7 @@ def open_vae(path: str | os.PathLike[str]) -> ModelSource:
         reader.close()
         sample = ", ".join(sorted(keys)[:3]) or "no tensors"
         raise ModelError(f"{p}: not a VAE (keys like {sample}; expected encoder.*/decoder.* weights)")
-    return ModelSource(p.stem, p, "vae", pieces, hash_file=p)
+    return ModelSource(name, p, "vae", pieces, hash_file=p)
 
 
 def family_label(keys: Iterable[str]) -> str:
