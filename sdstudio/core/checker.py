@@ -88,6 +88,14 @@ def _largest_region(mask: Any) -> Any:
     return out
 
 
+def _erode(mask: Any) -> Any:
+    """Pixels of `mask` whose four neighbours are in it too."""
+    import numpy as np
+
+    m = np.pad(mask, 1)
+    return mask & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+
+
 def _fit_to_grid(mask: Any) -> Any:
     """Crop a mask to its bounding box and scale it to GRID x GRID (as floats 0..1)."""
     import numpy as np
@@ -130,7 +138,8 @@ def read_image(image: Any) -> Reading:
     fraction = float(region.sum()) / (h * w)
     if fraction < MIN_OBJECT_FRACTION:
         return Reading("none", "none", background, 0.0, fraction)
-    pixels = arr[region]
+    core = _erode(region)  # edge pixels blend into the background: judge the colour inside
+    pixels = arr[core if core.sum() >= 4 else region]
     median = np.median(pixels, axis=0)
     spread = float(np.sqrt(((pixels - median) ** 2).sum(-1)).mean())
     if fraction > MAX_OBJECT_FRACTION or spread > MAX_COLOUR_SPREAD:
