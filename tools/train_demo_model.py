@@ -158,6 +158,45 @@ def train_vae(out: Path, steps: int, batch: int, seed: int, log: Any) -> Any:
     return vae
 
 
+def sharpen_decoder(out: Path, steps: int, batch: int, seed: int, log: Any) -> Any:
+    """Train the VAE's decoder further on full-size pictures with the encoder frozen: the latent
+    space (and so a UNet trained on it) stays valid while the pictures get sharper."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL.from_pretrained(out / "vae")
+    captioned, _ = load_captioned(data_dir() / "shapes")
+    pool = torch.cat([wide_images(2000, seed + 1), captioned, captioned.flip(-1)])
+    vae.requires_grad_(False)
+    with torch.no_grad():
+        dists = [vae.encode(pool[i:i + 64]).latent_dist for i in range(0, len(pool), 64)]
+        mean, std = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=steps, pct_start=0.05)
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(pool), (batch,))
+        z = mean[idx] + std[idx] * torch.randn_like(mean[idx])
+        x = pool[idx]
+        rec = vae.decode(z).sample
+        loss = torch.nn.functional.mse_loss(rec, x) + (rec - x).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps:
+            log(f"decoder step {step}/{steps} loss {loss.item():.4f} {time.time() - t0:.0f}s")
+    vae.eval().requires_grad_(False)
+    vae.save_pretrained(out / "vae-sharp", safe_serialization=True)
+    log("sharpened decoder saved to vae-sharp")
+    return vae
+
+
 class Ema:
     """Exponential moving average of a module's weights (warm-up as in the EMA literature)."""
 
@@ -289,9 +328,10 @@ def train_unet(out: Path, vae: Any, minutes: float, batch: int, lr: float, seed:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="work folder (saves land in OUT/latest)")
-    ap.add_argument("--phase", choices=["all", "vae", "unet"], default="all")
+    ap.add_argument("--phase", choices=["all", "vae", "unet", "decoder"], default="all")
     ap.add_argument("--vae-steps", type=int, default=1500)
     ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--decoder-steps", type=int, default=1200)
     ap.add_argument("--unet-minutes", type=float, default=30.0, help="wall-clock training budget of the UNet")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -313,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(log_file, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
+    if args.phase == "decoder":
+        sharpen_decoder(args.out, args.decoder_steps, args.vae_batch, args.seed, log)
+        return 0
     if args.phase in ("all", "vae"):
         vae = train_vae(args.out, args.vae_steps, args.vae_batch, args.seed, log)
     else:
