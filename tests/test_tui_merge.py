@@ -90,6 +90,41 @@ async def test_slider_updates_preview_and_save_loads_back(tiny_model_dir: Path, 
     assert np.abs(_pixels(again) - _pixels(at_03)).mean() < 0.1 * np.abs(_pixels(again) - _pixels(at_zero)).mean()
 
 
+async def test_lora_fuse_scale_slider(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from sdstudio.core.runs import RunDir
+    from tests.lora_helpers import add_adapters, save_checkpoint
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
+    unet_cfg, _ = add_adapters(pipe, rank=4, unet_alpha=4.0, text_alpha=None, seed=3)
+    lora = save_checkpoint(pipe, RunDir(tmp_path / "run"), 5, unet_cfg, None) / "pytorch_lora_weights.safetensors"
+
+    app = Host(MergeScreen(tiny_model_dir, lora, method="lora-fuse", prompt="a red circle", steps=2))
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.screen
+        await _settle(app, pilot)
+        assert not screen.query_one("#mg-c-row").display
+        assert screen.preview_multiplier == 1.0  # a LoRA starts at full strength
+        full = screen.query_one("#mg-preview").image
+        screen.query_one("#mg-slider", FloatSlider).focus()
+        await pilot.press(*["shift+left"] * 10)  # scale 0: the base model alone
+        await _settle(app, pilot, debounce=True)
+        assert screen.preview_multiplier == 0.0
+        assert np.abs(_pixels(screen.query_one("#mg-preview").image) - _pixels(full)).max() > 0
+
+        screen.query_one("#mg-out", Input).value = str(tmp_path / "fused.safetensors")
+        screen.query_one("#mg-slider", FloatSlider).value = 0.5
+        await pilot.press("ctrl+s")
+        await _settle(app, pilot)
+    from sdstudio.core.models import safetensors_keys
+
+    keys = safetensors_keys(tmp_path / "fused.safetensors")
+    assert any(k.startswith("model.diffusion_model.") for k in keys)  # an A1111 single file
+    assert not any("lora" in k for k in keys)  # the LoRA is fused into the weights, not carried
+
+
 async def test_missing_inputs_are_named(tiny_model_dir: Path) -> None:
     app = Host(MergeScreen(tiny_model_dir, method="add-difference"))
     async with app.run_test(size=(100, 32)) as pilot:
