@@ -56,25 +56,25 @@ class StudioApp(App[None]):
 
     def __init__(self, settings: Settings | None = None, run_dir: str | Path | None = None,
                  start_screen: str | None = None) -> None:
-        super().__init__()
-        self.settings = settings or Settings()
         self.open_run = Path(run_dir).resolve() if run_dir else None
         self.start_screen = start_screen or ("checkpoints" if self.open_run else "train")
+        self.DEFAULT_MODE = self.start_screen  # the first screen is built directly, no blank one before it
+        super().__init__()
+        self.settings = settings or Settings()
         self.session = TrainingSession()
         self._exit_when_idle = False
         self.hung_up = False
 
     # lifecycle
     def on_mount(self) -> None:
-        try:
-            self.theme = self.settings.theme
-        except Exception:  # an unknown theme name in the config file
-            self.notify(f"unknown theme {self.settings.theme!r}; using textual-dark", severity="warning")
-            self.theme = "textual-dark"
+        if self.settings.theme != self.theme:  # each change restyles every widget: only when needed
+            try:
+                self.theme = self.settings.theme
+            except Exception:  # an unknown theme name in the config file
+                self.notify(f"unknown theme {self.settings.theme!r}; using textual-dark", severity="warning")
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         self._install_hangup_handler()
-        self.switch_mode(self.start_screen)
         if self.open_run is None:
             self.call_after_refresh(self._offer_resume)
 
