@@ -2,7 +2,8 @@
 
     python tools/make_sample_data.py            # writes data/shapes and data/dreambooth/pink-heart
 
-data/shapes/      text-to-image set: PNGs + metadata.jsonl ("file_name", "text") + holdout.json,
+data/shapes/      text-to-image set: PNGs + metadata.jsonl ("file_name", "text")
+data/shapes-holdout.json  lists
                   the colour x shape pairs that never occur in it (for measuring generalisation)
 data/dreambooth/pink-heart/   instance images of a subject absent from the set above
 """
@@ -45,7 +46,7 @@ def write_text2image(out: Path, per_caption: int, resolution: int, seed: int) ->
                 rows.append(json.dumps({"file_name": name, "text": scene.caption}))
                 n += 1
     atomic.write_text(out / "metadata.jsonl", "\n".join(rows) + "\n")
-    atomic.write_json(out / "holdout.json", {
+    atomic.write_json(out.parent / f"{out.name}-holdout.json", {
         "about": "colour x shape pairs absent from this set; the demo model is measured on them",
         "pairs": [{"colour": c, "shape": s} for c, s in HOLDOUT],
         "backgrounds": list(BACKGROUNDS),

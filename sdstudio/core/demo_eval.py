@@ -32,7 +32,7 @@ def holdout_captions(folder: Path | None = None) -> list[str]:
     from sdstudio.core.shapes import caption_for
 
     folder = folder or data_dir() / "shapes"
-    spec = json.loads((folder / "holdout.json").read_text(encoding="utf-8"))
+    spec = json.loads((folder.parent / f"{folder.name}-holdout.json").read_text(encoding="utf-8"))
     return [caption_for(p["colour"], p["shape"], bg) for p in spec["pairs"] for bg in spec["backgrounds"]]
 
 
