@@ -47,7 +47,7 @@ class TrainConfig:
     resolution: int = 512
     center_crop: bool = False
     random_flip: bool = False
-    cache_latents: bool = True
+    cache_latents: bool = True  # cache VAE latents and text embeddings while they cannot change
     # optimisation
     train_batch_size: int = 1
     gradient_accumulation_steps: int = 1
@@ -70,6 +70,11 @@ class TrainConfig:
     # performance
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
+    # fold accumulation micro-batches into one pass, bf16 without autocast, fused AdamW and
+    # channels_last on CUDA, frozen VAE/text encoder off the GPU once cached
+    fast_path: bool = True
+    torch_compile: bool = False
+    use_8bit_adam: bool = False
     # checkpoints and validation
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
@@ -296,6 +301,11 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
         pkg = cfg.report_to
         _need(importlib.util.find_spec(pkg) is not None, "report_to",
               f"'{pkg}' needs the '{pkg}' package (pip install {pkg}) or report_to = \"none\"", source)
+    if cfg.use_8bit_adam:
+        import importlib.util
+
+        _need(importlib.util.find_spec("bitsandbytes") is not None, "use_8bit_adam",
+              "needs the 'bitsandbytes' package (pip install bitsandbytes) or use_8bit_adam = false", source)
     for name in ("train_data_dir", "instance_data_dir"):
         value = getattr(cfg, name)
         if value and (method == "text2image") == (name == "train_data_dir"):

@@ -136,9 +136,17 @@ class Trainer:
             unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
                 text_encoder.gradient_checkpointing_enable()
+        cuda_fast = cfg.fast_path and self.device.type == "cuda"
+        self.channels_last = cuda_fast
+        if cuda_fast:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            unet.to(memory_format=torch.channels_last)
+        # bf16 weights need no autocast (LoRA layers compute in fp32 and cast back); fp16 does.
+        self.use_autocast = self.weight_dtype == torch.float16 or (self.weight_dtype == torch.bfloat16 and not cfg.fast_path)
+        self.fold_micro_batches = cfg.fast_path and cfg.gradient_accumulation_steps > 1
         lr = cfg.learning_rate * (cfg.images_per_step * acc.num_processes if cfg.scale_lr else 1)
-        optimizer = torch.optim.AdamW(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                      weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+        optimizer = self._optimizer(params, lr, fused=cuda_fast)
         self.lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                           num_training_steps=cfg.max_train_steps)
         if cfg.train_text_encoder:
@@ -151,8 +159,26 @@ class Trainer:
         self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
                                     all_square=all_square)
         self.source.precompute(self.examples + getattr(self, "class_examples", []))
+        self.offloaded = cuda_fast and self.source.frozen_modules_idle
+        if self.offloaded:  # both outputs cached: free their GPU memory until sampling
+            vae.to("cpu")
+            text_encoder.to("cpu")
+            torch.cuda.empty_cache()
+        if cfg.torch_compile:
+            self.unet = torch.compile(self.unet)
         if cfg.report_to != "none":
             acc.init_trackers("sdstudio", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))})
+
+    def _optimizer(self, params: list[Any], lr: float, fused: bool) -> Any:
+        import torch
+
+        cfg = self.cfg
+        kwargs = dict(lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+        if cfg.use_8bit_adam:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(params, **kwargs)
+        return torch.optim.AdamW(params, fused=fused or None, **kwargs)
 
     def _resume(self) -> None:
         assert self.run_dir is not None
@@ -175,38 +201,51 @@ class Trainer:
         first = (micro * w + rank) * b
         return [stream[stream_index(first + j, len(stream), seed)] for j in range(b)]
 
-    def _loss(self, micro: int) -> Any:
+    def _loss(self, micros: list[int]) -> Any:
+        """Mean loss of the given micro-batches, computed in one forward pass.
+
+        Each micro-batch draws its examples, noise and timesteps from its own generator, so
+        folding micro-batches together gives the same loss (and gradient) as running them
+        one by one.
+        """
         import torch
         import torch.nn.functional as F
 
         cfg = self.cfg
-        g = micro_batch_generator(cfg.seed, micro, self.accelerator.process_index)
-        batch = self._batch(self.examples, micro, cfg.seed)
-        if cfg.with_prior_preservation:
-            batch = batch + self._batch(self.class_examples, micro, cfg.seed + 1)
-        latents = self.source.latents(batch, g)
-        noise = torch.randn(latents.shape, generator=g).to(latents)
-        if cfg.noise_offset:
-            noise = noise + cfg.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=g).to(latents)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g)
-        timesteps = timesteps.to(self.device)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        if self.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        latents, noise, timesteps, batch, weights = [], [], [], [], []
+        for micro in micros:
+            g = micro_batch_generator(cfg.seed, micro, self.accelerator.process_index)
+            items = self._batch(self.examples, micro, cfg.seed)
+            item_w = [1.0] * len(items)
+            if cfg.with_prior_preservation:
+                items = items + self._batch(self.class_examples, micro, cfg.seed + 1)
+                item_w += [cfg.prior_loss_weight] * cfg.train_batch_size
+            lat = self.source.latents(items, g)
+            n = torch.randn(lat.shape, generator=g)
+            if cfg.noise_offset:
+                n = n + cfg.noise_offset * torch.randn((lat.shape[0], lat.shape[1], 1, 1), generator=g)
+            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (lat.shape[0],), generator=g)
+            latents.append(lat)
+            noise.append(n.to(lat))
+            timesteps.append(t)
+            batch += items
+            weights += [w / (cfg.train_batch_size * len(micros)) for w in item_w]
+        lat = torch.cat(latents)
+        eps = torch.cat(noise)
+        t = torch.cat(timesteps).to(self.device)
+        noisy = self.noise_scheduler.add_noise(lat, eps, t)
+        target = self.noise_scheduler.get_velocity(lat, eps, t) if self.prediction_type == "v_prediction" else eps
         context = self.source.text(batch)
+        if self.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.weight_dtype)
-                    if self.weight_dtype != torch.float32 else contextlib.nullcontext())
+                    if self.use_autocast else contextlib.nullcontext())
         with autocast:
-            pred = self.unet(noisy, timesteps, context, return_dict=False)[0]
+            pred = self.unet(noisy, t, context, return_dict=False)[0]
         per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
-            per_item = per_item * self._snr_weights(timesteps)
-        if cfg.with_prior_preservation:
-            inst, prior = per_item.chunk(2)
-            return inst.mean() + cfg.prior_loss_weight * prior.mean()
-        return per_item.mean()
+            per_item = per_item * self._snr_weights(t)
+        return (per_item * torch.tensor(weights, device=per_item.device)).sum()
 
     def _snr_weights(self, timesteps: Any) -> Any:
         """Min-SNR-gamma loss weights (Hang et al. 2023)."""
@@ -221,14 +260,20 @@ class Trainer:
         import torch
 
         cfg, acc = self.cfg, self.accelerator
-        total = torch.zeros((), device=self.device)
-        for a in range(cfg.gradient_accumulation_steps):
-            micro = self.step * cfg.gradient_accumulation_steps + a
-            last = a == cfg.gradient_accumulation_steps - 1
-            with contextlib.nullcontext() if last else acc.no_sync(self.unet):
-                loss = self._loss(micro)
-                acc.backward(loss / cfg.gradient_accumulation_steps)
-            total += loss.detach().float() / cfg.gradient_accumulation_steps
+        accum = cfg.gradient_accumulation_steps
+        first = self.step * accum
+        if self.fold_micro_batches:
+            loss = self._loss(list(range(first, first + accum)))
+            acc.backward(loss)
+            total = loss.detach().float()
+        else:
+            total = torch.zeros((), device=self.device)
+            for a in range(accum):
+                last = a == accum - 1
+                with contextlib.nullcontext() if last else acc.no_sync(self.unet):
+                    loss = self._loss([first + a])
+                    acc.backward(loss / accum)
+                total += loss.detach().float() / accum
         mean_loss = float(acc.reduce(total, reduction="mean")) if acc.num_processes > 1 else float(total)
         if not math.isfinite(mean_loss):
             last_good = self.run_dir.latest_checkpoint() if self.run_dir else None
@@ -263,7 +308,15 @@ class Trainer:
             pipe = validation.make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder), self.pipe.vae)
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
             autocast = None if self.weight_dtype == self._fp32 else self.weight_dtype
-            paths = validation.sample(pipe, self.run_dir, self.step, self.cfg, prompts, self.device, autocast)
+            if self.offloaded:
+                self.pipe.vae.to(self.device)
+                self.pipe.text_encoder.to(self.device)
+            try:
+                paths = validation.sample(pipe, self.run_dir, self.step, self.cfg, prompts, self.device, autocast)
+            finally:
+                if self.offloaded:
+                    self.pipe.vae.to("cpu")
+                    self.pipe.text_encoder.to("cpu")
             self.emit(SampleEvent(self.step, tuple(paths), tuple(prompts)))
         self.accelerator.wait_for_everyone()
 

@@ -84,7 +84,7 @@ class ExampleSource:
         # A random crop changes every epoch: only a centre crop (with or without flip) can be cached;
         # on square images every crop is the centre crop.
         self.cache_latents = bool(cfg.cache_latents and (cfg.center_crop or all_square))
-        self.cache_text = not cfg.train_text_encoder
+        self.cache_text = cfg.cache_latents and not cfg.train_text_encoder
         self._latent_cache: dict[tuple[Path, bool], Any] = {}
         self._text_cache: dict[str, Any] = {}
 
@@ -95,6 +95,11 @@ class ExampleSource:
         with torch.no_grad():
             dist = self.vae.encode(pixels.to(self.device, dtype=self.vae.dtype)).latent_dist
         return torch.cat([dist.mean, dist.std], dim=1).float()
+
+    @property
+    def frozen_modules_idle(self) -> bool:
+        """True when training never calls the VAE nor the text encoder (both outputs cached)."""
+        return self.cache_latents and self.cache_text
 
     def precompute(self, examples: list[Example]) -> None:
         """Encode every (image, flip) once; text embeddings of every distinct caption once."""
@@ -114,13 +119,16 @@ class ExampleSource:
                 self._text_cache[caption] = self._encode_text([caption])[0].cpu()
 
     def latents(self, examples: list[Example], generator: Any) -> Any:
+        """Latents for a micro-batch. The generator is drawn from identically whether the
+        latents come from the cache or from the VAE, so both paths see the same noise."""
         import torch
 
         flips = [bool(self.cfg.random_flip and torch.rand((), generator=generator) < 0.5) for _ in examples]
+        crop_seed = int(torch.randint(0, 2**31, (), generator=generator))
         if self.cache_latents:
             moments = torch.stack([self._latent_cache[(ex.path, f)] for ex, f in zip(examples, flips)])
         else:
-            crop_rng = random.Random(int(torch.randint(0, 2**31, (), generator=generator)))
+            crop_rng = random.Random(crop_seed)
             pixels = torch.stack([
                 pixel_tensor(preprocess(load_rgb(ex.path), self.cfg.resolution, self.cfg.center_crop, f, crop_rng))
                 for ex, f in zip(examples, flips)
