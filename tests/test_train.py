@@ -159,3 +159,14 @@ def test_unusable_dataset_fails_before_loading_the_model(tmp_path):
                                    "pretrained_model_name_or_path": str(tmp_path)})
     with pytest.raises(SdstudioError):
         train(good_model_cfg)
+
+
+def test_pruning_keeps_favourites_and_the_newest(tmp_path):
+    run = RunDir(tmp_path / "run")
+    for step in (1, 2, 3, 4, 5):
+        ckpt = run.checkpoint_path(step)
+        ckpt.mkdir(parents=True)
+        (ckpt / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    run.set_favourites({1, 2})
+    assert run.prune_checkpoints(2) == [3, 4]
+    assert [c.step for c in run.checkpoints()] == [1, 2, 5]

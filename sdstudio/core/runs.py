@@ -242,18 +242,34 @@ class RunDir:
         steps = ", ".join(str(c.step) for c in cps)
         raise FileNotFoundError(f"{self.path}: no checkpoint at step {step} (have: {steps})")
 
-    def prune_checkpoints(self, limit: int | None, keep: set[int] | None = None) -> list[int]:
-        """Delete the oldest checkpoints beyond `limit`; returns the removed steps."""
+    def prune_checkpoints(self, limit: int | None) -> list[int]:
+        """Delete the oldest checkpoints beyond `limit`, never a favourite nor the newest
+        (resume needs it); returns the removed steps."""
         if not limit or limit <= 0:
             return []
-        keep = keep or set()
-        cps = [c for c in self.checkpoints() if c.step not in keep]
+        cps = self.checkpoints()
+        keep = self.favourites() | ({cps[-1].step} if cps else set())
+        candidates = [c for c in cps if c.step not in keep]
         removed = []
-        while len(cps) + len(keep & {c.step for c in self.checkpoints()}) > limit and cps:
-            victim = cps.pop(0)
+        for victim in candidates[: max(0, len(cps) - limit)]:
             shutil.rmtree(victim.path, ignore_errors=True)
             removed.append(victim.step)
         return removed
+
+    # favourites.json: checkpoint steps a person marked (every viewer of the run sees them)
+    @property
+    def favourites_json(self) -> Path:
+        return self.path / "favourites.json"
+
+    def favourites(self) -> set[int]:
+        try:
+            data = json.loads(self.favourites_json.read_text(encoding="utf-8"))
+            return {int(s) for s in data.get("steps", [])}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return set()
+
+    def set_favourites(self, steps: set[int]) -> None:
+        atomic.write_json(self.favourites_json, {"steps": sorted(steps)})
 
     def truncate_after(self, step: int) -> None:
         """Forget metrics and samples logged after `step` (used when resuming from it)."""

@@ -145,6 +145,12 @@ class StudioApp(App[None]):
         return train(cfg, on_event=lambda event: self.post_message(TrainerMessage(event)),  # type: ignore[arg-type]
                      control=control, resume=resume)
 
+    def on_dataset_screen_use_dataset(self, message: object) -> None:
+        """The Dataset screen hands its folder over: open Train with those fields filled in."""
+        fields = dict(getattr(message, "fields", {}))
+        self.switch_mode("train")
+        self.call_after_refresh(lambda: self.screen.use_dataset(fields))  # type: ignore[attr-defined]
+
     def on_trainer_message(self, message: TrainerMessage) -> None:
         self.session.apply(message.event)
 

@@ -7,16 +7,13 @@ screen cheaply whether anything changed since the last look.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core import atomic
 from sdstudio.core.runs import RunDir, SampleRecord
 
-FAVOURITES_FILE = "favourites.json"
 
 
 @dataclass(frozen=True)
@@ -87,20 +84,16 @@ def signature(run: RunDir) -> tuple[Any, ...]:
     except OSError:
         ckpts = ()
     return (_stat(run.samples_index), _stat(run.metrics_jsonl), _stat(run.status_json),
-            _stat(run.path / FAVOURITES_FILE), ckpts)
+            _stat(run.favourites_json), ckpts)
 
 
 def load_favourites(run: RunDir) -> set[int]:
     """Checkpoint steps marked as favourites (kept in the run folder, so every viewer sees them)."""
-    try:
-        data = json.loads((run.path / FAVOURITES_FILE).read_text(encoding="utf-8"))
-        return {int(s) for s in data.get("steps", [])}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return set()
+    return run.favourites()
 
 
 def save_favourites(run: RunDir, steps: set[int]) -> None:
-    atomic.write_json(run.path / FAVOURITES_FILE, {"steps": sorted(steps)})
+    run.set_favourites(steps)
 
 
 def toggle_favourite(run: RunDir, step: int) -> bool:

@@ -157,6 +157,14 @@ class TrainScreen(Screen[None]):
             session.control.request_save()
             session.log_line("checkpoint requested: after the current step")
 
+    def use_dataset(self, fields: dict[str, Any]) -> None:
+        """Fill the form from the Dataset screen (fields the form lacks go into the base config)."""
+        self._base = {**self._base, **fields}
+        self.query_one(ConfigForm).fill(self._base)
+        if self.validate() is not None:
+            folder = fields.get("train_data_dir") or fields.get("instance_data_dir")
+            self.notify(f"Training on {folder}")
+
     def action_leave_field(self) -> None:
         self.set_focus(None)
 
