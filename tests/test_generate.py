@@ -38,8 +38,10 @@ def test_generator_swaps_loras_and_scales_without_reloading_the_base(tiny_model_
     gen = Generator(str(tiny_model_dir), device="cpu")
     pipe, unet_weight = gen.pipe, gen.pipe.unet.conv_in.weight.clone()
     opts = GenerateOptions("a photo of sks dog", seeds=[1, 2], steps=2, guidance=5.0)
-    base = _arrays(gen.generate(opts))
+    progress: list[tuple[int, int]] = []
+    base = _arrays(gen.generate(opts, on_step=lambda done, total: progress.append((done, total))))
     assert np.abs(base[0] - base[1]).max() > 0  # the seeds are different images
+    assert progress == [(2, 4), (4, 4)]  # image-steps done of all, for a progress bar
     a, b = (LoraSpec(cp.weights, 1.0) for cp in run_two_checkpoints.checkpoints())
 
     gen.set_loras([a])

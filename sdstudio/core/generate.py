@@ -16,7 +16,7 @@ import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
@@ -226,8 +226,10 @@ class Generator:
     def native_size(self) -> int:
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
 
-    def generate(self, opts: GenerateOptions) -> list[GeneratedImage]:
-        """One image per seed; the seeds run as one batch (smaller batches after an out-of-memory)."""
+    def generate(self, opts: GenerateOptions, on_step: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
+        """One image per seed; the seeds run as one batch (smaller batches after an out-of-memory).
+
+        `on_step(done, total)` reports denoising steps (all batches together) for a progress bar."""
         sampler = self._use_scheduler(opts.scheduler)
         width = opts.width or self.native_size()
         height = opts.height or self.native_size()
@@ -238,7 +240,7 @@ class Generator:
         while len(images) < len(seeds):
             batch = seeds[len(images):len(images) + (self.max_batch or len(seeds))]
             try:
-                images.extend(self._run(opts, batch, width, height))
+                images.extend(self._run(opts, batch, width, height, on_step, len(images)))
             except RuntimeError as exc:
                 if not _is_oom(exc) or len(batch) == 1:
                     raise
@@ -247,14 +249,24 @@ class Generator:
         return [GeneratedImage(s, im, a1111_parameters(opts, s, width, height, self.identity, self.loras, sampler))
                 for s, im in zip(seeds, images)]
 
-    def _run(self, opts: GenerateOptions, seeds: list[int], width: int, height: int) -> list[Any]:
+    def _run(self, opts: GenerateOptions, seeds: list[int], width: int, height: int,
+             on_step: Callable[[int, int], None] | None = None, done_images: int = 0) -> list[Any]:
         import torch
+
+        total_images = len(opts.seeds)
+
+        def step_end(_pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None:  # images finished so far count as all their steps
+                done = done_images * opts.steps + len(seeds) * (step + 1)
+                on_step(done, total_images * opts.steps)
+            return kwargs
 
         gens = [torch.Generator(self.device).manual_seed(s) for s in seeds]
         with torch.inference_mode():
             out = self.pipe(prompt=opts.prompt, negative_prompt=opts.negative_prompt or None,
                             num_images_per_prompt=len(seeds), num_inference_steps=opts.steps,
-                            guidance_scale=opts.guidance, width=width, height=height, generator=gens)
+                            guidance_scale=opts.guidance, width=width, height=height, generator=gens,
+                            callback_on_step_end=step_end)
         return list(out.images)
 
     def _free(self) -> None:

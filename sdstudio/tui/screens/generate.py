@@ -234,7 +234,9 @@ class GenerateScreen(Screen):
             gen = self._generator_for(model)
             gen.pipe.set_progress_bar_config(disable=True)
             gen.set_loras(loras)
-            items = gen.generate(opts)
+            bar = self.query_one("#gen-progress", ProgressBar)
+            items = gen.generate(opts, on_step=lambda done, total: self.app.call_from_thread(
+                bar.update, total=total, progress=done))
         except (SdstudioError, ValueError, OSError, RuntimeError) as exc:
             self.app.call_from_thread(self._failed, str(exc))
             return
