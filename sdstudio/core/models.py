@@ -168,6 +168,25 @@ def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str |
     return pipe
 
 
+def sampler_defaults(model: str) -> dict[str, Any]:
+    """Steps, guidance and size a model is meant for: the demo model ships them in
+    `sdstudio_demo.json`; anything else gets Stable Diffusion's usual 30 steps at 7.5."""
+    defaults: dict[str, Any] = {"steps": 30, "guidance": 7.5, "size": None}
+    try:
+        base = resolve_base_model(model)
+    except Exception:  # noqa: BLE001 - a bad path is reported when generating, not while drawing the form
+        return defaults
+    hints = Path(base.location) / "sdstudio_demo.json" if base.kind in ("demo", "folder") else None
+    if hints is not None and hints.is_file():
+        try:
+            data = json.loads(hints.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return defaults
+        defaults.update(steps=int(data.get("num_inference_steps", 30)), guidance=float(data.get("guidance_scale", 7.5)),
+                        size=data.get("resolution"))
+    return defaults
+
+
 def quiet_loading() -> None:
     """No download/loading progress bars or advisory warnings: the CLI and the studio show their own."""
     import diffusers.utils.logging as dlog

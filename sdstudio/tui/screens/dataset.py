@@ -21,7 +21,7 @@ from textual.widgets import Button, Collapsible, Footer, Header, Input, Label, P
 from textual.worker import get_current_worker
 
 from sdstudio.core.paths import data_dir
-from sdstudio.tui.screens.generate import model_defaults
+from sdstudio.core.models import sampler_defaults as model_defaults
 from sdstudio.tui.widgets.picture import picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
 

@@ -9,7 +9,6 @@ engine's `run_comparison`, which writes every image and the labelled grid to a n
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Static
 
+from sdstudio.core.models import sampler_defaults as model_defaults
 from sdstudio.tui.widgets.lora_list import LoraChoice, LoraList, find_loras
 from sdstudio.tui.widgets.picture import picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
@@ -367,23 +367,3 @@ def _default_out_dir() -> Path:
 
     return runs_root() / "generated"
 
-
-def model_defaults(model: str) -> dict[str, Any]:
-    """Steps, guidance and size a model is meant for: the demo model ships them in
-    `sdstudio_demo.json`; anything else gets Stable Diffusion's usual 30 steps at 7.5."""
-    defaults: dict[str, Any] = {"steps": 30, "guidance": 7.5, "size": None}
-    try:
-        from sdstudio.core.models import resolve_base_model
-
-        base = resolve_base_model(model)
-    except Exception:  # noqa: BLE001 - a bad path is reported when generating, not while drawing the form
-        return defaults
-    hints = Path(base.location) / "sdstudio_demo.json" if base.kind in ("demo", "folder") else None
-    if hints is not None and hints.is_file():
-        try:
-            data = json.loads(hints.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return defaults
-        defaults.update(steps=int(data.get("num_inference_steps", 30)), guidance=float(data.get("guidance_scale", 7.5)),
-                        size=data.get("resolution"))
-    return defaults

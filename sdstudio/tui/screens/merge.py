@@ -74,7 +74,7 @@ class MergeScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        from sdstudio.tui.screens.generate import model_defaults
+        from sdstudio.core.models import sampler_defaults as model_defaults
 
         self.defaults = model_defaults(self.initial["a"])
         lo, hi = _METHOD[self.initial["method"]][3]
