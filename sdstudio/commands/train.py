@@ -103,7 +103,8 @@ class _Printer:
             word = "stopped" if event.stopped else "finished"
             print(f"{word} at step {event.step}: {event.run_dir}", flush=True)
         elif isinstance(event, ev.FailedEvent):
-            print(f"failed at step {event.step}: {event.message}", file=sys.stderr, flush=True)
+            where = f" (at step {event.step})" if event.step else ""
+            print(f"error: {event.message}{where}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,13 +118,14 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = resume_config(args.resume, overrides)
     else:
-        if not args.config:
-            raise SdstudioError("give a config file (e.g. data/configs/demo-dreambooth.toml) or --resume RUN_DIR")
+        if not args.config and not overrides:
+            raise SdstudioError("give a config file (e.g. data/configs/demo-dreambooth.toml), --FIELD VALUE "
+                                "settings, or --resume RUN_DIR")
         cfg = load_config(args.config, overrides)
         if cfg.run_name is None and cfg.output_dir is None:
             from sdstudio.core.train import default_run_name
 
-            cfg.run_name = default_run_name(cfg, Path(args.config).stem)
+            cfg.run_name = default_run_name(cfg, Path(args.config).stem if args.config else None)
     from sdstudio.core.train import train
 
     printer = _Printer(args.quiet)
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except SdstudioError:
-        raise
+        return 2  # already printed from the FailedEvent
     except Exception:  # noqa: BLE001 - already reported by the FailedEvent
         return 1
     return 0
