@@ -83,3 +83,14 @@ def tiny_train_values(model_dir: Path, out: Path, **extra: object) -> dict[str, 
     }
     values.update(extra)
     return values
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads fight with the other jobs of a shared box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

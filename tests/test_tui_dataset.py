@@ -13,20 +13,17 @@ from textual.widgets import TextArea
 from sdstudio.core.paths import PROJECT_ROOT
 from sdstudio.tui.screens.dataset import DatasetScreen
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid
+from tui_host import ScreenHost
 
 SHAPES = PROJECT_ROOT / "data" / "shapes"
 
 
-class Host(App):
-    """The screen alone, as the studio shows it (the shell's modes build it the same way)."""
+class Host(ScreenHost):
+    """The screen alone, recording what it hands to the Train screen."""
 
     def __init__(self, screen: DatasetScreen) -> None:
-        super().__init__()
-        self._screen = screen
+        super().__init__(screen)
         self.handed: list[dict] = []
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
 
     def on_dataset_screen_use_dataset(self, message: DatasetScreen.UseDataset) -> None:
         self.handed.append(message.fields)

@@ -13,26 +13,10 @@ from sdstudio.core.runs import RunDir
 from sdstudio.tui.screens.generate import GenerateScreen
 from sdstudio.tui.widgets.lora_list import LoraList, find_loras
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid
+from tui_host import ScreenHost
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads fight with the other jobs of a shared box."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class Host(App):
-    def __init__(self, screen: GenerateScreen) -> None:
-        super().__init__()
-        self._screen = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 async def _settle(app: App, pilot) -> None:
@@ -71,7 +55,7 @@ def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 async def test_generate_shows_results_and_saves_pngs(tiny_model_dir: Path, runs_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    app = Host(GenerateScreen(model=tiny_model_dir, out_dir=out))
+    app = ScreenHost(GenerateScreen(model=tiny_model_dir, out_dir=out))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
         _fill(screen, prompt="a red circle", seeds="3-4", steps="2", width="32", height="32")
@@ -100,7 +84,7 @@ async def test_generate_shows_results_and_saves_pngs(tiny_model_dir: Path, runs_
 
 
 async def test_bad_field_is_named_and_nothing_runs(tiny_model_dir: Path, runs_root: Path) -> None:
-    app = Host(GenerateScreen(model=tiny_model_dir))
+    app = ScreenHost(GenerateScreen(model=tiny_model_dir))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
         _fill(screen, prompt="x", steps="many")
@@ -115,7 +99,7 @@ async def test_lora_from_a_run_and_checkpoint_grid(tiny_model_dir: Path, lora_ru
     monkeypatch.setenv("SDSTUDIO_RUNS", str(lora_run))
     choices = find_loras(lora_run)
     assert [c.label for c in choices] == ["tiny-run step 20", "tiny-run step 10"]
-    app = Host(GenerateScreen(model=tiny_model_dir, out_dir=tmp_path / "out"))
+    app = ScreenHost(GenerateScreen(model=tiny_model_dir, out_dir=tmp_path / "out"))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
         _fill(screen, prompt="a red circle", seeds="1", steps="2", width="32", height="32")
@@ -152,5 +136,5 @@ def test_snapshot_generate_form(snap_compare, tiny_model_dir: Path, monkeypatch:
               steps="20", guidance="4.0", width="64", height="64")  # fixed: not read from models/demo
         await pilot.pause()
 
-    app = Host(GenerateScreen(model="demo", out_dir="outputs"))
+    app = ScreenHost(GenerateScreen(model="demo", out_dir="outputs"))
     assert snap_compare(app, terminal_size=(100, 30), run_before=fill)

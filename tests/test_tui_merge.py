@@ -11,26 +11,10 @@ from textual.widgets import Input
 
 from sdstudio.tui.screens.merge import MergeScreen
 from sdstudio.tui.widgets.slider import FloatSlider
+from tui_host import ScreenHost
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads fight with the other jobs of a shared box."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class Host(App):
-    def __init__(self, screen: MergeScreen) -> None:
-        super().__init__()
-        self._screen = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +42,7 @@ async def test_slider_updates_preview_and_save_loads_back(tiny_model_dir: Path, 
 
     from sdstudio.core.models import load_pipeline, resolve_base_model
 
-    app = Host(MergeScreen(tiny_model_dir, model_b, multiplier=0.0, prompt="a red circle", seed=7, steps=2))
+    app = ScreenHost(MergeScreen(tiny_model_dir, model_b, multiplier=0.0, prompt="a red circle", seed=7, steps=2))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
         await _settle(app, pilot)
@@ -101,7 +85,7 @@ async def test_lora_fuse_scale_slider(tiny_model_dir: Path, tmp_path: Path) -> N
     unet_cfg, _ = add_adapters(pipe, rank=4, unet_alpha=4.0, text_alpha=None, seed=3)
     lora = save_checkpoint(pipe, RunDir(tmp_path / "run"), 5, unet_cfg, None) / "pytorch_lora_weights.safetensors"
 
-    app = Host(MergeScreen(tiny_model_dir, lora, method="lora-fuse", prompt="a red circle", steps=2))
+    app = ScreenHost(MergeScreen(tiny_model_dir, lora, method="lora-fuse", prompt="a red circle", steps=2))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
         await _settle(app, pilot)
@@ -126,7 +110,7 @@ async def test_lora_fuse_scale_slider(tiny_model_dir: Path, tmp_path: Path) -> N
 
 
 async def test_missing_inputs_are_named(tiny_model_dir: Path) -> None:
-    app = Host(MergeScreen(tiny_model_dir, method="add-difference"))
+    app = ScreenHost(MergeScreen(tiny_model_dir, method="add-difference"))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
         assert screen.query_one("#mg-c-row").display
@@ -146,5 +130,5 @@ def test_snapshot_merge_screen(snap_compare, tmp_path: Path) -> None:
         await pilot.press("right", "right", "shift+right")
         await pilot.pause()
 
-    app = Host(MergeScreen("demo", method="weighted-sum", multiplier=0.3, steps=20))
+    app = ScreenHost(MergeScreen("demo", method="weighted-sum", multiplier=0.3, steps=20))
     assert snap_compare(app, terminal_size=(100, 30), run_before=move)
