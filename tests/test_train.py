@@ -106,12 +106,13 @@ def test_prior_preservation_generates_only_missing_class_images(tiny_model_dir, 
     assert {s.prompt for s in run.samples()} == {"a photo of sks shape", "a photo of a shape"}
 
 
-def test_checkpoints_total_limit_keeps_the_newest(tiny_model_dir, instance_dir, tmp_path):
+def test_checkpoints_total_limit_keeps_the_newest_and_tensorboard_logs(tiny_model_dir, instance_dir, tmp_path):
     cfg = build_config(tiny_train_values(tiny_model_dir, tmp_path / "run", instance_data_dir=str(instance_dir),
                                          instance_prompt="sks", max_train_steps=6, checkpointing_steps=1,
-                                         checkpoints_total_limit=2, validation_steps=100))
+                                         checkpoints_total_limit=2, validation_steps=100, report_to="tensorboard"))
     run = train(cfg)
     assert [c.step for c in run.checkpoints()] == [5, 6]
+    assert list((run.path / "logs").rglob("events.out.tfevents.*"))
 
 
 def test_stop_command_saves_a_checkpoint_and_marks_the_run_stopped(tiny_model_dir, instance_dir, tmp_path):

@@ -65,21 +65,23 @@ class Trainer:
     # setup
     def _prepare(self) -> None:
         import torch
-        from accelerate import Accelerator
-        from accelerate.utils import broadcast_object_list
+        from accelerate import Accelerator, PartialState
+        from accelerate.utils import ProjectConfiguration, broadcast_object_list
 
         cfg = self.cfg
         _check_device_options(cfg)
         self.base: BaseModel = resolve_base_model(cfg.pretrained_model_name_or_path)
         self.examples, skipped = instance_examples(cfg)  # refuses an unusable dataset before loading models
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
-                                       log_with=None if cfg.report_to == "none" else cfg.report_to)
-        self.is_main = self.accelerator.is_main_process
-        self.device = self.accelerator.device
-        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+        state = PartialState()  # the process group, before the Accelerator: it needs the run's folder
+        self.is_main = state.is_main_process
         names = [self._choose_run_path() if self.is_main else None]
         broadcast_object_list(names)
         self.run_dir = RunDir(names[0])
+        project = ProjectConfiguration(project_dir=str(self.run_dir.path), logging_dir=str(self.run_dir.path / "logs"))
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, project_config=project,
+                                       log_with=None if cfg.report_to == "none" else cfg.report_to)
+        self.device = self.accelerator.device
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
         if self.is_main:
             if not self.resume:
                 self.run_dir.write_config(cfg.to_dict(), {"version": __version__, "base_model": model_identity(self.base),
