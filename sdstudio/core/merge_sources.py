@@ -47,7 +47,7 @@ def open_reader(path: Path) -> SafetensorsReader | DictReader:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         from sdstudio.core.safeload import load_pickle_state_dict
 
-        return DictReader(path, load_pickle_state_dict(path))
+        return DictReader(path, load_pickle_state_dict(path, mmap=True))  # streamed from disk
     raise ModelError(f"{path}: a '{path.suffix}' file is not a model (expected .safetensors, .ckpt or a diffusers folder)")
 
 

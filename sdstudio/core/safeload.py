@@ -12,17 +12,21 @@ class UnsafeFileError(SdstudioError):
     """A pickle that would run code (or import arbitrary objects) when loaded."""
 
 
-def load_pickle_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_pickle_state_dict(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, Any]:
     """`torch.load(weights_only=True)`; refuses a pickle that needs anything but tensors and containers.
 
-    A `.ckpt` wrapping its weights in `{"state_dict": ...}` is unwrapped.
+    A `.ckpt` wrapping its weights in `{"state_dict": ...}` is unwrapped. `mmap=True` maps the
+    tensors from the file instead of reading them into memory (zip-format files; older
+    pickles are read whole).
     """
     import pickle
+    import zipfile
 
     import torch
 
+    use_mmap = mmap and zipfile.is_zipfile(os.fspath(path))
     try:
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=use_mmap)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UnsafeFileError(
