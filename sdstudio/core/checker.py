@@ -21,6 +21,10 @@ from sdstudio.core.shapes import ALL_COLOURS, ALL_SHAPES, BACKGROUNDS
 GRID = 32  # templates and object masks are compared on a GRID x GRID raster
 MIN_OBJECT_FRACTION = 0.01  # a smaller region is "no object"
 MIN_SHAPE_IOU = 0.6  # best template overlap below this reads as "unknown"
+# Round shapes are convex: a region that fills clearly less of its convex hull (a star whose arms
+# a blurry decoder has softened, so its bounding box looks round) is not read as one.
+CONVEX_SHAPES = ("circle", "square")
+MIN_CONVEX_SOLIDITY = 0.9
 OBJECT_DISTANCE = 70.0  # RGB distance from the background that makes a pixel part of the object
 MAX_OBJECT_FRACTION = 0.7  # objects of the demo world never fill the picture
 MAX_COLOUR_SPREAD = 60.0  # mean RGB distance from the object's median colour: above it, not one flat shape
@@ -96,6 +100,33 @@ def _erode(mask: Any) -> Any:
     return mask & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
 
 
+def _cross(o: tuple[int, int], a: tuple[int, int], b: tuple[int, int]) -> int:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def solidity(mask: Any) -> float:
+    """Region area / area of its convex hull (pixels as unit squares; monotone-chain hull)."""
+    import numpy as np
+
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return 0.0
+    corners = sorted({(int(x) + dx, int(y) + dy) for y, x in zip(ys, xs) for dx in (0, 1) for dy in (0, 1)})
+    lower: list[tuple[int, int]] = []
+    upper: list[tuple[int, int]] = []
+    for pt in corners:
+        while len(lower) >= 2 and _cross(lower[-2], lower[-1], pt) <= 0:
+            lower.pop()
+        lower.append(pt)
+    for pt in reversed(corners):
+        while len(upper) >= 2 and _cross(upper[-2], upper[-1], pt) <= 0:
+            upper.pop()
+        upper.append(pt)
+    hull = lower[:-1] + upper[:-1]
+    area = 0.5 * abs(sum(hull[i][0] * hull[i - 1][1] - hull[i - 1][0] * hull[i][1] for i in range(len(hull))))
+    return float(len(xs)) / area if area else 0.0
+
+
 def _fit_to_grid(mask: Any) -> Any:
     """Crop a mask to its bounding box and scale it to GRID x GRID (as floats 0..1)."""
     import numpy as np
@@ -151,10 +182,14 @@ def read_image(image: Any) -> Reading:
         inter = np.minimum(fitted, tmpl).sum()
         union = np.maximum(fitted, tmpl).sum()
         scores[shape] = float(inter / union) if union else 0.0
+    if solidity(region) < MIN_CONVEX_SOLIDITY:
+        for name in CONVEX_SHAPES:
+            scores.pop(name, None)
     shape = max(scores, key=scores.__getitem__)
-    if scores[shape] < MIN_SHAPE_IOU:
+    best = scores[shape]
+    if best < MIN_SHAPE_IOU:
         shape = "unknown"
-    return Reading(colour, shape, background, scores[max(scores, key=scores.__getitem__)], fraction)
+    return Reading(colour, shape, background, best, fraction)
 
 
 def check_caption(image: Any, caption: str) -> dict[str, bool]:
