@@ -11,6 +11,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("SDSTUDIO_IMAGES", "halfcell")
+# Tiny models are bound by per-operation overhead: one thread is as fast as two, and two threads
+# spin-wait badly whenever the other core is busy (a tiny linear layer went from 0.04 ms to 8 ms).
+# Subprocesses inherit this through OMP_NUM_THREADS. Tests that want both cores say so.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
