@@ -30,10 +30,10 @@ def messy(tmp_path: Path) -> Path:
     d = tmp_path / "messy"
     d.mkdir()
     (d / "good.png").write_bytes(png_bytes("RGB", colour=(10, 200, 30)))
-    (d / "copy.png").write_bytes((d / "good.png").read_bytes())
+    (d / "good2.png").write_bytes((d / "good.png").read_bytes())
     (d / "alpha.png").write_bytes(png_bytes("RGBA", colour=(255, 0, 0, 0)))  # fully transparent red
     (d / "palette.png").write_bytes(png_bytes("P", colour=3))
-    (d / "cmyk.jpg").write_bytes(png_bytes("CMYK", colour=(0, 255, 255, 0)))
+    (d / "cmyk.jpg").write_bytes(png_bytes("CMYK", colour=(255, 0, 0, 0)))  # pure cyan ink
     deep = Image.fromarray(np.full((48, 64), 65535, dtype=np.uint16))
     deep.save(d / "deep16.png")
     full = io.BytesIO()
@@ -47,7 +47,7 @@ def messy(tmp_path: Path) -> Path:
     (d / ".ipynb_checkpoints").mkdir()
     (d / ".ipynb_checkpoints" / "good-checkpoint.png").write_bytes(png_bytes("RGB"))
     rows = [{"file_name": n, "text": f"caption of {n}"} for n in
-            ("good.png", "copy.png", "alpha.png", "palette.png", "cmyk.jpg", "deep16.png", "truncated.jpg",
+            ("good.png", "good2.png", "alpha.png", "palette.png", "cmyk.jpg", "deep16.png", "truncated.jpg",
              "tiny.png", "gone.png")]
     text = "\n".join(json.dumps(r) for r in rows) + '\n{"file_name": "broken.png", "text": \n{"file_name": "x.png"}\n'
     (d / "metadata.jsonl").write_text(text)
@@ -58,7 +58,7 @@ def test_every_problem_is_reported_per_file(messy):
     report = check_dataset(messy, captions=True)
     by_name = {f.name: f for f in report.files}
     assert by_name["good.png"].status == "ok"
-    assert by_name["copy.png"].reason.startswith("duplicate of good.png")
+    assert by_name["good2.png"].reason.startswith("duplicate of good.png")
     assert "unreadable or truncated" in by_name["truncated.jpg"].reason
     assert "too small (8x8" in by_name["tiny.png"].reason
     assert by_name["nocaption.png"].reason.startswith("no caption")
@@ -117,7 +117,7 @@ def test_captions_are_saved_to_the_datasets_own_store(messy, tmp_path):
 
 def test_preprocess_center_crop_of_the_shortest_side():
     im = Image.new("RGB", (200, 100), (0, 0, 0))
-    im.paste((255, 0, 0), (0, 0, 50, 100))  # red left quarter, cropped away by a centre crop
+    im.paste((255, 0, 0), (0, 0, 40, 100))  # red left fifth, cropped away by a centre crop
     out = preprocess(im, 64, center_crop=True)
     assert out.size == (64, 64) and out.getpixel((0, 32)) == (0, 0, 0)
     assert preprocess(im, 64, center_crop=True, flip=True).size == (64, 64)
