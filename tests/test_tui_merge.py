@@ -52,7 +52,10 @@ async def test_slider_updates_preview_and_save_loads_back(tiny_model_dir: Path, 
         screen.query_one("#mg-slider", FloatSlider).focus()
         await pilot.press("shift+right", "shift+right", "shift+right")  # 0.3, in coarse steps
         assert screen.query_one("#mg-preview").image is at_zero  # the old preview stays while the new renders
-        await _settle(app, pilot, debounce=True)
+        for _ in range(100):  # the debounce timer, then the render (slow on a busy machine)
+            await _settle(app, pilot, debounce=True)
+            if screen.preview_multiplier == pytest.approx(0.3):
+                break
         assert screen.preview_multiplier == pytest.approx(0.3)
         at_03 = screen.query_one("#mg-preview").image
         assert np.abs(_pixels(at_03) - _pixels(at_zero)).max() > 0
