@@ -115,12 +115,15 @@ def test_checkpoints_total_limit_keeps_the_newest_and_tensorboard_logs(tiny_mode
     assert list((run.path / "logs").rglob("events.out.tfevents.*"))
 
 
-def test_stop_command_saves_a_checkpoint_and_marks_the_run_stopped(tiny_model_dir, instance_dir, tmp_path):
+def test_save_sample_and_stop_commands_act_between_steps(tiny_model_dir, instance_dir, tmp_path):
     control = ev.TrainerControl()
     seen: list[ev.Event] = []
 
     def on_event(event: ev.Event) -> None:
         seen.append(event)
+        if isinstance(event, ev.StepEvent) and event.step == 1:
+            control.request_save()
+            control.request_sample()
         if isinstance(event, ev.StepEvent) and event.step == 3:
             control.request_stop()
 
@@ -129,7 +132,8 @@ def test_stop_command_saves_a_checkpoint_and_marks_the_run_stopped(tiny_model_di
                                          validation_steps=100))
     run = train(cfg, on_event=on_event, control=control)
     assert run.status()["state"] == "stopped" and run.status()["step"] == 3
-    assert [c.step for c in run.checkpoints()] == [3]
+    assert [c.step for c in run.checkpoints()] == [1, 3]  # saved on request, then on stop
+    assert sorted({s.step for s in run.samples()}) == [0, 1]  # step 0, then on request
     assert isinstance(seen[-1], ev.FinishedEvent) and seen[-1].stopped
 
 
