@@ -24,7 +24,8 @@ from sdstudio.core.models import BaseModel, load_pipeline, model_identity, resol
 from sdstudio.core.paths import runs_root
 from sdstudio.core.runs import FAILED, FINISHED, RUNNING, STOPPED, RunDir
 from sdstudio.core import train_state, validation
-from sdstudio.core.train_data import Example, ExampleSource, class_examples, instance_examples, micro_batch_generator, stream_index
+from sdstudio.core.train_data import Example, ExampleSource, class_examples, instance_examples
+from sdstudio.core.train_loss import StepLoss
 
 OOM_HINT = ("out of memory: lower train_batch_size or resolution, set gradient_checkpointing = true, "
             "or set train_text_encoder = false")
@@ -41,7 +42,7 @@ def _check_device_options(cfg: TrainConfig) -> None:
         raise ConfigError("mixed_precision", "fp16 needs a CUDA GPU; use \"bf16\" or \"no\" on this machine")
 
 
-class Trainer:
+class Trainer(StepLoss):
     """One training run; `run()` drives it to the end, a stop, or a failure."""
 
     def __init__(self, cfg: TrainConfig, on_event: EventCallback | None, control: TrainerControl | None,
@@ -198,66 +199,6 @@ class Trainer:
             self.run_dir.truncate_after(self.step)
 
     # one optimizer step
-    def _batch(self, stream: list[Example], micro: int, seed: int) -> list[Example]:
-        b, w, rank = self.cfg.train_batch_size, self.accelerator.num_processes, self.accelerator.process_index
-        first = (micro * w + rank) * b
-        return [stream[stream_index(first + j, len(stream), seed)] for j in range(b)]
-
-    def _loss(self, micros: list[int]) -> Any:
-        """Mean loss of the given micro-batches, computed in one forward pass.
-
-        Each micro-batch draws its examples, noise and timesteps from its own generator, so
-        folding micro-batches together gives the same loss (and gradient) as running them
-        one by one.
-        """
-        import torch
-        import torch.nn.functional as F
-
-        cfg = self.cfg
-        latents, noise, timesteps, batch, weights = [], [], [], [], []
-        for micro in micros:
-            g = micro_batch_generator(cfg.seed, micro, self.accelerator.process_index)
-            items = self._batch(self.examples, micro, cfg.seed)
-            item_w = [1.0] * len(items)
-            if cfg.with_prior_preservation:
-                items = items + self._batch(self.class_examples, micro, cfg.seed + 1)
-                item_w += [cfg.prior_loss_weight] * cfg.train_batch_size
-            lat = self.source.latents(items, g)
-            n = torch.randn(lat.shape, generator=g)
-            if cfg.noise_offset:
-                n = n + cfg.noise_offset * torch.randn((lat.shape[0], lat.shape[1], 1, 1), generator=g)
-            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (lat.shape[0],), generator=g)
-            latents.append(lat)
-            noise.append(n.to(lat))
-            timesteps.append(t)
-            batch += items
-            weights += [w / (cfg.train_batch_size * len(micros)) for w in item_w]
-        lat = torch.cat(latents)
-        eps = torch.cat(noise)
-        t = torch.cat(timesteps).to(self.device)
-        noisy = self.noise_scheduler.add_noise(lat, eps, t)
-        target = self.noise_scheduler.get_velocity(lat, eps, t) if self.prediction_type == "v_prediction" else eps
-        context = self.source.text(batch)
-        if self.channels_last:
-            noisy = noisy.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(self.device.type, dtype=self.weight_dtype)
-                    if self.use_autocast else contextlib.nullcontext())
-        with autocast:
-            pred = self.unet(noisy, t, context, return_dict=False)[0]
-        per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if cfg.snr_gamma:
-            per_item = per_item * self._snr_weights(t)
-        return (per_item * torch.tensor(weights, device=per_item.device)).sum()
-
-    def _snr_weights(self, timesteps: Any) -> Any:
-        """Min-SNR-gamma loss weights (Hang et al. 2023)."""
-        import torch
-
-        alphas = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-        snr = alphas / (1.0 - alphas)
-        clipped = torch.clamp(snr, max=float(self.cfg.snr_gamma))
-        return clipped / (snr + 1.0) if self.prediction_type == "v_prediction" else clipped / snr
-
     def _optimizer_step(self) -> float:
         import torch
 
