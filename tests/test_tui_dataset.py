@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.app import App
-from textual.widgets import TextArea
+from textual.widgets import Input, TextArea
 
 from sdstudio.core.paths import PROJECT_ROOT
 from sdstudio.tui.screens.dataset import DatasetScreen
@@ -129,3 +129,23 @@ def test_snapshot_dreambooth_folder(snap_compare, monkeypatch: pytest.MonkeyPatc
 
     app = Host(DatasetScreen(folder="data/dreambooth/pink-heart", resolution=64))
     assert snap_compare(app, terminal_size=(100, 32), run_before=settle)
+
+
+async def test_class_folder_panel_generates_the_missing_class_images(tmp_path: Path, tiny_model_dir: Path,
+                                                                      one_torch_thread) -> None:
+    from sdstudio.tui.widgets.class_folder import ClassFolderPanel
+
+    folder = tmp_path / "heart"
+    _copy_shapes(folder, 2)  # no captions: a DreamBooth instance folder
+    app = Host(DatasetScreen(folder=folder, model=tiny_model_dir, resolution=32))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await _settle(app, pilot)
+        screen = app.screen
+        screen.query_one("#ds-class-prompt", Input).value = "a photo of a shape"
+        screen.query_one("#ds-class-count", Input).value = "3"
+        screen.query_one(ClassFolderPanel)._start_pressed()
+        await _settle(app, pilot)
+        made = sorted((tmp_path / "heart-class").glob("*.png"))
+        assert len(made) == 3
+        fields = screen.train_fields()
+        assert fields["with_prior_preservation"] and fields["class_data_dir"] == str(tmp_path / "heart-class")

@@ -17,11 +17,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Collapsible, Footer, Header, Input, Label, ProgressBar, Select, Static, TextArea
+from textual.widgets import Button, Collapsible, Footer, Header, Input, Label, Select, Static, TextArea
 from textual.worker import get_current_worker
 
 from sdstudio.core.paths import data_dir
 from sdstudio.core.models import sampler_defaults as model_defaults
+from sdstudio.tui.widgets.class_folder import ClassFolderPanel
 from sdstudio.tui.widgets.picture import picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
 
@@ -80,10 +81,7 @@ class DatasetScreen(Screen):
     DatasetScreen .ds-pic { width: 24; height: 12; }
     DatasetScreen #ds-caption { height: 4; }
     DatasetScreen #ds-caption-row { height: 1; margin: 1 0; }
-    DatasetScreen #ds-caption-row Button, DatasetScreen #ds-class-start { width: auto; min-width: 0; margin-right: 2; }
-    DatasetScreen #ds-class-row { height: 1; }
-    DatasetScreen #ds-class-row Input, DatasetScreen #ds-class-dir { width: 1fr; }
-    DatasetScreen #ds-class-count { width: 8; }
+    DatasetScreen #ds-caption-row Button { width: auto; min-width: 0; margin-right: 2; }
     """
     BINDINGS = [
         Binding("ctrl+s", "save_caption", "Save caption", id="dataset.save_caption"),
@@ -143,14 +141,7 @@ class DatasetScreen(Screen):
                     yield Button("Save caption", id="ds-save", compact=True)
                     yield Button("New random crop", id="ds-reroll", compact=True)
                 with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
-                    with Horizontal(id="ds-class-row"):
-                        yield Input("", placeholder="class prompt, e.g. a photo of a heart", compact=True,
-                                    id="ds-class-prompt")
-                        yield Input("100", type="integer", compact=True, id="ds-class-count", tooltip="how many")
-                    yield Input("", placeholder="class folder (default: <dataset>-class next to it)", compact=True,
-                                id="ds-class-dir")
-                    yield Button("Generate class images", id="ds-class-start", compact=True)
-                    yield ProgressBar(total=100, id="ds-class-progress", show_eta=False)
+                    yield ClassFolderPanel(id="ds-class-panel")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -344,56 +335,7 @@ class DatasetScreen(Screen):
         return self.folder.parent / f"{self.folder.name}-class" if self.folder else None
 
     def class_fields(self) -> dict[str, Any]:
-        typed = self.query_one("#ds-class-dir", Input).value.strip()
-        prompt = self.query_one("#ds-class-prompt", Input).value.strip()
-        try:
-            count = max(1, int(self.query_one("#ds-class-count", Input).value))
-        except ValueError:
-            count = 100
-        folder = Path(typed).expanduser() if typed else self._default_class_dir()
-        return {"class_data_dir": str(folder) if folder else None, "class_prompt": prompt, "num_class_images": count}
-
-    @on(Button.Pressed, "#ds-class-start")
-    def _class_pressed(self) -> None:
-        fields = self.class_fields()
-        if not fields["class_prompt"]:
-            self.notify("type a class prompt first, e.g. 'a photo of a heart'", severity="warning")
-            self.query_one("#ds-class-prompt", Input).focus()
-            return
-        if not fields["class_data_dir"]:
-            self.notify("open the instance folder first (or type a class folder)", severity="warning")
-            return
-        self.query_one("#ds-class-progress", ProgressBar).update(total=fields["num_class_images"], progress=0)
-        self._make_class_images(fields, self.resolution)
-
-    @work(thread=True, exclusive=True, group="dataset-class")
-    def _make_class_images(self, fields: dict[str, Any], resolution: int) -> None:
-        from sdstudio.core.class_images import count_class_images, ensure_class_images
-        from sdstudio.core.config import TrainConfig
-        from sdstudio.core.errors import SdstudioError
-        from sdstudio.core.models import load_pipeline, resolve_base_model
-
-        folder = Path(fields["class_data_dir"])
-
-        def progress(_line: str) -> None:
-            self.app.call_from_thread(self._class_progress, count_class_images(folder))
-
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            cfg = TrainConfig(pretrained_model_name_or_path=self.model, resolution=resolution, **fields)
-            progress("")
-            if count_class_images(folder) < cfg.num_class_images:
-                pipe = load_pipeline(resolve_base_model(self.model))
-                pipe.set_progress_bar_config(disable=True)
-                ensure_class_images(cfg, pipe, progress)
-        except (SdstudioError, OSError, ValueError) as exc:
-            self.app.call_from_thread(self.notify, f"class images: {exc}", severity="error")
-            return
-        progress("")
-        self.app.call_from_thread(self.notify, f"{count_class_images(folder)} class images in {folder}")
-
-    def _class_progress(self, count: int) -> None:
-        self.query_one("#ds-class-progress", ProgressBar).update(progress=count)
+        return self.query_one(ClassFolderPanel).fields(self._default_class_dir())
 
     # hand-off to training
     def train_fields(self) -> dict[str, Any]:
