@@ -207,9 +207,10 @@ class Picture(Container):
     Picture > .picture-text { color: $text-muted; }
     """
 
-    def __init__(self, path: Path | None = None, *, large: bool = False, **kwargs: Any) -> None:
+    def __init__(self, path: Path | None = None, *, image: Any = None, large: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._path = path
+        self._image = image
         self._large = large
 
     def compose(self) -> ComposeResult:
@@ -218,15 +219,45 @@ class Picture(Container):
         yield Static("", classes="picture-text")
 
     def on_mount(self) -> None:
-        self.show(self._path)
+        if self._image is not None:
+            self.show_image(self._image)
+        else:
+            self.show(self._path)
 
     @property
     def path(self) -> Path | None:
         return self._path
 
+    @property
+    def image(self) -> Any:
+        """The in-memory image shown (crops, fresh generations, merge previews), or None."""
+        return self._image
+
+    @image.setter
+    def image(self, value: Any) -> None:
+        self.show_image(value)
+
+    def show_image(self, image: Any) -> None:
+        """Display a PIL image that never touched the disk (shrunk for the renderer); None clears."""
+        self._image, self._path = image, None
+        if not self.is_mounted:
+            return
+        shown = None
+        if image is not None:
+            limit = (PREVIEW_PX if self._large else THUMB_PX)[renderer()]
+            shown = image.copy()
+            shown.thumbnail((limit, limit))
+        text = self.query_one(".picture-text", Static)
+        pictures = self.query(".picture-image")
+        if pictures and renderer() != "text":
+            pictures.first().image = shown
+            text.display = False
+        else:
+            text.update("" if image is None else f"[{image.width}x{image.height} image]")
+
     def show(self, path: Path | None) -> None:
         """Display `path` (None clears the box)."""
-        self._path = path
+        self._path, self._image = path, None
         sizes = PREVIEW_PX if self._large else THUMB_PX
         image = load_thumbnail(path, sizes[renderer()]) if path is not None else None
         text = self.query_one(".picture-text", Static)

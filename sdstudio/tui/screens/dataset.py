@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 from sdstudio.core.paths import data_dir
 from sdstudio.core.models import sampler_defaults as model_defaults
 from sdstudio.tui.widgets.class_folder import ClassFolderPanel
-from sdstudio.tui.widgets.picture import picture
+from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
 
 MAX_TILES = 400  # a grid of thousands of widgets would make the screen sluggish; the summary counts all
@@ -132,10 +132,10 @@ class DatasetScreen(Screen):
                 with Horizontal(id="ds-crops"):
                     with Vertical():
                         yield Label("original (red: the crop)", id="ds-original-label")
-                        yield picture(None, id="ds-original", classes="ds-pic")
+                        yield Picture(id="ds-original", classes="ds-pic")
                     with Vertical():
                         yield Label("what the model sees", id="ds-model-label")
-                        yield picture(None, id="ds-model", classes="ds-pic")
+                        yield Picture(id="ds-model", classes="ds-pic")
                 yield TextArea("", id="ds-caption", soft_wrap=True, show_line_numbers=False)
                 with Horizontal(id="ds-caption-row"):
                     yield Button("Save caption", id="ds-save", compact=True)

@@ -23,7 +23,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, S
 
 from sdstudio.core.models import sampler_defaults as model_defaults
 from sdstudio.tui.widgets.lora_list import LoraChoice, LoraList, find_loras
-from sdstudio.tui.widgets.picture import picture
+from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
 
 
@@ -110,7 +110,7 @@ class GenerateScreen(Screen):
                 with Horizontal(id="gen-progress-row"):
                     yield ProgressBar(total=100, id="gen-progress", show_eta=False)
                     yield Static("", id="gen-status")
-                yield picture(None, large=True, id="gen-preview")
+                yield Picture(large=True, id="gen-preview")
                 yield ThumbGrid(id="gen-thumbs")
         yield Footer()
 

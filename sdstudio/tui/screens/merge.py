@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Static
 
-from sdstudio.tui.widgets.picture import picture
+from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.slider import FloatSlider
 
 DEBOUNCE_S = 0.25
@@ -94,7 +94,7 @@ class MergeScreen(Screen):
         with Horizontal(id="mg-body"):
             with Vertical(id="mg-preview-col"):
                 yield Static("preview: choose B, then move the slider", id="mg-preview-status")
-                yield picture(None, large=True, id="mg-preview")
+                yield Picture(large=True, id="mg-preview")
             with Vertical(id="mg-side"):
                 yield Label("[b]Preview[/b] (fixed prompt and seed)")
                 yield _row("Prompt", Input(self.initial["prompt"] or "a red circle on a white background",

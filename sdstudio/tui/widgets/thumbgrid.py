@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from sdstudio.tui.widgets.picture import picture
+from sdstudio.tui.images import Picture
 
 MARKS = {"ok": ("✓", "success"), "warning": ("!", "warning"), "bad": ("✗", "error"), "": (" ", "")}
 
@@ -48,7 +48,7 @@ class Tile(Vertical):
         self.index = index
 
     def compose(self):  # noqa: ANN201 - Textual compose
-        yield picture(None, classes="tile--pic")
+        yield Picture(classes="tile--pic")
         yield Static(self._label_markup(), classes="tile--label", markup=True)
 
     def _label_markup(self) -> str:
