@@ -245,7 +245,7 @@ def save_pipeline(folder: Path, vae: Any, unet: Any, text_encoder: Any, tokenize
 
 
 def train_unet(out: Path, vae: Any, minutes: float, batch: int, lr: float, seed: int, save_minutes: float,
-               log: Any) -> None:
+               log: Any, init_from: Path | None = None) -> None:
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from diffusers.training_utils import compute_snr
@@ -258,8 +258,15 @@ def train_unet(out: Path, vae: Any, minutes: float, batch: int, lr: float, seed:
     images, captions = load_captioned(data_dir() / "shapes")
     tok_dir = write_clip_tokenizer(out / "tokenizer-src", caption_words(captions))
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    text_encoder = build_text_encoder(tokenizer)
-    unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size))
+    if init_from:  # continue from a saved pipeline (fresh optimizer, EMA starts at its weights)
+        from transformers import CLIPTextModel
+
+        text_encoder = CLIPTextModel.from_pretrained(init_from / "text_encoder")
+        unet = UNet2DConditionModel.from_pretrained(init_from / "unet")
+        log(f"continuing from {init_from}")
+    else:
+        text_encoder = build_text_encoder(tokenizer)
+        unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size))
     n_params = sum(p.numel() for m in (vae, unet, text_encoder) for p in m.parameters())
     log(f"parameters: {n_params / 1e6:.2f} M ({n_params * 4 / 2**20:.1f} MiB in float32)")
 
@@ -335,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unet-minutes", type=float, default=30.0, help="wall-clock training budget of the UNet")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--init-from", type=Path, default=None, help="continue from a saved pipeline folder")
     ap.add_argument("--save-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1, help="2 threads are slower than 1 on a busy CPU")
     ap.add_argument("--seed", type=int, default=0)
@@ -361,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         vae = AutoencoderKL.from_pretrained(args.out / "vae")
     if args.phase in ("all", "unet"):
-        train_unet(args.out, vae, args.unet_minutes, args.batch, args.lr, args.seed, args.save_minutes, log)
+        train_unet(args.out, vae, args.unet_minutes, args.batch, args.lr, args.seed, args.save_minutes, log,
+                   args.init_from)
     return 0
 
 
