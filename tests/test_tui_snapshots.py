@@ -20,7 +20,10 @@ def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _relative_dataset(pilot) -> None:  # type: ignore[no-untyped-def]
-    pilot.app.screen.query_one("#field-train_data_dir", Input).value = "data/shapes"
+    """Paths as the project names them, so the snapshots match in any checkout folder."""
+    train = next(s for s in pilot.app.screen_stack if s.query("#field-train_data_dir"))
+    train.query_one("#field-train_data_dir", Input).value = "data/shapes"
+    train.query_one("#toml-path", Input).value = "data/configs/demo-text2image.toml"
     await pilot.pause()
 
 
