@@ -77,9 +77,15 @@ class DatasetReport:
 def load_rgb(path: str | os.PathLike[str]) -> Any:
     """Decode an image fully as 8-bit RGB: EXIF orientation applied, alpha composited on white,
     16-bit and CMYK converted. Raises OSError/ValueError on unreadable or truncated files."""
+    return decode(path)[0]
+
+
+def decode(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """(8-bit RGB image, the file's own mode): one full decode serves both the check and its report."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
+        mode = im.mode
         im.load()  # decodes everything: a truncated file fails here
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -94,7 +100,7 @@ def load_rgb(path: str | os.PathLike[str]) -> Any:
             rgba = im.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             im = Image.alpha_composite(background, rgba)
-        return im.convert("RGB")
+        return im.convert("RGB"), mode
 
 
 def read_metadata(root: Path, caption_column: str = "text") -> tuple[dict[str, str], list[FileReport]]:
@@ -177,9 +183,7 @@ def check_dataset(root: str | os.PathLike[str], captions: bool | None = None, mi
             rep.caption = p.with_suffix(".txt").read_text(encoding="utf-8", errors="replace").strip()
         try:
             digest = hashlib.sha1(p.read_bytes()).hexdigest()
-            with _open_info(p) as (mode, size):
-                rep.mode = mode
-            im = load_rgb(p)
+            im, rep.mode = decode(p)
             rep.width, rep.height = im.size
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file, named
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -202,22 +206,6 @@ def check_dataset(root: str | os.PathLike[str], captions: bool | None = None, mi
     for name in sorted(set(caption_map) - image_names):
         reports.append(FileReport(name, BAD, f"caption in {METADATA} for a missing file"))
     return DatasetReport(base, store, reports)
-
-
-class _open_info:
-    """Context manager yielding (mode, size) from the header without decoding."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> tuple[str, tuple[int, int]]:
-        from PIL import Image
-
-        self.im = Image.open(self.path)
-        return self.im.mode, self.im.size
-
-    def __exit__(self, *exc: object) -> None:
-        self.im.close()
 
 
 def require_usable(report: DatasetReport, field_name: str) -> list[FileReport]:

@@ -158,10 +158,10 @@ class Trainer(StepLoss):
             self.unet, self.optimizer = acc.prepare(unet, optimizer)
             self.text_encoder = text_encoder
         self.params = params
-        all_square = all(_is_square(ex.path) for ex in self.examples)
+        everything = self.examples + getattr(self, "class_examples", [])
         self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
-                                    all_square=all_square)
-        self.source.precompute(self.examples + getattr(self, "class_examples", []))
+                                    all_square=all(ex.square for ex in everything))
+        self.source.precompute(everything)
         self.offloaded = cuda_fast and self.source.frozen_modules_idle
         if self.offloaded:  # both outputs cached: free their GPU memory until sampling
             vae.to("cpu")
@@ -355,14 +355,6 @@ class Trainer(StepLoss):
             message = f"{type(exc).__name__}: {exc}"
         self._status(FAILED, error=message, force=True)
         self.emit(FailedEvent(self.step, message, self.run_dir.path if self.run_dir else None))
-
-
-def _is_square(path: Path) -> bool:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
-        return w == h
 
 
 def train(cfg: TrainConfig, on_event: EventCallback | None = None, control: TrainerControl | None = None,

@@ -21,6 +21,7 @@ from sdstudio.core.data import check_dataset, load_rgb, preprocess, require_usab
 class Example:
     path: Path
     caption: str
+    square: bool = True  # from the dataset check's size: on squares every crop is the centre crop
 
 
 def instance_examples(cfg: TrainConfig) -> tuple[list[Example], list[str]]:
@@ -34,14 +35,16 @@ def instance_examples(cfg: TrainConfig) -> tuple[list[Example], list[str]]:
     usable = require_usable(report, field_name)
     skipped = [f"skipped {root / f.name}: {f.reason}" for f in report.files if not f.usable]
     prompt = cfg.instance_prompt or ""
-    examples = [Example(root / f.name, f.caption if cfg.resolved_method == "text2image" else prompt) for f in usable]
+    examples = [Example(root / f.name, f.caption if cfg.resolved_method == "text2image" else prompt,
+                        f.width == f.height) for f in usable]
     return examples, skipped
 
 
 def class_examples(cfg: TrainConfig) -> list[Example]:
     report = check_dataset(Path(cfg.class_data_dir or ""), captions=False)
     usable = require_usable(report, "class_data_dir")[: cfg.num_class_images]
-    return [Example(Path(cfg.class_data_dir or "") / f.name, cfg.class_prompt or "") for f in usable]
+    return [Example(Path(cfg.class_data_dir or "") / f.name, cfg.class_prompt or "", f.width == f.height)
+            for f in usable]
 
 
 def stream_index(position: int, length: int, seed: int) -> int:
