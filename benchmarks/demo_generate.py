@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sdstudio.core import demo_eval
+    from sdstudio.demo import evaluation as demo_eval
     from sdstudio.core.models import load_pipeline
 
     torch.set_num_threads(args.threads)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sdstudio.core import demo_eval
+    from sdstudio.demo import evaluation as demo_eval
     from sdstudio.core.models import load_pipeline
 
     torch.set_num_threads(args.threads)
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
               f"background {st['background']:.1%} | held-out ({len(held)}) colour {sh['colour']:.1%} "
               f"shape {sh['shape']:.1%} background {sh['background']:.1%} | {time.time() - t0:.0f}s", flush=True)
     if args.grid:
-        from sdstudio.core import atomic
-        from sdstudio.core.grid import make_grid
+        from sdstudio.core.io import atomic
+        from sdstudio.core.generation.contact_sheet import make_grid
 
         per = len(seeds)
         shown = held_caps + train_caps[::6]

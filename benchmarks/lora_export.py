@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from lora_helpers import TEXT_TARGETS, sd15_lora_checkpoint
 
-    from sdstudio.core.lora_export import export_checkpoint
+    from sdstudio.core.lora.export import export_checkpoint
     from sdstudio.core.runs import RunDir
 
     with tempfile.TemporaryDirectory() as tmp:

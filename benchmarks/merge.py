@@ -56,7 +56,7 @@ files, out, method = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]
 """
 
 _SDSTUDIO = _CHILD_PRELUDE + """
-from sdstudio.core.merge import merge_files
+from sdstudio.core.merge.merger import merge_files
 base, t0 = start()
 merge_files(files[0], out, files[1], files[2] if len(files) > 2 else None, method=method, multiplier=0.3)
 report(base, t0)
@@ -86,7 +86,7 @@ def sd15_ldm_shapes() -> dict[str, tuple[int, ...]]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sdstudio.core.ldm_layout import LdmLayout, diffusers_to_ldm
+    from sdstudio.core.io.ldm_layout import LdmLayout, diffusers_to_ldm
 
     with torch.device("meta"):
         comps = {"unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15, subfolder="unet")),
@@ -100,7 +100,7 @@ def write_random_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]], seed
     """A random fp16 checkpoint written tensor by tensor (never the whole model in memory)."""
     import torch
 
-    from sdstudio.core.safetensors_stream import SafetensorsStreamWriter
+    from sdstudio.core.io.safetensors_io import SafetensorsStreamWriter
 
     g = torch.Generator().manual_seed(seed)
     writer = SafetensorsStreamWriter(path, [(k, "F16", s) for k, s in shapes.items()], {"format": "pt"})
@@ -147,7 +147,7 @@ def bench_merge(args: argparse.Namespace) -> None:
 def bench_preview(args: argparse.Namespace) -> None:
     import torch
 
-    from sdstudio.core.merge_preview import PreviewMerger
+    from sdstudio.core.merge.preview import PreviewMerger
     from sdstudio.core.models import load_pipeline
 
     tmp = Path(tempfile.mkdtemp(prefix="sdstudio-preview-bench-", dir=args.dir))
@@ -172,7 +172,7 @@ def bench_preview(args: argparse.Namespace) -> None:
             label = "SD 1.5-size random weights"
         else:
             from sdstudio.core.paths import demo_model_dir
-            from sdstudio.core.tiny import build_tiny_pipeline
+            from sdstudio.demo.tiny import build_tiny_pipeline
 
             demo = demo_model_dir()
             a_dir = demo if (demo / "model_index.json").exists() else build_tiny_pipeline(tmp / "a", seed=0)

@@ -31,7 +31,7 @@ def build_sd15(out_dir: Path, seed: int = 0, words: list[str] | None = None) -> 
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from sdstudio.core.tiny import write_clip_tokenizer
+    from sdstudio.demo.tiny import write_clip_tokenizer
 
     torch.manual_seed(seed)
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(out_dir / "tokenizer", words or ["a", "photo", "of", "sks", "dog"]))

@@ -4,7 +4,7 @@
     python benchmarks/train_speed.py --cpu-smoke      # CPU: a tiny model, a few steps (CI runs this)
     python benchmarks/train_speed.py --only plain,db-b1 --steps 60 --compile
 
-Each row runs `sdstudio.core.train.train` for warm-up + N optimizer steps and reports the
+Each row runs `sdstudio.core.training.trainer.train` for warm-up + N optimizer steps and reports the
 steady state: it/s, images/s, ms/step (median, p90), peak allocated GiB, and achieved
 TFLOP/s of the UNet training step (FLOPs counted once per row with torch's FlopCounterMode).
 The `plain` row is the straightforward path (no caches, autocast, one pass per micro-batch,
@@ -70,7 +70,7 @@ def unet_step_flops(model_dir: Path, resolution: int, device: Any, dtype: Any) -
     from diffusers import UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sdstudio.core.train_state import UNET_TARGETS, lora_config
+    from sdstudio.core.training.state import UNET_TARGETS, lora_config
 
     unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", torch_dtype=dtype).to(device)
     unet.requires_grad_(False)
@@ -91,7 +91,7 @@ def run_row(name: str, overrides: dict[str, Any], base: dict[str, Any], steps: i
 
     from sdstudio.core import events as ev
     from sdstudio.core.config import build_config
-    from sdstudio.core.train import train
+    from sdstudio.core.training.trainer import train
 
     values = {**base, **overrides}
     if values.get("method") == "text2image":
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = build_sd15(tmp / "sd15")
         print(f"# built random SD 1.5 in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     else:
-        from sdstudio.core.tiny import build_tiny_pipeline
+        from sdstudio.demo.tiny import build_tiny_pipeline
 
         model_dir = build_tiny_pipeline(tmp / "tiny", words=["a", "photo", "of", "sks", "dog", "red", "disc"])
     device_name = torch.cuda.get_device_name(0) if cuda else "cpu"

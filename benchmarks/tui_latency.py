@@ -28,7 +28,7 @@ def _setup(tmp: Path) -> Path:
     from PIL import Image
 
     from sdstudio.core.paths import data_dir
-    from sdstudio.core.tiny import build_tiny_pipeline
+    from sdstudio.demo.tiny import build_tiny_pipeline
 
     model = build_tiny_pipeline(tmp / "tiny", seed=0)
     data = tmp / "data"

@@ -27,7 +27,7 @@ def _torch_threads() -> None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight SD 1.x-architecture diffusers folder (32 px images, 16 px latents)."""
-    from sdstudio.core.tiny import build_tiny_pipeline
+    from sdstudio.demo.tiny import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-model") / "tiny-sd", seed=0)
 

@@ -113,7 +113,7 @@ def sd15_ldm_shapes() -> dict[str, tuple[int, ...]]:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sdstudio.core.ldm_layout import LdmLayout
+    from sdstudio.core.io.ldm_layout import LdmLayout
 
     unet_cfg = json.loads((SD15_CONFIG / "unet" / "config.json").read_text())
     text_cfg = json.loads((SD15_CONFIG / "text_encoder" / "config.json").read_text())

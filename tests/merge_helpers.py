@@ -25,7 +25,7 @@ def folder_state(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def ldm_state(folder: Path) -> dict[str, Any]:
-    from sdstudio.core.ldm_layout import LdmLayout, diffusers_to_ldm
+    from sdstudio.core.io.ldm_layout import LdmLayout, diffusers_to_ldm
 
     return diffusers_to_ldm(folder_state(folder), LdmLayout.from_folder(folder))
 
@@ -34,7 +34,7 @@ def write_single_file(folder: Path, out: Path, edit: Callable[[dict[str, Any]], 
     """The diffusers folder as an A1111 .safetensors (with A1111's position_ids and a schedule buffer)."""
     import torch
 
-    from sdstudio.core.atomic import save_safetensors
+    from sdstudio.core.io.atomic import save_safetensors
 
     sd = dict(ldm_state(folder))
     sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
@@ -87,7 +87,7 @@ def write_peft_lora(out: Path, mods: dict[tuple[str, str], tuple[Any, Any]], alp
 
 @pytest.fixture(scope="module")
 def model_b_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sdstudio.core.tiny import build_tiny_pipeline
+    from sdstudio.demo.tiny import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("merge-b") / "tiny-b", seed=1)
 

@@ -8,9 +8,9 @@ import random
 import pytest
 from PIL import Image
 
-from sdstudio.core import checker
+from sdstudio.demo import judge as checker
 from sdstudio.core.paths import data_dir
-from sdstudio.core.shapes import ALL_COLOURS, ALL_SHAPES, BACKGROUNDS, random_scene, render
+from sdstudio.demo.shapes import ALL_COLOURS, ALL_SHAPES, BACKGROUNDS, random_scene, render
 
 
 def test_reads_random_code_drawn_scenes() -> None:

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from sdstudio.cli import main
-from sdstudio.core.data import check_dataset, load_rgb, preprocess, write_caption
+from sdstudio.core.dataset import check_dataset, load_rgb, preprocess, write_caption
 from sdstudio.core.errors import DatasetError
-from sdstudio.core.train_data import instance_examples
+from sdstudio.core.training.examples import instance_examples
 from sdstudio.core.config import TrainConfig
 
 SEED_CAT = Path(__file__).resolve().parents[2] / "shared" / "seed-data" / "full-finetune" / "cat"

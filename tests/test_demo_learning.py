@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sdstudio.core import checker, demo_eval
+from sdstudio.demo import judge as checker
+from sdstudio.demo import evaluation as demo_eval
 from sdstudio.core.config import load_config
 from sdstudio.core.paths import data_dir
 
@@ -34,7 +35,7 @@ def _subject_rate(pipe, prompt: str) -> float:
 
 @pytest.fixture(scope="module")
 def generator():
-    from sdstudio.core.generate import Generator
+    from sdstudio.core.generation.generator import Generator
 
     return Generator("demo", device="cpu")
 
@@ -46,8 +47,8 @@ def base_figures(generator) -> dict[str, float]:
 
 
 def _train_and_measure(config: str, tmp_path: Path, generator, **overrides) -> dict[str, float]:
-    from sdstudio.core.generate import LoraSpec
-    from sdstudio.core.train import train
+    from sdstudio.core.generation.generator import LoraSpec
+    from sdstudio.core.training.trainer import train
 
     cfg = load_config(data_dir() / "configs" / config, {"output_dir": str(tmp_path / "run"), **overrides})
     run = train(cfg)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sdstudio.core import checker, demo_eval
+from sdstudio.demo import judge as checker
+from sdstudio.demo import evaluation as demo_eval
 from sdstudio.core.models import load_pipeline, resolve_base_model
 from sdstudio.core.paths import data_dir, demo_model_dir
 

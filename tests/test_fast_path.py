@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_train_values
 from sdstudio.core.config import build_config
 from sdstudio.core.paths import data_dir, demo_model_dir
-from sdstudio.core.train import train
+from sdstudio.core.training.trainer import train
 
 
 def test_fast_and_plain_paths_give_the_same_loss_curve(tiny_model_dir, tmp_path):

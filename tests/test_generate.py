@@ -9,7 +9,7 @@ import pytest
 
 from lora_helpers import add_adapters, save_checkpoint, write_run_toml
 from sdstudio.cli import main
-from sdstudio.core.generate import GenerateOptions, Generator, LoraSpec, parse_lora_arg, parse_seeds
+from sdstudio.core.generation.generator import GenerateOptions, Generator, LoraSpec, parse_lora_arg, parse_seeds
 from sdstudio.core.runs import RunDir
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sdstudio.core.ldm_layout import (
+from sdstudio.core.io.ldm_layout import (
     LdmLayout,
     canonical_text_key,
     diffusers_to_ldm,
@@ -108,7 +108,7 @@ def test_tiny_single_file_round_trip_generates_identical_images(tiny_model_dir: 
     import numpy as np
     import torch
 
-    from sdstudio.core.atomic import save_safetensors
+    from sdstudio.core.io.atomic import save_safetensors
     from sdstudio.core.models import load_pipeline
 
     ldm = diffusers_to_ldm(_load_components(tiny_model_dir), LdmLayout.from_folder(tiny_model_dir))

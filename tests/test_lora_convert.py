@@ -90,8 +90,8 @@ def test_kohya_with_per_module_alpha_converts_to_diffusers_exactly(tiny_model_di
     from peft.utils import get_peft_model_state_dict
 
     from lora_helpers import add_adapters
-    from sdstudio.core.lora_convert import convert_file
-    from sdstudio.core.lora_formats import parse_lora, read_lora_file, save_lora_file
+    from sdstudio.core.lora.convert import convert_file
+    from sdstudio.core.lora.formats import parse_lora, read_lora_file, save_lora_file
     from sdstudio.core.models import load_pipeline
 
     torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import pytest
 
 from lora_helpers import add_adapters, save_checkpoint, write_run_toml
 from sdstudio.cli import main
-from sdstudio.core.lora_export import export_checkpoint
+from sdstudio.core.lora.export import export_checkpoint
 from sdstudio.core.runs import RunDir
 
 PROMPT = "a photo of sks dog"
@@ -95,7 +95,7 @@ def test_export_of_a_real_training_run(tiny_model_dir: Path, tmp_path: Path):
     from conftest import draw_shape_images, tiny_train_values
     from sdstudio.core.config import build_config
     from sdstudio.core.models import load_pipeline
-    from sdstudio.core.train import train
+    from sdstudio.core.training.trainer import train
 
     inst = tmp_path / "instance"
     draw_shape_images(inst, 2, (230, 30, 30))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lora_helpers import sd15_ldm_shapes, sd15_lora_checkpoint
-from sdstudio.core.ldm_layout import text_encoder_module_map, unet_module_map
-from sdstudio.core.lora_keys import path_from_kohya
+from sdstudio.core.io.ldm_layout import text_encoder_module_map, unet_module_map
+from sdstudio.core.lora.keys import path_from_kohya
 
 LEGACY = Path("/work/shared/seed-data/legacy-lora/dog-attnprocs-pytorch_lora_weights.bin")
 
@@ -67,7 +67,7 @@ def test_known_a1111_names():
 
 
 def test_sd15_export_maps_every_key_onto_ldm_modules(tmp_path: Path, ldm):
-    from sdstudio.core.lora_export import export_checkpoint
+    from sdstudio.core.lora.export import export_checkpoint
     from sdstudio.core.runs import RunDir
 
     run = RunDir(tmp_path / "sd15-run")
@@ -81,7 +81,7 @@ def test_sd15_export_maps_every_key_onto_ldm_modules(tmp_path: Path, ldm):
 
 
 def test_legacy_attn_procs_file_converts_with_all_128_modules_mapped(tmp_path: Path, ldm):
-    from sdstudio.core.lora_convert import convert_file
+    from sdstudio.core.lora.convert import convert_file
 
     result = convert_file(LEGACY, tmp_path / "dog-kohya.safetensors", to="kohya")
     assert (result.source_format, result.modules, result.tensors) == ("attn_procs", 128, 384)

@@ -15,7 +15,7 @@ import pytest
 from merge_helpers import (POS, a_file, b_file, folder_state, ldm_state, lora_modules, model_b_dir,  # noqa: F401
                            write_kohya_lora, write_peft_lora, write_single_file)
 from sdstudio.core.errors import ModelError
-from sdstudio.core.merge import merge_files
+from sdstudio.core.merge.merger import merge_files
 
 CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 
@@ -94,9 +94,9 @@ def test_models_of_another_family_are_refused_naming_the_first_key(a_file: Path,
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sdstudio.core.atomic import save_safetensors
-    from sdstudio.core.ldm_layout import LdmLayout, diffusers_to_ldm
-    from sdstudio.core.tiny import tiny_unet_config, tiny_vae_config
+    from sdstudio.core.io.atomic import save_safetensors
+    from sdstudio.core.io.ldm_layout import LdmLayout, diffusers_to_ldm
+    from sdstudio.demo.tiny import tiny_unet_config, tiny_vae_config
 
     torch.manual_seed(0)  # an SD 2-layout model: OpenCLIP text keys, 64-wide cross attention
     unet_cfg, vae_cfg = tiny_unet_config(16, 64), tiny_vae_config(32)
@@ -131,7 +131,7 @@ def test_truncated_or_corrupt_files_are_refused(a_file: Path, b_file: Path, tmp_
 _SLOW_MERGE = """
 import sys, time
 from pathlib import Path
-from sdstudio.core.merge import merge_files
+from sdstudio.core.merge.merger import merge_files
 def progress(done, total):
     Path(sys.argv[4]).touch()
     time.sleep(0.2)
@@ -161,7 +161,7 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails like a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 from sdstudio.core.errors import ModelError
-from sdstudio.core.merge import merge_files
+from sdstudio.core.merge.merger import merge_files
 try:
     merge_files(sys.argv[1], sys.argv[3], sys.argv[2], multiplier=0.5, dtype="fp32")
 except ModelError as exc:
@@ -182,7 +182,7 @@ def test_a_full_disk_leaves_nothing_behind(a_file: Path, b_file: Path, tmp_path:
 def test_lora_fuse_reads_kohya_and_peft_files_alike(a_file: Path, tmp_path: Path) -> None:
     import torch
 
-    from sdstudio.core.ldm_layout import LdmLayout
+    from sdstudio.core.io.ldm_layout import LdmLayout
 
     mods = lora_modules(seed=3, rank=2)
     kohya = write_kohya_lora(tmp_path / "k.safetensors", mods, alpha=1.0)
@@ -211,7 +211,7 @@ def test_diffusers_output_loads_and_matches_the_single_file(a_file: Path, model_
     common = [str(a_file), str(model_b_dir), "--alpha", "0.4", "--dtype", "fp32"]
     assert main(["merge", *common, "-o", str(single)]) == 0
     assert main(["merge", *common, "-o", str(folder), "--format", "diffusers", "--config", str(tiny_model_dir)]) == 0
-    from sdstudio.core.ldm_layout import LdmLayout, diffusers_to_ldm
+    from sdstudio.core.io.ldm_layout import LdmLayout, diffusers_to_ldm
 
     from_folder = diffusers_to_ldm(folder_state(folder), LdmLayout.from_folder(folder))
     got = _load(single)[0]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from merge_helpers import a_file, b_file, lora_modules, model_b_dir, write_kohya_lora  # noqa: F401
-from sdstudio.core.merge import merge_files
-from sdstudio.core.merge_preview import PreviewMerger
+from sdstudio.core.merge.merger import merge_files
+from sdstudio.core.merge.preview import PreviewMerger
 
 
 def _image(pipe) -> np.ndarray:

@@ -14,7 +14,7 @@ from sdstudio.core import events as ev
 from sdstudio.core.config import build_config
 from sdstudio.core.errors import TrainingError
 from sdstudio.core.runs import RunDir
-from sdstudio.core.train import train
+from sdstudio.core.training.trainer import train
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second tiny model with other random weights: something to merge with."""
-    from sdstudio.core.tiny import build_tiny_pipeline
+    from sdstudio.demo.tiny import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-b") / "tiny-b", seed=1)
 

@@ -16,9 +16,9 @@ import random
 import shutil
 from pathlib import Path
 
-from sdstudio.core import atomic
+from sdstudio.core.io import atomic
 from sdstudio.core.paths import data_dir
-from sdstudio.core.shapes import BACKGROUNDS, OBJECT_COLOURS, SHAPES, random_scene, render
+from sdstudio.demo.shapes import BACKGROUNDS, OBJECT_COLOURS, SHAPES, random_scene, render
 
 # Each colour and each shape is held out exactly once at most, so every word still has training images.
 HOLDOUT = [("red", "star"), ("green", "square"), ("blue", "triangle"), ("yellow", "circle")]

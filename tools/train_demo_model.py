@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.paths import data_dir
-from sdstudio.core.shapes import ALL_COLOURS, ALL_SHAPES, BACKGROUNDS, SHAPES, Scene, random_scene, render
+from sdstudio.demo.shapes import ALL_COLOURS, ALL_SHAPES, BACKGROUNDS, SHAPES, Scene, random_scene, render
 
 RES = 64
 TRAIN_TIMESTEPS = 1000
@@ -82,7 +82,7 @@ def wide_images(count: int, seed: int) -> Any:
         img = render(scene, RES, rgb=rgb)  # type: ignore[arg-type]
         if rng.random() < 0.3:  # a background outside the palette
             from PIL import Image, ImageDraw
-            from sdstudio.core.shapes import SUPERSAMPLE, draw_shape
+            from sdstudio.demo.shapes import SUPERSAMPLE, draw_shape
 
             k = SUPERSAMPLE
             bg = tuple(rng.randrange(256) for _ in range(3))
@@ -251,7 +251,7 @@ def train_unet(out: Path, vae: Any, minutes: float, batch: int, lr: float, seed:
     from diffusers.training_utils import compute_snr
     from transformers import CLIPTokenizer
 
-    from sdstudio.core.tiny import write_clip_tokenizer
+    from sdstudio.demo.tiny import write_clip_tokenizer
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

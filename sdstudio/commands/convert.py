@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdstudio.core.lora_convert import convert_file
+    from sdstudio.core.lora.convert import convert_file
 
     r = convert_file(args.source, args.output, to=args.to, overwrite=args.force)
     alphas = ", ".join(f"{a:g}" for a in r.alphas)

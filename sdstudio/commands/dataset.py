@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdstudio.core.data import BAD, WARN, check_dataset
+    from sdstudio.core.dataset import BAD, WARN, check_dataset
 
     report = check_dataset(args.dir, captions=args.captions, resolution=args.resolution)
     if args.json:

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from safetensors import safe_open
 
-    from sdstudio.core.lora_export import export_checkpoint
+    from sdstudio.core.lora.export import export_checkpoint
 
     out = export_checkpoint(args.source, step=args.step, out=args.output, dtype=args.dtype)
     with safe_open(str(out), framework="pt") as fh:

@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sdstudio.core.errors import SdstudioError
-    from sdstudio.core.generate import GenerateOptions, parse_seeds
-    from sdstudio.core.generate_grid import plan_variants, run_comparison
+    from sdstudio.core.generation.generator import GenerateOptions, parse_seeds
+    from sdstudio.core.generation.compare import plan_variants, run_comparison
 
     if args.steps < 1:
         raise SdstudioError(f"--steps {args.steps}: must be at least 1")

@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sdstudio.core.errors import SdstudioError
-    from sdstudio.core.merge import merge_files, parse_lora_spec
+    from sdstudio.core.merge.merger import merge_files, parse_lora_spec
 
     models = list(args.models)
     if len(models) > 3:

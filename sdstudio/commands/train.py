@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     args.config, args.resume, args.quiet = own["config"], own["resume"], own["quiet"]
     overrides = parse_overrides(rest)
     if args.resume:
-        from sdstudio.core.train import resume_config
+        from sdstudio.core.training.trainer import resume_config
 
         cfg = resume_config(args.resume, overrides)
     else:
@@ -123,10 +123,10 @@ def run(args: argparse.Namespace) -> int:
                                 "settings, or --resume RUN_DIR")
         cfg = load_config(args.config, overrides)
         if cfg.run_name is None and cfg.output_dir is None:
-            from sdstudio.core.train import default_run_name
+            from sdstudio.core.training.trainer import default_run_name
 
             cfg.run_name = default_run_name(cfg, Path(args.config).stem if args.config else None)
-    from sdstudio.core.train import train
+    from sdstudio.core.training.trainer import train
 
     printer = _Printer(args.quiet)
     try:

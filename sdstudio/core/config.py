@@ -314,7 +314,7 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
 
 def save_toml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
     """Write a config as TOML (atomically); None fields are left out."""
-    from sdstudio.core import atomic
+    from sdstudio.core.io import atomic
     from sdstudio.core.runs import dumps_toml
 
     atomic.write_text(path, dumps_toml(cfg.to_dict()))

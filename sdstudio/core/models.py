@@ -107,7 +107,7 @@ def _folder_family(folder: Path) -> str:
 def _single_file_family(path: Path) -> str:
     if path.suffix == ".safetensors":
         return family_from_keys(safetensors_keys(path), str(path))
-    from sdstudio.core.safeload import load_pickle_state_dict  # .ckpt: weights_only unpickling
+    from sdstudio.core.io.safeload import load_pickle_state_dict  # .ckpt: weights_only unpickling
 
     sd = load_pickle_state_dict(path, mmap=True)  # only the keys are needed
     return family_from_keys(sd, str(path))

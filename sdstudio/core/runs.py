@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core import atomic
+from sdstudio.core.io import atomic
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 _CKPT_RE = re.compile(r"^step-(\d{6,})$")

@@ -114,7 +114,7 @@ class StudioApp(App[None]):
 
     # training (one App-level thread worker)
     def start_training(self, cfg: object, resume: Path | None = None) -> bool:
-        """Start `sdstudio.core.train.train` in the worker; False if a run is already going."""
+        """Start `sdstudio.core.training.trainer.train` in the worker; False if a run is already going."""
         if self.session.busy:
             self.notify("A training run is already going: stop it first.", severity="warning")
             return False
@@ -140,7 +140,7 @@ class StudioApp(App[None]):
             self.notify(f"Resuming {Path(run_dir).name}")
 
     def _train_in_thread(self, cfg: object, control: TrainerControl, resume: Path | None) -> object:
-        from sdstudio.core.train import train  # torch and diffusers load here, off the UI thread
+        from sdstudio.core.training.trainer import train  # torch and diffusers load here, off the UI thread
 
         return train(cfg, on_event=lambda event: self.post_message(TrainerMessage(event)),  # type: ignore[arg-type]
                      control=control, resume=resume)

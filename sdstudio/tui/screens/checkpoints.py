@@ -282,6 +282,6 @@ class CheckpointsScreen(Screen[None]):
 
 
 def _export(run_path: Path, step: int) -> Path:
-    from sdstudio.core.lora_export import export_checkpoint  # torch/safetensors load here
+    from sdstudio.core.lora.export import export_checkpoint  # torch/safetensors load here
 
     return Path(export_checkpoint(run_path, step=step, out=None))

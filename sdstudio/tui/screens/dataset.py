@@ -1,6 +1,6 @@
 """Dataset screen: check a folder file by file, fix captions, see what the model will see.
 
-The checker, the caption store and the crop all come from `sdstudio.core.data`, so what this
+The checker, the caption store and the crop all come from `sdstudio.core.dataset`, so what this
 screen shows is exactly what training will use. Scans, thumbnails, crops and class images are
 made in thread workers; the screen only swaps finished pictures in.
 """
@@ -183,7 +183,7 @@ class DatasetScreen(Screen):
 
     @work(thread=True, exclusive=True, group="dataset-scan")
     def _scan(self, folder: Path, resolution: int) -> None:
-        from sdstudio.core.data import check_dataset, load_rgb
+        from sdstudio.core.dataset import check_dataset, load_rgb
         from sdstudio.core.errors import SdstudioError
 
         try:
@@ -280,7 +280,7 @@ class DatasetScreen(Screen):
 
     @work(thread=True, exclusive=True, group="dataset-crop")
     def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int) -> None:
-        from sdstudio.core.data import crop_box, load_rgb, preprocess
+        from sdstudio.core.dataset import crop_box, load_rgb, preprocess
 
         try:
             image = load_rgb(path)
@@ -301,7 +301,7 @@ class DatasetScreen(Screen):
 
     # captions
     def action_save_caption(self) -> None:
-        from sdstudio.core.data import OK, write_caption
+        from sdstudio.core.dataset import OK, write_caption
 
         rep = self.selected
         if rep is None or self.folder is None or not rep.width:

@@ -67,7 +67,7 @@ class GenerateScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        from sdstudio.core.generate import SCHEDULERS  # a plain table: no torch import
+        from sdstudio.core.generation.generator import SCHEDULERS  # a plain table: no torch import
 
         defaults = model_defaults(self.model)
         with Horizontal(id="gen-body"):
@@ -147,7 +147,7 @@ class GenerateScreen(Screen):
     def options(self) -> tuple[Any, list[Any]]:
         """The form as the engine's (GenerateOptions, [LoraSpec]); ValueError names the bad field."""
         from sdstudio.core.errors import SdstudioError
-        from sdstudio.core.generate import GenerateOptions, LoraSpec, parse_seeds
+        from sdstudio.core.generation.generator import GenerateOptions, LoraSpec, parse_seeds
 
         def number(field: str, kind: type, optional: bool = False) -> Any:
             text = self.query_one(f"#gen-{field}", Input).value.strip()
@@ -215,7 +215,7 @@ class GenerateScreen(Screen):
 
     def _generator_for(self, model: str) -> Any:
         """The loaded Generator, reused while the base model stays the same (runs in the worker)."""
-        from sdstudio.core.generate import Generator
+        from sdstudio.core.generation.generator import Generator
 
         if self.generator is None or self._generator_model != model:
             if self.generator is not None:
@@ -277,7 +277,7 @@ class GenerateScreen(Screen):
         if checked is None:
             return
         from sdstudio.core.errors import SdstudioError
-        from sdstudio.core.generate_grid import Variant, lora_specs
+        from sdstudio.core.generation.compare import Variant, lora_specs
 
         opts, loras = checked
         try:
@@ -298,7 +298,7 @@ class GenerateScreen(Screen):
         from PIL import Image
 
         from sdstudio.core.errors import SdstudioError
-        from sdstudio.core.generate_grid import run_comparison
+        from sdstudio.core.generation.compare import run_comparison
 
         bar = self.query_one("#gen-progress", ProgressBar)
         done = [0]
@@ -326,7 +326,7 @@ class GenerateScreen(Screen):
         return Path(typed).expanduser() if typed else _default_out_dir()
 
     def action_save(self) -> None:
-        from sdstudio.core.generate import save_png
+        from sdstudio.core.generation.generator import save_png
 
         pending = [r for r in self.results if r["saved"] is None]
         if not pending:

@@ -218,7 +218,7 @@ class MergeScreen(Screen):
         """The pipeline and merger for these inputs, loaded on the first preview (in the worker)."""
         key = tuple(sorted(inputs.items()))
         if self._live is None or self._live[0] != key:
-            from sdstudio.core.merge_preview import PreviewMerger
+            from sdstudio.core.merge.preview import PreviewMerger
             from sdstudio.core.models import load_pipeline, resolve_base_model
 
             self.app.call_from_thread(self._status, "loading the models for the preview …")
@@ -278,7 +278,7 @@ class MergeScreen(Screen):
     @work(thread=True, group="merge-save")
     def _save(self, inputs: dict[str, Any], multiplier: float, out: Path, dtype: str) -> None:
         from sdstudio.core.errors import SdstudioError
-        from sdstudio.core.merge import merge_files
+        from sdstudio.core.merge.merger import merge_files
 
         bar = self.query_one("#mg-save-progress", ProgressBar)
 

@@ -57,7 +57,7 @@ class ClassFolderPanel(Vertical):
 
     @work(thread=True, exclusive=True, group="dataset-class")
     def _make_class_images(self, fields: dict[str, Any], model: str, resolution: int) -> None:
-        from sdstudio.core.class_images import count_class_images, ensure_class_images
+        from sdstudio.core.training.class_images import count_class_images, ensure_class_images
         from sdstudio.core.config import TrainConfig
         from sdstudio.core.errors import SdstudioError
         from sdstudio.core.models import load_pipeline, resolve_base_model

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sdstudio.core.train_data import Example, micro_batch_generator, stream_index
+from sdstudio.core.training.examples import Example, micro_batch_generator, stream_index
 
 
 class StepLoss:

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sdstudio.core.errors import ModelError
-from sdstudio.core.ldm_layout import LdmLayout, canonical_text_key, from_ldm_tensor
-from sdstudio.core.merge import CONV_IN, add_difference, check_compatible, weighted_sum
+from sdstudio.core.io.ldm_layout import LdmLayout, canonical_text_key, from_ldm_tensor
+from sdstudio.core.merge.merger import CONV_IN, add_difference, check_compatible, weighted_sum
 
 COMPONENTS = ("unet", "text_encoder", "vae")
 
@@ -70,7 +70,7 @@ class PreviewMerger:
 
     def _load_other(self, model_b: Any, model_c: Any) -> dict[tuple[str, str], Any]:
         """B (or B - C) per parameter, in the parameter's dtype and device; A's value where absent."""
-        from sdstudio.core.merge_sources import open_model
+        from sdstudio.core.merge.sources import open_model
 
         src_b = open_model(model_b)
         src_c = open_model(model_c) if self.method == "add-difference" else None
@@ -108,7 +108,7 @@ class PreviewMerger:
         return full
 
     def _load_loras(self, loras: Sequence[tuple[str, float]]) -> dict[tuple[str, str], Any]:
-        from sdstudio.core.lora_formats import read_lora_file
+        from sdstudio.core.lora.formats import read_lora_file
 
         out: dict[tuple[str, str], Any] = {}
         for path, scale in loras:
@@ -156,7 +156,7 @@ class PreviewMerger:
 
 def check_preview_inputs(model_a: str, model_b: str) -> None:
     """The file-level compatibility check, for a screen that wants to refuse before loading."""
-    from sdstudio.core.merge_sources import open_model
+    from sdstudio.core.merge.sources import open_model
 
     a, b = open_model(model_a), open_model(model_b)
     try:

@@ -23,9 +23,10 @@ from sdstudio.core.events import (CheckpointEvent, Event, EventCallback, FailedE
 from sdstudio.core.models import BaseModel, load_pipeline, model_identity, resolve_base_model
 from sdstudio.core.paths import runs_root
 from sdstudio.core.runs import FAILED, FINISHED, RUNNING, STOPPED, RunDir
-from sdstudio.core import train_state, validation
-from sdstudio.core.train_data import Example, ExampleSource, class_examples, instance_examples
-from sdstudio.core.train_loss import StepLoss
+from sdstudio.core.training import state as train_state
+from sdstudio.core.training import validation
+from sdstudio.core.training.examples import Example, ExampleSource, class_examples, instance_examples
+from sdstudio.core.training.loss import StepLoss
 
 OOM_HINT = ("out of memory: lower train_batch_size or resolution, set gradient_checkpointing = true, "
             "or set train_text_encoder = false")
@@ -115,7 +116,7 @@ class Trainer(StepLoss):
         for module in (unet, vae, text_encoder):
             module.requires_grad_(False)
         if cfg.with_prior_preservation:
-            from sdstudio.core.class_images import ensure_class_images
+            from sdstudio.core.training.class_images import ensure_class_images
 
             if self.is_main:
                 self.pipe.to(self.device)

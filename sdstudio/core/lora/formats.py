@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.lora_keys import (TEXT_ENCODER, UNET, LoraKeyError, canonical_path, kohya_name,
+from sdstudio.core.lora.keys import (TEXT_ENCODER, UNET, LoraKeyError, canonical_path, kohya_name,
                                      path_from_attn_procs, path_from_kohya)
 
 FORMATS = ("peft", "diffusers", "attn_procs", "kohya")
@@ -255,7 +255,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         except (SafetensorError, OSError) as exc:
             raise SdstudioError(f"{p}: not a readable .safetensors file ({exc})") from None
     if p.suffix.lower() in PICKLE_SUFFIXES:
-        from sdstudio.core.safeload import load_pickle_state_dict
+        from sdstudio.core.io.safeload import load_pickle_state_dict
 
         sd = load_pickle_state_dict(p)
         bad = [k for k, v in sd.items() if not hasattr(v, "shape")]
@@ -275,7 +275,7 @@ def read_lora_file(path: str | os.PathLike[str], default_alpha: Mapping[str, flo
 def save_lora_file(weights: LoraWeights, path: str | os.PathLike[str], fmt: str = "kohya", dtype: Any = None,
                    metadata: Mapping[str, str] | None = None) -> Path:
     """Write `weights` as kohya or diffusers/PEFT `.safetensors`, atomically."""
-    from sdstudio.core.atomic import save_safetensors
+    from sdstudio.core.io.atomic import save_safetensors
 
     if fmt == "kohya":
         tensors, meta = to_kohya(weights, dtype), {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.generate import GeneratedImage, GenerateOptions, Generator, LoraSpec, parse_lora_arg, save_png
+from sdstudio.core.generation.generator import GeneratedImage, GenerateOptions, Generator, LoraSpec, parse_lora_arg, save_png
 from sdstudio.core.runs import RunDir
 
 
@@ -101,8 +101,8 @@ def run_comparison(variants: list[Variant], opts: GenerateOptions, out_dir: str 
                 on_image(variant, item, path)
     grid_path = None
     if grid:
-        from sdstudio.core.atomic import save_image
-        from sdstudio.core.grid import make_grid
+        from sdstudio.core.io.atomic import save_image
+        from sdstudio.core.generation.contact_sheet import make_grid
 
         rows = [[results[(i, s)].image for i in range(len(variants))] for s in opts.seeds]
         sheet = make_grid(rows, [f"seed {s}" for s in opts.seeds], [v.label for v in variants], title=opts.prompt)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.lora_formats import LoraWeights, read_lora_file, save_lora_file
+from sdstudio.core.lora.formats import LoraWeights, read_lora_file, save_lora_file
 
 TARGETS = ("kohya", "diffusers")
 

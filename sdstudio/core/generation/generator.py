@@ -157,7 +157,7 @@ class Generator:
             raise SdstudioError(f"{spec.path}: LoRA file not found")
         key = (str(path), path.stat().st_mtime)
         if key not in self._adapters:
-            from sdstudio.core.lora_formats import read_lora_file, to_kohya
+            from sdstudio.core.lora.formats import read_lora_file, to_kohya
 
             weights = read_lora_file(path)  # pickles: only through weights_only loading
             self._check_fits(spec.path, weights)
@@ -289,7 +289,7 @@ def save_png(item: GeneratedImage, path: str | os.PathLike[str]) -> Path:
     """Write a PNG carrying its `parameters` text chunk (atomically)."""
     from PIL.PngImagePlugin import PngInfo
 
-    from sdstudio.core.atomic import save_image
+    from sdstudio.core.io.atomic import save_image
 
     info = PngInfo()
     info.add_text("parameters", item.parameters)

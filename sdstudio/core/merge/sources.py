@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
-from sdstudio.core.ldm_layout import SD1_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX, LdmLayout, vae_module_map
-from sdstudio.core.safetensors_stream import SafetensorsReader, TensorInfo, dtype_code
+from sdstudio.core.io.ldm_layout import SD1_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX, LdmLayout, vae_module_map
+from sdstudio.core.io.safetensors_io import SafetensorsReader, TensorInfo, dtype_code
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _WEIGHT_NAMES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
@@ -45,7 +45,7 @@ def open_reader(path: Path) -> SafetensorsReader | DictReader:
     if path.suffix.lower() == ".safetensors":
         return SafetensorsReader(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        from sdstudio.core.safeload import load_pickle_state_dict
+        from sdstudio.core.io.safeload import load_pickle_state_dict
 
         return DictReader(path, load_pickle_state_dict(path, mmap=True))  # streamed from disk
     raise ModelError(f"{path}: a '{path.suffix}' file is not a model (expected .safetensors, .ckpt or a diffusers folder)")

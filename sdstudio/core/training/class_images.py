@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core import atomic
+from sdstudio.core.io import atomic
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.data import IMAGE_SUFFIXES
+from sdstudio.core.dataset import IMAGE_SUFFIXES
 
 
 def count_class_images(folder: Path) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.lora_formats import LoraWeights, read_lora_file, to_kohya
+from sdstudio.core.lora.formats import LoraWeights, read_lora_file, to_kohya
 from sdstudio.core.runs import LORA_WEIGHTS_NAME, CheckpointRecord, RunDir
 
 DTYPES = ("fp16", "fp32", "bf16")
@@ -167,7 +167,7 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
 
     Default output: `RUN/exports/<run>-step<N>.safetensors`.
     """
-    from sdstudio.core.atomic import save_safetensors
+    from sdstudio.core.io.atomic import save_safetensors
 
     torch_dtype = _torch_dtype(dtype)
     run, ckpt = resolve_checkpoint(run_or_ckpt_dir, step)

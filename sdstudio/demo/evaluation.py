@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core import checker
+from sdstudio.demo import judge as checker
 from sdstudio.core.paths import data_dir
 
 # The demo model's recommended sampler settings (models/README.md; the demo configs' validation_*).
@@ -29,7 +29,7 @@ def training_captions(folder: Path | None = None) -> list[str]:
 
 def holdout_captions(folder: Path | None = None) -> list[str]:
     """Captions of the colour x shape pairs that the sample set leaves out."""
-    from sdstudio.core.shapes import caption_for
+    from sdstudio.demo.shapes import caption_for
 
     folder = folder or data_dir() / "shapes"
     spec = json.loads((folder.parent / f"{folder.name}-holdout.json").read_text(encoding="utf-8"))

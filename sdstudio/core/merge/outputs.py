@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
-from sdstudio.core.ldm_layout import LdmLayout, from_ldm_tensor
-from sdstudio.core.safetensors_stream import SafetensorsStreamWriter
+from sdstudio.core.io.ldm_layout import LdmLayout, from_ldm_tensor
+from sdstudio.core.io.safetensors_io import SafetensorsStreamWriter
 
 Entry = tuple[str, str, tuple[int, ...]]  # LDM key, safetensors dtype code, LDM shape
 _WEIGHT_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",

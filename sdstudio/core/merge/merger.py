@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
-from sdstudio.core.ldm_layout import UNET_PREFIX, LdmLayout
-from sdstudio.core.merge_sources import ModelSource, family_label, open_model, open_vae
+from sdstudio.core.io.ldm_layout import UNET_PREFIX, LdmLayout
+from sdstudio.core.merge.sources import ModelSource, family_label, open_model, open_vae
 
 METHODS = ("weighted-sum", "add-difference")
 OUT_DTYPES = {"fp16": "F16", "fp32": "F32", "bf16": "BF16"}
@@ -86,7 +86,7 @@ def check_compatible(a: ModelSource, other: ModelSource, role: str) -> None:
 def _lora_plan(loras: Sequence[tuple[str, float]], layout: LdmLayout,
                shapes: dict[str, tuple[int, ...]]) -> dict[str, list[tuple[Any, Any, float]]]:
     """LDM key -> [(Part, LoraModule, scale)] for every module the LoRAs patch."""
-    from sdstudio.core.lora_formats import read_lora_file
+    from sdstudio.core.lora.formats import read_lora_file
 
     plan: dict[str, list[tuple[Any, Any, float]]] = {}
     for path, scale in loras:
@@ -186,7 +186,7 @@ def merge_files(a: str | os.PathLike[str], out: str | os.PathLike[str], b: str |
                 dtype: str = "fp16", fmt: str = "single-file", config: str | os.PathLike[str] | None = None,
                 overwrite: bool = False, progress: Progress | None = None) -> Path:
     """Merge A with B (and C), fuse LoRAs, bake a VAE; write OUT atomically. Returns OUT."""
-    from sdstudio.core.merge_stream import DiffusersOutput, SingleFileOutput
+    from sdstudio.core.merge.outputs import DiffusersOutput, SingleFileOutput
 
     if method not in METHODS:
         raise ModelError(f"unknown merge method {method!r} (expected {' or '.join(METHODS)})")
@@ -269,7 +269,7 @@ def _stream(output: Any, entries: list[tuple[str, str, tuple[int, ...]]], a: Mod
             lora_plan: dict[str, list[tuple[Any, Any, float]]], progress: Progress | None) -> None:
     import math
 
-    from sdstudio.core.safetensors_stream import torch_dtype
+    from sdstudio.core.io.safetensors_io import torch_dtype
 
     done, total = 0, max(output.total_bytes, 1)
     for key, code, shape in entries:

@@ -5,7 +5,7 @@ for, and whether a LoRA taught it the DreamBooth subject. Numpy + PIL only.
 
 How: the background is the median of the border pixels; the object is the largest connected
 region of pixels far from it. Its colour is the nearest palette colour to the region's median;
-its shape is the template (each shape drawn by `sdstudio.core.shapes`, scaled to the region's
+its shape is the template (each shape drawn by `sdstudio.demo.shapes`, scaled to the region's
 bounding box) that overlaps the region best.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sdstudio.core.shapes import ALL_COLOURS, ALL_SHAPES, BACKGROUNDS
+from sdstudio.demo.shapes import ALL_COLOURS, ALL_SHAPES, BACKGROUNDS
 
 GRID = 32  # templates and object masks are compared on a GRID x GRID raster
 MIN_OBJECT_FRACTION = 0.01  # a smaller region is "no object"
@@ -143,7 +143,7 @@ def _templates() -> dict[str, Any]:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from sdstudio.core.shapes import draw_shape
+    from sdstudio.demo.shapes import draw_shape
 
     big = GRID * 8
     out = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.data import check_dataset, load_rgb, preprocess, require_usable
+from sdstudio.core.dataset import check_dataset, load_rgb, preprocess, require_usable
 
 
 @dataclass(frozen=True)
