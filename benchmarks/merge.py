@@ -86,7 +86,8 @@ def sd15_ldm_shapes() -> dict[str, tuple[int, ...]]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sdstudio.core.io.ldm_layout import LdmLayout, diffusers_to_ldm
+    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.demo.ldm_files import diffusers_to_ldm
 
     with torch.device("meta"):
         comps = {"unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15, subfolder="unet")),

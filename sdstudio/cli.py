@@ -13,9 +13,9 @@ import sys
 
 from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
+from sdstudio.tui.settings import RENDERERS
 
 COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge")
-RENDERERS = ("auto", "sixel", "kitty", "halfcell", "unicode")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,10 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"sdstudio.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"sdstudio.commands.{name}":
-                raise
-            continue  # a command still being built
+        except Exception as exc:  # a broken install or a bad edit: say which command and why
+            raise SystemExit(f"sdstudio: cannot load the '{name}' command (sdstudio.commands.{name}): "
+                             f"{type(exc).__name__}: {exc}") from exc
         module.register(sub)
     return parser
 

@@ -66,8 +66,8 @@ def write_run_toml(run: RunDir, model: str, rank: int, alpha: float, steps: int,
               "instance_prompt": "a photo of sks dog", "resolution": resolution, "max_train_steps": steps,
               "learning_rate": 1e-4, "lr_scheduler": "constant", "rank": rank, "lora_alpha": alpha,
               "train_text_encoder": train_text_encoder, "train_batch_size": 1, "seed": 0}
-    meta = {"version": "0.1.0", "base_model_name": Path(model).name, "base_model_sha256": "ab" * 32,
-            "base_model_short_hash": "abababab12", "base_model_family": "sd1", "dataset_images": 5}
+    meta = {"version": "0.1.0", "dataset_images": 5,
+            "base_model": {"name": Path(model).name, "sha256": "ab" * 32, "short_hash": "abababab12", "family": "sd1"}}
     run.write_config(config, meta)
 
 

@@ -25,7 +25,8 @@ def folder_state(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def ldm_state(folder: Path) -> dict[str, Any]:
-    from sdstudio.core.io.ldm_layout import LdmLayout, diffusers_to_ldm
+    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.demo.ldm_files import diffusers_to_ldm
 
     return diffusers_to_ldm(folder_state(folder), LdmLayout.from_folder(folder))
 

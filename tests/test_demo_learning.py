@@ -1,7 +1,7 @@
 """Training visibly learns: the demo DreamBooth configs teach the demo model the pink heart.
 
 Slow (a few minutes on 2 CPU cores): each test trains a real LoRA with the shipped config,
-then judges generated pictures with the checker.
+then judges generated pictures with the judge.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sdstudio.demo import judge as checker
+from sdstudio.demo import judge
 from sdstudio.demo import evaluation as demo_eval
 from sdstudio.core.config import load_config
 from sdstudio.core.paths import data_dir
@@ -25,7 +25,7 @@ _MEASURED: dict[str, dict[str, float]] = {}  # the plain DreamBooth run's figure
 
 def _ordinary_accuracy(pipe) -> float:
     samples = demo_eval.sample(pipe, ORDINARY, ORDINARY_SEEDS)
-    ok = [checker.check_caption(im, p) for p, _, im in samples]
+    ok = [judge.check_caption(im, p) for p, _, im in samples]
     return sum(r["colour"] and r["shape"] for r in ok) / len(ok)
 
 

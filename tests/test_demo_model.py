@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sdstudio.demo import judge as checker
+from sdstudio.demo import judge
 from sdstudio.demo import evaluation as demo_eval
 from sdstudio.core.models import load_pipeline, resolve_base_model
 from sdstudio.core.paths import data_dir, demo_model_dir
@@ -42,8 +42,8 @@ def test_tokenizer_knows_every_caption_word_as_one_token(demo_pipe) -> None:
 @pytest.mark.parametrize("caption", ["a red circle on a white background", "a green triangle on a black background"])
 def test_caption_is_drawn(demo_pipe, caption: str) -> None:
     samples = demo_eval.sample(demo_pipe, [caption], seeds=[0, 1, 2, 3])
-    ok = [checker.check_caption(im, caption) for _, _, im in samples]
-    assert sum(r["colour"] and r["shape"] for r in ok) >= 3, [checker.read_image(im) for _, _, im in samples]
+    ok = [judge.check_caption(im, caption) for _, _, im in samples]
+    assert sum(r["colour"] and r["shape"] for r in ok) >= 3, [judge.read_image(im) for _, _, im in samples]
 
 
 def test_held_out_pairs_are_drawn(demo_pipe) -> None:
@@ -67,7 +67,7 @@ def test_dreambooth_subject_survives_the_vae(demo_pipe) -> None:
     with torch.no_grad():
         rec = demo_pipe.vae.decode(demo_pipe.vae.encode(x).latent_dist.mode()).sample
     arr = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    readings = [checker.read_image(Image.fromarray(a)) for a in arr]
+    readings = [judge.read_image(Image.fromarray(a)) for a in arr]
     assert sum(r.matches("pink", "heart") for r in readings) >= 0.9 * len(files), readings
     assert demo_eval.subject_rate(images) == 1.0
 

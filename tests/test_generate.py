@@ -9,7 +9,8 @@ import pytest
 
 from lora_helpers import add_adapters, save_checkpoint, write_run_toml
 from sdstudio.cli import main
-from sdstudio.core.generation.generator import GenerateOptions, Generator, LoraSpec, parse_lora_arg, parse_seeds
+from sdstudio.core.generation.generator import GenerateOptions, Generator, LoraSpec, parse_seeds
+from sdstudio.core.lora.spec import parse_lora_spec
 from sdstudio.core.runs import RunDir
 
 
@@ -95,8 +96,8 @@ def test_cli_compares_base_models(tiny_model_dir: Path, tmp_path: Path, capsys):
 
 def test_argument_parsing_and_errors(tmp_path: Path, capsys):
     assert parse_seeds("1-4") == [1, 2, 3, 4] and parse_seeds("1,5, 9") == [1, 5, 9] and parse_seeds("2-3,7") == [2, 3, 7]
-    assert parse_lora_arg("a/b.safetensors:0.6") == (Path("a/b.safetensors"), 0.6)
-    assert parse_lora_arg("c:/x/y.safetensors") == (Path("c:/x/y.safetensors"), 1.0)
+    assert parse_lora_spec("a/b.safetensors:0.6") == (Path("a/b.safetensors"), 0.6)
+    assert parse_lora_spec("c:/x/y.safetensors") == (Path("c:/x/y.safetensors"), 1.0)
     assert main(["generate", "--prompt", "x", "--seeds", "4-1", "-o", str(tmp_path)]) == 2
     assert "ranges go upwards" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x", "--lora", str(tmp_path / "nope.safetensors"), "-o", str(tmp_path)]) == 2

@@ -10,11 +10,10 @@ import pytest
 from sdstudio.core.io.ldm_layout import (
     LdmLayout,
     canonical_text_key,
-    diffusers_to_ldm,
-    ldm_to_diffusers,
     text_encoder_module_map,
     unet_module_map,
 )
+from sdstudio.demo.ldm_files import diffusers_to_ldm, ldm_to_diffusers
 
 SD15 = Path("/work/shared/sd15-config")
 needs_sd15 = pytest.mark.skipif(not SD15.is_dir(), reason="needs the shared SD 1.5 configs")

@@ -46,7 +46,7 @@ def test_cli_converts_the_legacy_file_and_reports_it(tmp_path: Path, capsys):
         assert fh.get_tensor("lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_out_0.alpha").item() == 4.0
         assert fh.metadata()["ss_network_dim"] == "4"
     assert main(["convert", str(LEGACY), "-o", str(out)]) == 2  # never overwrites silently
-    assert "--force" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_not_a_lora_is_refused_with_the_keys_it_has(tmp_path: Path, capsys):

@@ -35,7 +35,7 @@ def test_weighted_sum_of_single_file_and_folder_follows_a1111(a_file: Path, mode
                                                               tmp_path: Path) -> None:
     import torch
 
-    from sdstudio.core.models import file_sha256
+    from sdstudio.core.io.hashing import file_sha256
 
     out = merge_files(a_file, tmp_path / "m.safetensors", b_file, multiplier=0.3, dtype="fp32")
     got, meta = _load(out)
@@ -95,7 +95,8 @@ def test_models_of_another_family_are_refused_naming_the_first_key(a_file: Path,
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from sdstudio.core.io.atomic import save_safetensors
-    from sdstudio.core.io.ldm_layout import LdmLayout, diffusers_to_ldm
+    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.demo.ldm_files import diffusers_to_ldm
     from sdstudio.demo.tiny import tiny_unet_config, tiny_vae_config
 
     torch.manual_seed(0)  # an SD 2-layout model: OpenCLIP text keys, 64-wide cross attention
@@ -208,10 +209,11 @@ def test_diffusers_output_loads_and_matches_the_single_file(a_file: Path, model_
 
     single = tmp_path / "m.safetensors"
     folder = tmp_path / "m-diffusers"
-    common = [str(a_file), str(model_b_dir), "--alpha", "0.4", "--dtype", "fp32"]
+    common = [str(a_file), str(model_b_dir), "--multiplier", "0.4", "--dtype", "fp32"]
     assert main(["merge", *common, "-o", str(single)]) == 0
     assert main(["merge", *common, "-o", str(folder), "--format", "diffusers", "--config", str(tiny_model_dir)]) == 0
-    from sdstudio.core.io.ldm_layout import LdmLayout, diffusers_to_ldm
+    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.demo.ldm_files import diffusers_to_ldm
 
     from_folder = diffusers_to_ldm(folder_state(folder), LdmLayout.from_folder(folder))
     got = _load(single)[0]
@@ -244,3 +246,20 @@ def test_vae_is_baked_in_from_a_diffusers_vae_folder(a_file: Path, model_b_dir: 
     assert vae_keys and all(torch.equal(got[k], b[k]) for k in vae_keys)
     assert all(torch.equal(got[k], a[k]) for k in a if k not in vae_keys)
     assert json.loads(meta["sd_merge_recipe"])["vae"]["name"] == "vae"
+
+
+def test_multiplier_flag_and_its_old_name(a_file: Path, model_b_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`-m` is A1111's multiplier; `--alpha` still works and says it was renamed."""
+    import json
+
+    from safetensors import safe_open
+
+    from sdstudio.cli import main
+
+    for flag, value, out in (("-m", "0.25", "short.safetensors"), ("--alpha", "0.75", "old.safetensors")):
+        assert main(["merge", str(a_file), str(model_b_dir), flag, value, "-o", str(tmp_path / out)]) == 0
+        with safe_open(str(tmp_path / out), framework="pt") as fh:
+            assert json.loads(fh.metadata()["sd_merge_recipe"])["multiplier"] == float(value)
+        err = capsys.readouterr().err
+        assert ("--alpha is now --multiplier" in err) == (flag == "--alpha")

@@ -15,14 +15,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT.safetensors", help="output (default: FILE-<format>.safetensors)")
     p.add_argument("--to", choices=("kohya", "diffusers"), default="kohya",
                    help="kohya: A1111/ComfyUI; diffusers: load_lora_weights (default kohya)")
-    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--force", dest="overwrite", action="store_true", help=argparse.SUPPRESS)  # old name
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sdstudio.core.lora.convert import convert_file
 
-    r = convert_file(args.source, args.output, to=args.to, overwrite=args.force)
+    r = convert_file(args.source, args.output, to=args.to, overwrite=args.overwrite)
     alphas = ", ".join(f"{a:g}" for a in r.alphas)
     ranks = ", ".join(str(x) for x in r.ranks)
     print(f"{args.source}: {r.source_format} LoRA, {r.modules} modules ({', '.join(r.components)}), "

@@ -13,6 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="RUN_DIR|CHECKPOINT_DIR", help="a run folder or one of its checkpoints/step-N")
     p.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
     p.add_argument("-o", "--output", metavar="FILE.safetensors", help="output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file (the default path "
+                   "under RUN_DIR/exports is always refreshed)")
     p.add_argument("--dtype", choices=("fp16", "fp32", "bf16"), default="fp16", help="tensor precision (default fp16)")
     p.set_defaults(func=run)
 
@@ -22,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sdstudio.core.lora.export import export_checkpoint
 
-    out = export_checkpoint(args.source, step=args.step, out=args.output, dtype=args.dtype)
+    out = export_checkpoint(args.source, step=args.step, out=args.output, dtype=args.dtype,
+                             overwrite=args.overwrite)
     with safe_open(str(out), framework="pt") as fh:
         meta = fh.metadata() or {}
         n = len(list(fh.keys()))

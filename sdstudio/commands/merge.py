@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 EPILOG = """examples:
-  sdstudio merge sd15.safetensors dreamshaper.safetensors --alpha 0.3 -o merged.safetensors
-  sdstudio merge A.safetensors B.safetensors C.safetensors --method add-difference --alpha 1 -o out.safetensors
+  sdstudio merge sd15.safetensors dreamshaper.safetensors -m 0.3 -o merged.safetensors
+  sdstudio merge A.safetensors B.safetensors C.safetensors --method add-difference -m 1 -o out.safetensors
   sdstudio merge sd15.safetensors --lora style.safetensors:0.8 --lora face.safetensors -o fused.safetensors
 """
 
@@ -25,8 +25,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--method", choices=("weighted-sum", "add-difference"), default=None,
                    help="weighted-sum: (1-M)·A + M·B (default with two models); add-difference: A + M·(B - C) "
                         "(default with three)")
-    p.add_argument("--alpha", "--multiplier", dest="alpha", type=float, default=0.5, metavar="M",
-                   help="the multiplier M (default 0.5)")
+    p.add_argument("-m", "--multiplier", dest="multiplier", type=float, default=None, metavar="M",
+                   help="the multiplier M, as A1111 calls it (default 0.5)")
+    p.add_argument("--alpha", dest="alpha", type=float, default=None, help=argparse.SUPPRESS)  # old name
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
                    help="fuse a LoRA (kohya or diffusers/PEFT file) at SCALE (default 1); repeatable")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output .safetensors (or folder)")
@@ -41,8 +42,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sdstudio.core.errors import SdstudioError
-    from sdstudio.core.merge.merger import merge_files, parse_lora_spec
+    from sdstudio.core.lora.spec import parse_lora_spec
+    from sdstudio.core.merge.merger import merge_files
 
+    multiplier = args.multiplier
+    if args.alpha is not None:
+        print("note: --alpha is now --multiplier (-m), A1111's word; --alpha still works for now", file=sys.stderr)
+        if multiplier is None:
+            multiplier = args.alpha
+    multiplier = 0.5 if multiplier is None else multiplier
     models = list(args.models)
     if len(models) > 3:
         raise SdstudioError(f"merge takes at most three models (A B C), got {len(models)}")
@@ -65,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"\rmerging {pct:3d}%", end="" if tty else "\n", file=sys.stderr, flush=True)
 
     out = merge_files(models[0], args.output, models[1] if len(models) > 1 else None,
-                      models[2] if len(models) > 2 else None, method=method, multiplier=args.alpha, loras=loras,
+                      models[2] if len(models) > 2 else None, method=method, multiplier=multiplier, loras=loras,
                       vae=args.vae, dtype=args.dtype, fmt=args.format, config=args.config,
                       overwrite=args.overwrite, progress=progress)
     if tty:
         print(file=sys.stderr)
-    what = f"{method} M={args.alpha:g}" if len(models) > 1 else "LoRA fuse"
+    what = f"{method} M={multiplier:g}" if len(models) > 1 else "LoRA fuse"
     print(f"wrote {out} ({what}, {args.dtype}, {time.monotonic() - start:.1f} s)")
     return 0

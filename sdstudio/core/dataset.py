@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core.io import atomic
 from sdstudio.core.errors import DatasetError
+from sdstudio.core.filetypes import IMAGE_SUFFIXES
+from sdstudio.core.io import atomic
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 STRAY_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 STRAY_DIRS = {".ipynb_checkpoints", "__macosx", ".git"}
 METADATA = "metadata.jsonl"

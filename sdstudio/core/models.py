@@ -6,19 +6,19 @@ path or a model of another family is refused before anything heavy loads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
+from sdstudio.core.filetypes import SINGLE_FILE_SUFFIXES
+from sdstudio.core.io.hashing import file_sha256
 from sdstudio.core.paths import DEMO_MODEL_NAME, demo_model_dir
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 # Diffusers repos whose configs (and tokenizer) describe an A1111 single file of each family.
 DEFAULT_SINGLE_FILE_CONFIG = {
     "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -54,36 +54,45 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def safetensors_keys(path: Path) -> dict[str, Any]:
     """The header of a .safetensors file (tensor names -> dtype/shape) without loading it."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise ValueError("file shorter than a safetensors header")
-            (size,) = struct.unpack("<Q", raw)
-            if size > 200_000_000 or size > path.stat().st_size:
-                raise ValueError("header length is larger than the file")
-            header = json.loads(fh.read(size))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a readable .safetensors file ({exc})") from None
-    header.pop("__metadata__", None)
-    return header
+    from sdstudio.core.io.safetensors_io import read_file_header
+
+    return read_file_header(path)[0]
 
 
-def family_from_keys(keys: list[str] | set[str] | dict[str, Any], where: str) -> str:
-    """Tell SD1 / SD2 from an A1111-layout state dict; refuse SDXL, LoRAs and other files."""
+def detect_family(keys: Iterable[str]) -> str:
+    """The one model-family detector, from A1111/SGM-layout keys; never raises.
+
+    sd1 | sd2 | sdxl | lora | unet-only (UNet keys, no text encoder) | unknown.
+    """
     ks = list(keys)
     if any(k.startswith("conditioner.embedders.") for k in ks):
+        return "sdxl"
+    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or "lora_A" in k
+           for k in ks[:2000]):
+        return "lora"
+    if not any(k.startswith("model.diffusion_model.") for k in ks):
+        return "unknown"
+    if any(k.startswith("cond_stage_model.model.") for k in ks):
+        return "sd2"
+    if any(k.startswith("cond_stage_model.transformer.") for k in ks):
+        return "sd1"
+    return "unet-only"
+
+
+def family_from_keys(keys: Iterable[str], where: str) -> str:
+    """The family of a base model sdstudio can train (sd1/sd2); ModelError says what else it is."""
+    ks = list(keys)
+    family = detect_family(ks)
+    if family == "sdxl":
         raise ModelError(f"{where}: this is an SDXL checkpoint; sdstudio trains SD 1.x/2.x models (expected "
                          "'cond_stage_model.' text-encoder keys)")
-    if any(k.startswith(("lora_unet_", "lora_te_")) or ".lora_down." in k or "lora_A" in k for k in ks[:2000]):
+    if family == "lora":
         raise ModelError(f"{where}: this is a LoRA file, not a base model; pass it with --lora")
-    if not any(k.startswith("model.diffusion_model.") for k in ks):
+    if family == "unknown":
         sample = ", ".join(sorted(ks)[:3]) or "no tensors"
         raise ModelError(f"{where}: not a Stable Diffusion checkpoint (found keys like {sample}; expected "
                          "'model.diffusion_model.*')")
-    if any(k.startswith("cond_stage_model.model.") for k in ks):
-        return "sd2"
-    return "sd1"
+    return "sd2" if family == "sd2" else "sd1"
 
 
 def _folder_family(folder: Path) -> str:
@@ -196,14 +205,6 @@ def quiet_loading() -> None:
     tlog.disable_progress_bar()
     dlog.set_verbosity_error()
     tlog.set_verbosity_error()
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_identity(base: BaseModel) -> dict[str, str]:

@@ -1,8 +1,8 @@
-"""Measure a model of the demo world with the checker: does it draw what the captions ask?
+"""Measure a model of the demo world with the picture judge: does it draw what the captions ask?
 
 Shared by the demo model's benchmarks and the learning tests: generate every caption over
 a few seeds (one generator per image, so a seed means the same picture in any batch) and
-count how often the checker agrees with the caption.
+count how often the judge agrees with the caption.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sdstudio.demo import judge as checker
+from sdstudio.demo import judge
 from sdstudio.core.paths import data_dir
 
 # The demo model's recommended sampler settings (models/README.md; the demo configs' validation_*).
@@ -56,11 +56,11 @@ def sample(pipe: Any, prompts: list[str], seeds: list[int], steps: int = DEMO_ST
 
 def score(samples: list[tuple[str, int, Any]]) -> dict[str, float]:
     """Checker accuracy (colour, shape, background, all) of samples against their prompts."""
-    return checker.accuracy([im for _, _, im in samples], [p for p, _, _ in samples])
+    return judge.accuracy([im for _, _, im in samples], [p for p, _, _ in samples])
 
 
 def subject_rate(images: list[Any], subject: tuple[str, str] = SUBJECT) -> float:
     """Share of images that show the DreamBooth subject (its colour and its shape)."""
-    hits = sum(checker.read_image(im).matches(colour=subject[0], shape=subject[1]) for im in images)
+    hits = sum(judge.read_image(im).matches(colour=subject[0], shape=subject[1]) for im in images)
     return hits / max(1, len(images))
 

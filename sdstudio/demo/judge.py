@@ -32,7 +32,7 @@ MAX_COLOUR_SPREAD = 60.0  # mean RGB distance from the object's median colour: a
 
 @dataclass(frozen=True)
 class Reading:
-    """What the checker sees in one picture."""
+    """What the judge sees in one picture."""
 
     colour: str  # a palette colour name, or "none"
     shape: str  # a shape name, "unknown" or "none"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.generation.generator import GeneratedImage, GenerateOptions, Generator, LoraSpec, parse_lora_arg, save_png
+from sdstudio.core.generation.generator import GeneratedImage, GenerateOptions, Generator, LoraSpec, save_png
+from sdstudio.core.lora.spec import parse_lora_spec
 from sdstudio.core.runs import RunDir
 
 
@@ -33,7 +34,7 @@ class Comparison:
 
 def lora_specs(arg: str) -> list[LoraSpec]:
     """`FILE[:SCALE]` -> one spec; `RUN_DIR[:SCALE]` -> one per checkpoint of the run, oldest first."""
-    path, scale = parse_lora_arg(arg)
+    path, scale = parse_lora_spec(arg)
     if path.is_dir():
         run = RunDir(path)
         if not run.exists():
@@ -54,8 +55,8 @@ def plan_variants(models: list[str], lora_args: list[str], compare_loras: bool =
 
     models = models or ["demo"]
     groups = [lora_specs(a) for a in lora_args]
-    runs = [g for a, g in zip(lora_args, groups) if parse_lora_arg(a)[0].is_dir()]
-    fixed = tuple(g[0] for a, g in zip(lora_args, groups) if not parse_lora_arg(a)[0].is_dir())
+    runs = [g for a, g in zip(lora_args, groups) if parse_lora_spec(a)[0].is_dir()]
+    fixed = tuple(g[0] for a, g in zip(lora_args, groups) if not parse_lora_spec(a)[0].is_dir())
     if len(models) > 1:
         if runs:
             raise SdstudioError("several --model and a run folder as --lora: compare either base models or "

@@ -9,10 +9,8 @@ A1111-style `parameters` text, so it can be read back by A1111, ComfyUI and imag
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any, Callable
 
 from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
+from sdstudio.core.io.hashing import safetensors_short_hash
 from sdstudio.core.models import BaseModel, load_pipeline, model_identity, resolve_base_model
 
 # sdstudio name -> (diffusers scheduler class, extra config, A1111 sampler name)
@@ -82,32 +81,6 @@ def parse_seeds(text: str) -> list[int]:
             raise SdstudioError(f"--seeds {text!r}: expected seeds like 7, 1-4 or 1,5,9 (ranges go upwards)")
         seeds.extend(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
     return seeds
-
-
-def parse_lora_arg(text: str) -> tuple[Path, float]:
-    """`FILE[:SCALE]` (the scale is whatever follows the last colon, if it is a number)."""
-    path, scale = text, 1.0
-    head, sep, tail = text.rpartition(":")
-    if sep and head:
-        try:
-            scale = float(tail)
-            path = head
-        except ValueError:
-            pass
-    return Path(os.path.expanduser(path)), scale
-
-
-def safetensors_short_hash(path: Path) -> str | None:
-    """A1111's LoRA hash: SHA-256 of a .safetensors file after its header, first 12 hex digits."""
-    if path.suffix != ".safetensors":
-        return None
-    with open(path, "rb") as fh:
-        (n,) = struct.unpack("<Q", fh.read(8))
-        fh.seek(8 + n)
-        h = hashlib.sha256()
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()[:12]
 
 
 def a1111_parameters(opts: GenerateOptions, seed: int, width: int, height: int, model: dict[str, str],

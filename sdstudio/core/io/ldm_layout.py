@@ -16,8 +16,8 @@ Public API
   key-level conversion in both directions, including the VAE mid attention (diffusers linear
   <-> LDM 1x1 conv) and, for SD 2, OpenCLIP's fused `attn.in_proj_*` (q, k, v concatenated)
   and bare `positional_embedding`.
-- `diffusers_to_ldm(components, layout)` / `ldm_to_diffusers(state_dict, layout)`: whole state
-  dicts, for small models and tests; the streaming merger uses the key-level plan instead.
+- Whole-state-dict conversion, for building test inputs, lives in `sdstudio.demo.ldm_files`: the
+  streaming merger uses the key-level plan.
 
 Text-encoder keys are handled with the `text_model.` prefix (Hugging Face CLIP layout); files
 written by transformers 5 drop it and `canonical_text_key` puts it back.
@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
+from sdstudio.core.filetypes import COMPONENTS
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 SD1_TEXT_PREFIX = "cond_stage_model.transformer."
 SD2_TEXT_PREFIX = "cond_stage_model.model."
-COMPONENTS = ("unet", "vae", "text_encoder")
 
 # Resnet leaves: diffusers name -> LDM name (UNet ResBlock / VAE ResnetBlock).
 _UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
@@ -353,18 +353,6 @@ class LdmLayout:
         return [Part(comp, f"{ours}.{param}", op)]
 
 
-def to_ldm_tensor(parts: list[Part], tensors: list[Any]) -> Any:
-    """Assemble one LDM tensor from its diffusers parts (same order as `parts`)."""
-    import torch
-
-    if parts[0].op == "qkv":
-        return torch.cat(tensors, dim=0)
-    t = tensors[0]
-    if parts[0].op == "conv1x1" and t.ndim == 2:
-        return t[:, :, None, None]
-    return t
-
-
 def from_ldm_tensor(part: Part, tensor: Any) -> Any:
     """The share of an LDM tensor that one diffusers tensor gets."""
     if part.op == "qkv":
@@ -372,26 +360,3 @@ def from_ldm_tensor(part: Part, tensor: Any) -> Any:
     if part.op == "conv1x1" and tensor.ndim == 4:
         return tensor[:, :, 0, 0]
     return tensor
-
-
-def diffusers_to_ldm(components: Mapping[str, Mapping[str, Any]], layout: LdmLayout) -> dict[str, Any]:
-    """{"unet": sd, "vae": sd, "text_encoder": sd} -> one LDM state dict (tensors shared, not copied)."""
-    plan = layout.plan_to_ldm({comp: list(sd) for comp, sd in components.items()})
-    out = {}
-    for ldm, parts in plan.items():
-        out[ldm] = to_ldm_tensor(parts, [components[p.component][p.key] for p in parts])
-    return out
-
-
-def ldm_to_diffusers(state_dict: Mapping[str, Any], layout: LdmLayout) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """One LDM state dict -> per-component diffusers state dicts, plus the LDM keys left out."""
-    out: dict[str, dict[str, Any]] = {comp: {} for comp in COMPONENTS}
-    skipped = []
-    for key, tensor in state_dict.items():
-        parts = layout.from_ldm(key)
-        if parts is None:
-            skipped.append(key)
-            continue
-        for part in parts:
-            out[part.component][part.key] = from_ldm_tensor(part, tensor)
-    return out, skipped

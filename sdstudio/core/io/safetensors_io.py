@@ -21,14 +21,44 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sdstudio.core.errors import ModelError
 
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
            "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 _SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit on the JSON header
+
+
+def read_header(fh: BinaryIO, size: int) -> tuple[dict[str, Any], dict[str, str], int]:
+    """(tensor entries, metadata, header length) of an open .safetensors stream of `size` bytes.
+
+    The one place the 8-byte length and JSON header are parsed; ValueError says what is wrong.
+    """
+    raw = fh.read(8)
+    if len(raw) != 8:
+        raise ValueError(f"only {size} bytes, shorter than a header")
+    (n,) = struct.unpack("<Q", raw)
+    if n > MAX_HEADER or 8 + n > size:
+        raise ValueError(f"header length {n} does not fit in a {size}-byte file")
+    try:
+        header = json.loads(fh.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    return header, {str(k): str(v) for k, v in metadata.items()}, n
+
+
+def read_file_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str], int]:
+    """`read_header` of a file; ModelError names the file."""
+    try:
+        with open(path, "rb") as fh:
+            return read_header(fh, os.fstat(fh.fileno()).st_size)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable .safetensors file ({exc})") from None
 
 
 def torch_dtype(code: str) -> Any:
@@ -81,19 +111,10 @@ class SafetensorsReader:
 
     def _parse(self) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         size = os.fstat(self._fh.fileno()).st_size
-        raw = self._fh.read(8)
-        if len(raw) != 8:
-            raise self._bad(f"only {size} bytes, shorter than a header")
-        (n,) = struct.unpack("<Q", raw)
-        if n > MAX_HEADER or 8 + n > size:
-            raise self._bad(f"header length {n} does not fit in a {size}-byte file")
         try:
-            header = json.loads(self._fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._bad(f"header is not JSON: {exc}") from None
-        if not isinstance(header, dict):
-            raise self._bad("header is not a JSON object")
-        metadata = header.pop("__metadata__", None) or {}
+            header, metadata, n = read_header(self._fh, size)
+        except ValueError as exc:
+            raise self._bad(str(exc)) from None
         base = 8 + n
         infos: dict[str, TensorInfo] = {}
         for key, entry in header.items():
@@ -114,7 +135,7 @@ class SafetensorsReader:
         if expected != size:
             what = "truncated" if expected > size else "has trailing bytes"
             raise self._bad(f"{what}: the header describes {expected} bytes, the file has {size}")
-        return infos, {str(k): str(v) for k, v in metadata.items()}
+        return infos, metadata
 
     def read(self, key: str, start: int = 0, stop: int | None = None) -> Any:
         """Rows [start, stop) of a tensor (the whole tensor by default), as a new CPU tensor."""

@@ -48,7 +48,7 @@ def convert_file(src: str | os.PathLike[str], out: str | os.PathLike[str] | None
     if target.resolve() == source.resolve():
         raise SdstudioError(f"{target}: output would overwrite the input; choose another -o")
     if target.exists() and not overwrite:
-        raise SdstudioError(f"{target}: already exists (pass --force to replace it)")
+        raise SdstudioError(f"{target}: already exists (pass --overwrite to replace it)")
     weights: LoraWeights = read_lora_file(source)
     metadata = {k: v for k, v in weights.metadata.items() if k.startswith(("ss_", "modelspec."))}
     metadata["sdstudio_converted_from"] = f"{source.name} ({weights.source_format})"

@@ -8,9 +8,9 @@ run's run.toml, so a UI can show what the LoRA was trained on.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import struct
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,11 +18,12 @@ from typing import Any
 
 from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
+from sdstudio.core.filetypes import IMAGE_SUFFIXES
+from sdstudio.core.io.safetensors_io import read_header
 from sdstudio.core.lora.formats import LoraWeights, read_lora_file, to_kohya
 from sdstudio.core.runs import LORA_WEIGHTS_NAME, CheckpointRecord, RunDir
 
 DTYPES = ("fp16", "fp32", "bf16")
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 def resolve_checkpoint(path: str | os.PathLike[str], step: int | None = None) -> tuple[RunDir | None, CheckpointRecord]:
@@ -60,26 +61,21 @@ def tensor_hash(tensors: Mapping[str, Any]) -> str:
     from safetensors.torch import save
 
     blob = save(dict(tensors))
-    (header_len,) = struct.unpack("<Q", blob[:8])
+    _, _, header_len = read_header(io.BytesIO(blob), len(blob))
     return "0x" + hashlib.sha256(blob[8 + header_len:]).hexdigest()
 
 
 def _count_images(folder: str | None) -> int | None:
     if not folder or not Path(folder).is_dir():
         return None
-    return sum(1 for f in Path(folder).rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES)
+    return sum(1 for f in Path(folder).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _base_identity(meta: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, str]:
-    """Base model name/hash/family from run.toml's [sdstudio] table (nested `base_model` or flat keys)."""
+    """Base model name/hash/family from run.toml's [sdstudio.base_model] table (the trainer's
+    `model_identity`); a checkpoint without its run falls back to the config's model name."""
     base = meta.get("base_model")
     ident: dict[str, Any] = dict(base) if isinstance(base, Mapping) else {}
-    if isinstance(base, str):
-        ident["name"] = base
-    for key in ("name", "sha256", "short_hash", "family"):
-        flat = meta.get(f"base_model_{key}")
-        if flat is not None and key not in ident:
-            ident[key] = flat
     ident.setdefault("name", str(cfg.get("pretrained_model_name_or_path", "unknown")))
     ident.setdefault("family", "sd1")
     return {k: str(v) for k, v in ident.items()}
@@ -162,10 +158,12 @@ def default_export_path(run: RunDir | None, ckpt: CheckpointRecord) -> Path:
 
 
 def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None = None,
-                      out: str | os.PathLike[str] | None = None, dtype: str = "fp16") -> Path:
+                      out: str | os.PathLike[str] | None = None, dtype: str = "fp16",
+                      overwrite: bool = False) -> Path:
     """Write a run checkpoint as kohya `.safetensors` (atomically) and return its path.
 
-    Default output: `RUN/exports/<run>-step<N>.safetensors`.
+    Default output: `RUN/exports/<run>-step<N>.safetensors` (sdstudio's own file: refreshed on
+    every export). An explicit `out` that exists is replaced only with `overwrite`.
     """
     from sdstudio.core.io.atomic import save_safetensors
 
@@ -181,6 +179,8 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
     target = Path(out) if out else default_export_path(run, ckpt)
     if target.suffix != ".safetensors":
         raise SdstudioError(f"{target}: the export is a .safetensors file; give -o a name ending in .safetensors")
+    if out and target.exists() and not overwrite:
+        raise SdstudioError(f"{target}: already exists (pass --overwrite to replace it)")
     title = target.stem
     metadata = export_metadata(weights, run, ckpt.step, title, tensor_hash(tensors))
     save_safetensors(tensors, target, metadata=metadata)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
+from sdstudio.core.filetypes import PICKLE_SUFFIXES
 from sdstudio.core.lora.keys import (TEXT_ENCODER, UNET, LoraKeyError, canonical_path, kohya_name,
                                      path_from_attn_procs, path_from_kohya)
 
@@ -238,7 +239,6 @@ def to_peft(weights: LoraWeights, dtype: Any = None) -> tuple[dict[str, Any], di
     return out, {ADAPTER_METADATA_KEY: json.dumps(flat, sort_keys=True), "format": "pt"}
 
 
-PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth", ".ckpt")
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -22,7 +22,6 @@ safetensors_stream), so peak memory stays near a few blocks whatever the model s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -32,7 +31,9 @@ from typing import Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.io.ldm_layout import UNET_PREFIX, LdmLayout
-from sdstudio.core.merge.sources import ModelSource, family_label, open_model, open_vae
+from sdstudio.core.io.hashing import file_sha256
+from sdstudio.core.merge.sources import ModelSource, open_model, open_vae
+from sdstudio.core.models import detect_family, family_from_keys
 
 METHODS = ("weighted-sum", "add-difference")
 OUT_DTYPES = {"fp16": "F16", "fp32": "F32", "bf16": "BF16"}
@@ -77,7 +78,7 @@ def check_compatible(a: ModelSource, other: ModelSource, role: str) -> None:
                 continue  # inpainting A, normal B: merge the first channels
             raise ModelError(f"{other.path} has a {sb[1]}-channel conv_in and A ({a.path}) {sa[1]}: when merging "
                              "an inpainting model with a normal one, the inpainting model must be A")
-        fa, fb = family_label(a.keys()), family_label(other.keys())
+        fa, fb = detect_family(a.keys()), detect_family(other.keys())
         theirs = "missing" if missing else f"shape {list(sb)}"
         raise ModelError(f"{a.path} and {role} {other.path} are not the same kind of model (A: {fa}, {role}: {fb}); "
                          f"first mismatched key {key}: A has shape {list(sa)}, {role} {theirs}")
@@ -122,17 +123,6 @@ def _lora_delta(entries: list[tuple[Any, Any, float]], shape: tuple[int, ...], k
     return total
 
 
-def _sha256(path: Path) -> str:
-    """One reused buffer: fresh 4 MB blocks from a second thread grow the heap by hundreds of MB."""
-    h = hashlib.sha256()
-    buf = bytearray(1 << 22)
-    view = memoryview(buf)
-    with open(path, "rb") as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
-
-
 class _Hasher(threading.Thread):
     """sha256 of the inputs, computed while the merge runs (the header gets them at the end)."""
 
@@ -143,7 +133,7 @@ class _Hasher(threading.Thread):
     def run(self) -> None:
         try:
             for f in self.files:
-                self.result[f] = _sha256(f)
+                self.result[f] = file_sha256(f)
         except OSError as exc:
             self.error = exc
 
@@ -167,17 +157,6 @@ def _recipe(sources: dict[str, ModelSource | None], loras: Sequence[tuple[str, f
         "tertiary_model": ident(sources["c"]), "vae": ident(sources["vae"]), "dtype": dtype,
         "loras": [{"name": Path(p).stem, "sha256": hash_slots[Path(p)], "scale": s} for p, s in loras],
     }
-
-
-def parse_lora_spec(spec: str) -> tuple[str, float]:
-    """`FILE[:SCALE]` -> (file, scale); a Windows-style `C:\\...` path is not split."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            return head, float(tail)
-        except ValueError:
-            pass
-    return spec, 1.0
 
 
 def merge_files(a: str | os.PathLike[str], out: str | os.PathLike[str], b: str | os.PathLike[str] | None = None,
@@ -215,8 +194,6 @@ def merge_files(a: str | os.PathLike[str], out: str | os.PathLike[str], b: str |
         for role, src in (("B", src_b), ("C", src_c)):
             if src is not None:
                 check_compatible(src_a, src, role)
-        from sdstudio.core.models import family_from_keys
-
         family_from_keys(src_a.keys(), str(src_a.path))  # A itself must be an SD 1.x/2.x model
         if src_vae is not None:
             for key in src_vae.keys():

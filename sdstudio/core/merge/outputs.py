@@ -17,12 +17,11 @@ from typing import Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.io.ldm_layout import LdmLayout, from_ldm_tensor
+from sdstudio.core.filetypes import PICKLE_SUFFIXES, WEIGHT_NAMES
 from sdstudio.core.io.safetensors_io import SafetensorsStreamWriter
 
 Entry = tuple[str, str, tuple[int, ...]]  # LDM key, safetensors dtype code, LDM shape
-_WEIGHT_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
-                 "text_encoder": "model.safetensors"}
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".index.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".index.json", *PICKLE_SUFFIXES)
 
 
 def _disk_error(out: Path, exc: OSError) -> ModelError:
@@ -97,7 +96,7 @@ class DiffusersOutput:
                 per_comp.setdefault(part.component, []).append((part.key, code, pshape))
         try:
             shutil.copytree(config_dir, self.tmp, dirs_exist_ok=True, ignore=self._skip_weights)
-            self.writers = {comp: SafetensorsStreamWriter(self.tmp / comp / _WEIGHT_FILES[comp], ents,
+            self.writers = {comp: SafetensorsStreamWriter(self.tmp / comp / f"{WEIGHT_NAMES[comp]}.safetensors", ents,
                                                           metadata if comp == "unet" else {"format": "pt"})
                             for comp, ents in per_comp.items()}
         except OSError as exc:
@@ -107,7 +106,7 @@ class DiffusersOutput:
 
     @staticmethod
     def _skip_weights(folder: str, names: list[str]) -> list[str]:
-        if Path(folder).name not in _WEIGHT_FILES:
+        if Path(folder).name not in WEIGHT_NAMES:
             return []
         return [n for n in names if n.endswith(_WEIGHT_SUFFIXES)]
 

@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sdstudio.core.errors import ModelError
+from sdstudio.core.filetypes import COMPONENTS
 from sdstudio.core.io.ldm_layout import LdmLayout, canonical_text_key, from_ldm_tensor
 from sdstudio.core.merge.merger import CONV_IN, add_difference, check_compatible, weighted_sum
 
-COMPONENTS = ("unet", "text_encoder", "vae")
 
 
 def pipeline_layout(pipe: Any) -> LdmLayout:
@@ -152,15 +152,3 @@ class PreviewMerger:
             for key, param in self._params.items():
                 param.data.copy_(self._base[key])
         self.multiplier = None
-
-
-def check_preview_inputs(model_a: str, model_b: str) -> None:
-    """The file-level compatibility check, for a screen that wants to refuse before loading."""
-    from sdstudio.core.merge.sources import open_model
-
-    a, b = open_model(model_a), open_model(model_b)
-    try:
-        check_compatible(a, b, "B")
-    finally:
-        a.close()
-        b.close()

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
-from sdstudio.core.io.ldm_layout import SD1_TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX, LdmLayout, vae_module_map
+from sdstudio.core.filetypes import PICKLE_SUFFIXES, WEIGHT_NAMES
+from sdstudio.core.io.ldm_layout import SD1_TEXT_PREFIX, VAE_PREFIX, LdmLayout, vae_module_map
 from sdstudio.core.io.safetensors_io import SafetensorsReader, TensorInfo, dtype_code
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-_WEIGHT_NAMES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
 
 
 class DictReader:
@@ -122,7 +120,7 @@ def _canonical_ldm_key(key: str) -> str:
 
 
 def _component_files(folder: Path, comp: str) -> list[Path]:
-    return _weight_files(folder / comp, _WEIGHT_NAMES[comp])
+    return _weight_files(folder / comp, WEIGHT_NAMES[comp])
 
 
 def _weight_files(d: Path, base: str) -> list[Path]:
@@ -211,16 +209,3 @@ def open_vae(path: str | os.PathLike[str]) -> ModelSource:
         sample = ", ".join(sorted(keys)[:3]) or "no tensors"
         raise ModelError(f"{p}: not a VAE (keys like {sample}; expected encoder.*/decoder.* weights)")
     return ModelSource(name, p, "vae", pieces, hash_file=p)
-
-
-def family_label(keys: Iterable[str]) -> str:
-    """sd1 / sd2 / sdxl / unknown, for error messages (never raises)."""
-    ks = list(keys)
-    if any(k.startswith("conditioner.embedders.") for k in ks):
-        return "sdxl"
-    if any(k.startswith("cond_stage_model.model.") for k in ks):
-        return "sd2"
-    if any(k.startswith(SD1_TEXT_PREFIX) for k in ks):
-        return "sd1"
-    return "unknown" if not any(k.startswith(UNET_PREFIX) for k in ks) else "sd (no text encoder)"
-

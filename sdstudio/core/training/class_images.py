@@ -12,7 +12,7 @@ from typing import Any
 
 from sdstudio.core.io import atomic
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.dataset import IMAGE_SUFFIXES
+from sdstudio.core.filetypes import IMAGE_SUFFIXES
 
 
 def count_class_images(folder: Path) -> int:

@@ -101,7 +101,3 @@ class ConfigForm(VerticalScroll):
         """Highlight the row of the field an error names (None clears)."""
         for row in self.query(".form-row"):
             row.set_class(row.id == f"row-{field}", "-invalid")
-
-    def focus_field(self, field: str) -> None:
-        if field in FIELD_NAMES:
-            self.query_one(f"#field-{field}").focus()
