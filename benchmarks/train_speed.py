@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         model_dir = Path(args.model)
     elif cuda:
-        from sd15_arch import build_sd15
+        from sdstudio.demo.sd15_arch import build_sd15
 
         t = time.perf_counter()
         model_dir = build_sd15(tmp / "sd15")
