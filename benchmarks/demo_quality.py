@@ -1,7 +1,7 @@
 """Checker figures of a demo-world model: every training caption and every held-out caption over seeds.
 
     python benchmarks/demo_quality.py                      # the built-in demo model
-    python benchmarks/demo_quality.py --model models/demo-work/latest --seeds 4 --grid /tmp/grid.png
+    python benchmarks/demo_quality.py --model models/demo-work/latest --seeds 4 --grid grid.png
     python benchmarks/demo_quality.py --sweep "10:3,20:4,20:7.5"   # steps:guidance pairs
 
 Prints colour / shape / background accuracy (targets: training captions >= 95 % colour and

@@ -2,8 +2,9 @@
 
     python benchmarks/lora_export.py [--repeat 5] [--text-encoder/--no-text-encoder]
 
-Builds a trainer-style checkpoint (peft adapters on meta-device SD 1.5 models from
-/work/shared/sd15-config, random weights) in a temporary run, then times `export_checkpoint`
+Builds a checkpoint with the trainer's own checkpoint writer (peft adapters on meta-device SD 1.5
+models from the project's numbers in sdstudio/demo/sd15_arch.py, random LoRA weights) in a
+temporary run, then times `export_checkpoint`
 (read, rename, fp16 cast, hash, metadata, atomic write) and prints the figures.
 """
 

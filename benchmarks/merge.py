@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SD15 = Path(os.environ.get("SDSTUDIO_SD15_CONFIG", ROOT.parent / "shared" / "sd15-config"))
 
 _CHILD_PRELUDE = """
 import json, resource, sys, threading, time
@@ -80,23 +79,6 @@ report(base, t0)
 """
 
 
-def sd15_ldm_shapes() -> dict[str, tuple[int, ...]]:
-    """Every tensor of an SD 1.5 A1111 checkpoint, from the shared configs (meta device: no memory)."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from sdstudio.core.io.ldm_layout import LdmLayout
-    from sdstudio.demo.ldm_files import diffusers_to_ldm
-
-    with torch.device("meta"):
-        comps = {"unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15, subfolder="unet")),
-                 "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(SD15, subfolder="vae")),
-                 "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(SD15 / "text_encoder"))}
-    ldm = diffusers_to_ldm({k: m.state_dict() for k, m in comps.items()}, LdmLayout.from_folder(SD15))
-    return {k: tuple(v.shape) for k, v in ldm.items()}
-
-
 def write_random_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]], seed: int) -> None:
     """A random fp16 checkpoint written tensor by tensor (never the whole model in memory)."""
     import torch
@@ -125,7 +107,9 @@ def bench_merge(args: argparse.Namespace) -> None:
     method = "add-difference" if args.three else "weighted-sum"
     tmp = Path(tempfile.mkdtemp(prefix="sdstudio-merge-bench-", dir=args.dir))
     try:
-        shapes = sd15_ldm_shapes()
+        from sdstudio.demo import sd15_arch
+
+        shapes = sd15_arch.ldm_shapes()
         files = [tmp / f"model{i}.safetensors" for i in range(n)]
         t = time.perf_counter()
         for i, f in enumerate(files):
@@ -161,13 +145,14 @@ def bench_preview(args: argparse.Namespace) -> None:
             from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
             from transformers import CLIPTextConfig, CLIPTextModel
 
-            shapes = sd15_ldm_shapes()
+            from sdstudio.demo.sd15_arch import TEXT, UNET, VAE, ldm_shapes
+
+            shapes = ldm_shapes()
             b_file = tmp / "b.safetensors"
             write_random_checkpoint(b_file, shapes, seed=1)
             pipe = StableDiffusionPipeline(
-                vae=AutoencoderKL.from_config(AutoencoderKL.load_config(SD15, subfolder="vae")),
-                text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(SD15 / "text_encoder")),
-                unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15, subfolder="unet")),
+                vae=AutoencoderKL(**VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**TEXT)),
+                unet=UNet2DConditionModel(**UNET),
                 tokenizer=None, scheduler=None, safety_checker=None, feature_extractor=None,
                 requires_safety_checker=False)
             label = "SD 1.5-size random weights"

@@ -108,7 +108,7 @@ def run_row(name: str, overrides: dict[str, Any], base: dict[str, Any], steps: i
         torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
     t0 = time.perf_counter()
-    train(cfg, on_event=lambda e: times.append(e.seconds) if isinstance(e, ev.StepEvent) else None)
+    run = train(cfg, on_event=lambda e: times.append(e.seconds) if isinstance(e, ev.StepEvent) else None)
     wall = time.perf_counter() - t0
     steady = sorted(times[warmup:])
     median = statistics.median(steady)
@@ -120,7 +120,8 @@ def run_row(name: str, overrides: dict[str, Any], base: dict[str, Any], steps: i
             "gradient_checkpointing": cfg.gradient_checkpointing, "torch_compile": cfg.torch_compile,
             "it_per_s": 1.0 / median, "images_per_s": images / median, "ms_median": 1000 * median,
             "ms_p90": 1000 * p90, "first_step_s": times[0], "peak_alloc_gib": peak,
-            "unet_tflops": flops_per_image * images / median / 1e12, "wall_s": wall, "steps": len(times)}
+            "unet_tflops": flops_per_image * images / median / 1e12, "unet_flop_per_image": flops_per_image,
+            "wall_s": wall, "steps": len(times), "final_loss": run.metrics()[-1]["loss"]}
 
 
 def time_sampling(model_dir: Path, resolution: int, steps: int, dtype: Any, device: Any) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         model_dir = Path(args.model)
     elif cuda:
-        from sd15_arch import build_sd15
+        from sdstudio.demo.sd15_arch import build_sd15
 
         t = time.perf_counter()
         model_dir = build_sd15(tmp / "sd15")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -15,6 +16,20 @@ os.environ.setdefault("SDSTUDIO_IMAGES", "halfcell")
 # spin-wait badly whenever the other core is busy (a tiny linear layer went from 0.04 ms to 8 ms).
 # Subprocesses inherit this through OMP_NUM_THREADS. Tests that want both cores say so.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"  # optional real-world files beside a checkout; the suite never needs them
+LEGACY_SEED_LORA = SHARED / "seed-data" / "legacy-lora" / "dog-attnprocs-pytorch_lora_weights.bin"
+
+
+def needs_shared(path: Path) -> Callable[[Callable], Callable]:
+    """Mark a test `shared` (CI runs these in place, after the suite ran from a clean copy) and skip it,
+    with the reason, where `path` under ../shared is not present."""
+    def mark(fn):
+        fn = pytest.mark.shared(fn)
+        reason = f"../{path.relative_to(REPO.parent).as_posix()} is not beside the repository (optional real-world file)"
+        return pytest.mark.skipif(not path.exists(), reason=reason)(fn)
+    return mark
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,6 +45,30 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sdstudio.demo.tiny import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-model") / "tiny-sd", seed=0)
+
+
+TRAINED_RANK, TRAINED_ALPHA, TRAINED_LR = 4, 8.0, 1e-2
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One real run of the trainer per test session, for every test that reads checkpoints "as the
+    trainer writes them" (export, generate, studio): DreamBooth on 4 red-disc pictures, UNet and
+    text-encoder LoRA of rank 4 with alpha 8, checkpoints at steps 2 and 4 in a run named `shapes`.
+    The learning rate is high so that the LoRA visibly changes pictures after 2 steps.
+    Read-only for the tests: a test that writes into a run (an export, say) copies the folder first."""
+    from sdstudio.core.config import build_config
+    from sdstudio.core.training.trainer import train
+
+    root = tmp_path_factory.mktemp("trained")
+    draw_shape_images(root / "instance", 4, (230, 30, 30))
+    cfg = build_config(tiny_train_values(
+        tiny_model_dir, root / "runs" / "shapes", instance_data_dir=str(root / "instance"),
+        instance_prompt="a photo of sks dog", train_text_encoder=True, rank=TRAINED_RANK, lora_alpha=TRAINED_ALPHA,
+        learning_rate=TRAINED_LR, max_train_steps=4, checkpointing_steps=2, validation_steps=100))
+    run = train(cfg)
+    assert [c.step for c in run.checkpoints()] == [2, 4]
+    return run
 
 
 @pytest.fixture()

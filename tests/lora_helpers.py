@@ -1,11 +1,12 @@
-"""LoRA checkpoints made the way the trainer makes them (peft adapters, `save_lora_weights`).
+"""LoRA helpers for tests and `benchmarks/lora_export.py`: adapters on a loaded pipeline, and an
+SD 1.5-size checkpoint written by the trainer's own checkpoint writer.
 
-Shared by the LoRA/generate tests and `benchmarks/lora_export.py`.
+Checkpoints of the tiny model come from real training runs (the `trained_run` fixture in
+conftest.py); only the SD 1.5-size case, which no CPU can train, is assembled here.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,6 @@ from sdstudio.core.runs import RunDir
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-SD15_CONFIG = Path("/work/shared/sd15-config")
 
 
 def add_adapters(pipe: Any, rank: int = 4, unet_alpha: float = 8.0, text_alpha: float | None = 2.0,
@@ -27,7 +27,6 @@ def add_adapters(pipe: Any, rank: int = 4, unet_alpha: float = 8.0, text_alpha: 
     text_cfg = None
     if text_alpha is not None:
         text_cfg = LoraConfig(r=rank, lora_alpha=text_alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS)
-        # transformers' own add_adapter wants peft >= 0.22; peft's injection is the same adapter
         inject_adapter_in_model(text_cfg, pipe.text_encoder)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -38,91 +37,98 @@ def add_adapters(pipe: Any, rank: int = 4, unet_alpha: float = 8.0, text_alpha: 
     return unet_cfg, text_cfg
 
 
-def _meta(cfg: Any) -> dict[str, Any] | None:
-    if cfg is None:
-        return None
-    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.to_dict().items()}
+def _realise_lora(model: Any, gen: Any) -> list[Any]:
+    """Replace the meta-device LoRA parameters of `model` by small random CPU tensors."""
+    import torch
 
-
-def save_checkpoint(pipe: Any, run: RunDir, step: int, unet_cfg: Any, text_cfg: Any) -> Path:
-    """`checkpoints/step-NNNNNN/pytorch_lora_weights.safetensors`, as the trainer writes it."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
-    unet_sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    text_sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder)) if text_cfg else None
-    folder = run.checkpoint_path(step)
-    StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=unet_sd, text_encoder_lora_layers=text_sd,
-        unet_lora_adapter_metadata=_meta(unet_cfg), text_encoder_lora_adapter_metadata=_meta(text_cfg),
-        safe_serialization=True)
-    return folder
-
-
-def write_run_toml(run: RunDir, model: str, rank: int, alpha: float, steps: int, data_dir: str | None = None,
-                   train_text_encoder: bool = True, resolution: int = 32) -> None:
-    config = {"pretrained_model_name_or_path": model, "method": "dreambooth", "instance_data_dir": data_dir,
-              "instance_prompt": "a photo of sks dog", "resolution": resolution, "max_train_steps": steps,
-              "learning_rate": 1e-4, "lr_scheduler": "constant", "rank": rank, "lora_alpha": alpha,
-              "train_text_encoder": train_text_encoder, "train_batch_size": 1, "seed": 0}
-    meta = {"version": "0.1.0", "dataset_images": 5,
-            "base_model": {"name": Path(model).name, "sha256": "ab" * 32, "short_hash": "abababab12", "family": "sd1"}}
-    run.write_config(config, meta)
+    params = []
+    for module in model.modules():
+        for sub_name in ("lora_A", "lora_B"):
+            layers = getattr(module, sub_name, None)
+            if not isinstance(layers, torch.nn.ModuleDict):
+                continue
+            for layer in layers.values():
+                weight = torch.nn.Parameter(torch.randn(layer.weight.shape, generator=gen) * 0.01)
+                layer.weight = weight
+                params.append(weight)
+    return params
 
 
 def sd15_lora_checkpoint(run: RunDir, step: int = 10, rank: int = 4, alpha: float = 8.0,
                          unet_targets: list[str] = UNET_TARGETS, text_targets: list[str] | None = TEXT_TARGETS) -> Path:
-    """A full SD 1.5-size LoRA checkpoint: peft picks the modules on meta-device models built from
-    /work/shared/sd15-config; tensors of those shapes are random (no base weights needed)."""
+    """An SD 1.5-size LoRA checkpoint, written by the trainer's `save_checkpoint`: peft adapters on
+    meta-device SD 1.5 models (the project's own numbers, `sdstudio.demo.sd15_arch`) whose LoRA
+    tensors alone are made real (random), so no base weights and no memory are needed."""
     import torch
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, inject_adapter_in_model
-    from peft.utils import get_peft_model_state_dict
-    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdstudio.core.training import state as train_state
+    from sdstudio.demo import sd15_arch
 
     gen = torch.Generator().manual_seed(0)
-
-    def realise(model: Any, targets: list[str]) -> dict[str, Any]:
-        cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets)
-        inject_adapter_in_model(cfg, model)
-        sd = get_peft_model_state_dict(model)
-        return {k: torch.randn(v.shape, generator=gen) * 0.01 for k, v in sd.items()}, cfg
-
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(json.loads((SD15_CONFIG / "unet" / "config.json").read_text()))
-        text = CLIPTextModel(CLIPTextConfig(**json.loads((SD15_CONFIG / "text_encoder" / "config.json").read_text())))
-    unet_sd, unet_cfg = realise(unet, unet_targets)
-    text_sd, text_cfg = realise(text, text_targets) if text_targets else (None, None)
-    folder = run.checkpoint_path(step)
-    StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=convert_state_dict_to_diffusers(unet_sd),
-        text_encoder_lora_layers=convert_state_dict_to_diffusers(text_sd) if text_sd else None,
-        unet_lora_adapter_metadata=_meta(unet_cfg), text_encoder_lora_adapter_metadata=_meta(text_cfg),
-        safe_serialization=True)
-    write_run_toml(run, "stable-diffusion-v1-5", rank, alpha, step, resolution=512,
-                   train_text_encoder=text_targets is not None)
-    return folder
+    models = sd15_arch.meta_models()
+    params = []
+    for name, targets in (("unet", unet_targets), ("text_encoder", text_targets)):
+        if targets:
+            models[name].add_adapter(train_state.lora_config(rank, alpha, targets))
+            params += _realise_lora(models[name], gen)
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    record = train_state.save_checkpoint(run, step, models["unet"], models["text_encoder"] if text_targets else None,
+                                         optimizer, scheduler, {"micro_batches": step})
+    config = {"pretrained_model_name_or_path": "stable-diffusion-v1-5", "method": "dreambooth",
+              "instance_prompt": "a photo of sks dog", "resolution": 512, "max_train_steps": step,
+              "learning_rate": 1e-4, "lr_scheduler": "constant", "rank": rank, "lora_alpha": alpha,
+              "train_text_encoder": text_targets is not None, "train_batch_size": 1, "seed": 0}
+    run.write_config(config, {"version": "0.1.0", "dataset_images": 5,  # the [sdstudio] table as the trainer writes it
+                              "base_model": {"name": "stable-diffusion-v1-5", "kind": "folder", "family": "sd1"}})
+    return record.path
 
 
-def sd15_ldm_shapes() -> dict[str, tuple[int, ...]]:
-    """Every tensor of the SD 1.5 single-file (LDM) layout -> its shape, from the configs alone:
-    meta-device diffusers models, renamed by `ldm_layout` (same shapes for UNet/CLIP tensors)."""
+LEGACY_PROCESSOR_LINEARS = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"}
+
+
+def write_legacy_attn_procs_lora(path: Path, rank: int = 4, seed: int = 0) -> Path:
+    """A LoRA in the legacy diffusers attn-procs layout, as old training scripts saved it:
+    `...attn1.processor.to_q_lora.down.weight` keys for every attention of the SD 1.5 UNet,
+    fp32, in a torch.save pickle whose tensors claim a CUDA location (they were saved from the
+    GPU). torch.save on this machine records "cpu", so the location in the pickle is rewritten."""
+    import io
+    import zipfile
+
     import torch
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.demo import sd15_arch
 
-    unet_cfg = json.loads((SD15_CONFIG / "unet" / "config.json").read_text())
-    text_cfg = json.loads((SD15_CONFIG / "text_encoder" / "config.json").read_text())
-    vae_cfg = json.loads((SD15_CONFIG / "vae" / "config.json").read_text())
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(unet_cfg)
-        text = CLIPTextModel(CLIPTextConfig(**text_cfg))
-    shapes = {"unet": {k: tuple(v.shape) for k, v in unet.state_dict().items()},
-              "text_encoder": {k: tuple(v.shape) for k, v in text.state_dict().items()}}
-    layout = LdmLayout(unet_cfg, vae_cfg, "sd1", text_cfg["num_hidden_layers"])
-    plan = layout.plan_to_ldm({c: list(s) for c, s in shapes.items()})
-    return {ldm: shapes[parts[0].component][parts[0].key] for ldm, parts in plan.items() if len(parts) == 1}
+    gen = torch.Generator().manual_seed(seed)
+    unet = sd15_arch.meta_models()["unet"]
+    tensors = {}
+    for name, module in unet.named_modules():
+        if not name.endswith((".attn1", ".attn2")):
+            continue
+        for short, linear in LEGACY_PROCESSOR_LINEARS.items():
+            out_f, in_f = module.get_submodule(linear).weight.shape
+            prefix = f"{name}.processor.{short}_lora"
+            tensors[f"{prefix}.down.weight"] = torch.randn(rank, in_f, generator=gen) / rank
+            tensors[f"{prefix}.up.weight"] = torch.randn(out_f, rank, generator=gen) * 0.01
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # BINUNICODE: length-prefixed UTF-8
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data.pkl"):
+                assert cpu in data, "torch.save no longer writes the location as expected"
+                data = data.replace(cpu, cuda)
+            dst.writestr(info.filename, data)
+    return path
+
+
+def pickle_storage_locations(path: Path) -> set[str]:
+    """The device locations a torch.save zip file records for its storages (read without unpickling)."""
+    import pickletools
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        data = zf.read(next(n for n in zf.namelist() if n.endswith("/data.pkl")))
+    strings = [arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str)]
+    return {s for s in strings if s == "cpu" or s.startswith("cuda")}

@@ -31,6 +31,22 @@ def ldm_state(folder: Path) -> dict[str, Any]:
     return diffusers_to_ldm(folder_state(folder), LdmLayout.from_folder(folder))
 
 
+def diffusers_reads(source: Path, config: Path | None = None) -> dict[str, Any]:
+    """`component.key` -> fp32 tensor, as diffusers itself loads `source`: a diffusers folder through
+    `from_pretrained`, a single file through `from_single_file` with the local `config` folder (no
+    network). The reference the merge tests compare with, independent of sdstudio's own layout code."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    if source.is_dir():
+        pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=torch.float32)
+    else:
+        pipe = StableDiffusionPipeline.from_single_file(str(source), config=str(config), local_files_only=True,
+                                                        torch_dtype=torch.float32)
+    return {f"{comp}.{key}": value for comp in ("unet", "vae", "text_encoder")
+            for key, value in getattr(pipe, comp).state_dict().items() if value.is_floating_point()}
+
+
 def write_single_file(folder: Path, out: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """The diffusers folder as an A1111 .safetensors (with A1111's position_ids and a schedule buffer)."""
     import torch

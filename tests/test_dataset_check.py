@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED, needs_shared
 from sdstudio.cli import main
 from sdstudio.core.dataset import check_dataset, load_rgb, preprocess, write_caption
 from sdstudio.core.errors import DatasetError
 from sdstudio.core.training.examples import instance_examples
 from sdstudio.core.config import TrainConfig
 
-SEED_CAT = Path(__file__).resolve().parents[2] / "shared" / "seed-data" / "full-finetune" / "cat"
+SEED_CAT = SHARED / "seed-data" / "full-finetune" / "cat"
 
 
 def png_bytes(mode: str, size=(64, 48), colour=None) -> bytes:
@@ -132,7 +133,7 @@ def test_cli_check_prints_each_file_and_json(messy, capsys):
     assert data["summary"]["usable_images"] == 5 and data["summary"]["duplicates"] == 1
 
 
-@pytest.mark.skipif(not SEED_CAT.is_dir(), reason="shared seed data not present")
+@needs_shared(SEED_CAT)
 def test_seed_cat_folder_flags_its_duplicate():
     report = check_dataset(SEED_CAT, captions=True)
     dups = [f.name for f in report.files if f.reason.startswith("duplicate")]

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.slow
 SUBJECT_SEEDS = list(range(100, 116))
 ORDINARY = demo_eval.training_captions()  # all 60 training captions
 ORDINARY_SEEDS = [0, 1]
-_MEASURED: dict[str, dict[str, float]] = {}  # the plain DreamBooth run's figures, for the prior test
+# Prior preservation's target is to keep ordinary captions within 5 points of the base model. The
+# shipped demo model does not reach it: measured 91 % -> 71 % with prior preservation, 63 % without.
+# The test holds that measured behaviour, no more: a drop of at most 25 points, and less drift than
+# the same DreamBooth run without prior preservation.
+PRIOR_MAX_DROP = 0.25
 
 
 def _ordinary_accuracy(pipe) -> float:
@@ -63,24 +67,27 @@ def _train_and_measure(config: str, tmp_path: Path, generator, **overrides) -> d
         generator.forget_loras()
 
 
-def test_dreambooth_teaches_the_subject(tmp_path: Path, generator, base_figures) -> None:
-    after = _train_and_measure("demo-dreambooth.toml", tmp_path, generator)
+@pytest.fixture(scope="module")
+def no_prior_figures(tmp_path_factory: pytest.TempPathFactory, generator) -> dict[str, float]:
+    """The plain DreamBooth run (no prior preservation), trained once for both tests."""
+    return _train_and_measure("demo-dreambooth.toml", tmp_path_factory.mktemp("dreambooth"), generator)
+
+
+def test_dreambooth_teaches_the_subject(no_prior_figures, base_figures) -> None:
+    after = no_prior_figures
     print(f"dreambooth: subject {base_figures['subject']:.0%} -> {after['subject']:.0%}; "
           f"ordinary captions {base_figures['ordinary']:.0%} -> {after['ordinary']:.0%}")
     assert base_figures["subject"] <= 0.10
     assert after["subject"] >= 0.60
     assert after["ordinary"] < base_figures["ordinary"]  # the drift that prior preservation reduces
-    _MEASURED["no_prior"] = after
 
 
-def test_prior_preservation_keeps_ordinary_captions(tmp_path: Path, generator, base_figures) -> None:
+def test_prior_preservation_reduces_the_drift_on_ordinary_captions(tmp_path: Path, generator, base_figures,
+                                                                   no_prior_figures) -> None:
     after = _train_and_measure("demo-dreambooth-prior.toml", tmp_path, generator,
                                class_data_dir=str(tmp_path / "class-images"))
     print(f"dreambooth + prior: subject {base_figures['subject']:.0%} -> {after['subject']:.0%}; "
           f"ordinary captions {base_figures['ordinary']:.0%} -> {after['ordinary']:.0%}")
     assert after["subject"] >= 0.60
-    # Target: within 5 points of the base. Measured on the shipped model: 91 % -> 71 % (63 % without
-    # prior preservation), so the test holds the measured gain, not the target.
-    assert after["ordinary"] >= base_figures["ordinary"] - 0.25
-    if "no_prior" in _MEASURED:
-        assert after["ordinary"] > _MEASURED["no_prior"]["ordinary"]
+    assert after["ordinary"] >= base_figures["ordinary"] - PRIOR_MAX_DROP  # see PRIOR_MAX_DROP: not the 5-point target
+    assert after["ordinary"] > no_prior_figures["ordinary"]  # always compared: the no-prior run is a fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lora_helpers import add_adapters, save_checkpoint, write_run_toml
 from sdstudio.cli import main
 from sdstudio.core.generation.generator import GenerateOptions, Generator, LoraSpec, parse_seeds
 from sdstudio.core.lora.spec import parse_lora_spec
@@ -15,20 +14,9 @@ from sdstudio.core.runs import RunDir
 
 
 @pytest.fixture(scope="module")
-def run_two_checkpoints(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> RunDir:
-    """A run with checkpoints at steps 5 and 10 (different LoRA weights)."""
-    import torch
-
-    from sdstudio.core.models import load_pipeline
-
-    torch.set_num_threads(1)
-    run = RunDir(tmp_path_factory.mktemp("gen-runs") / "shapes")
-    for step, seed in ((5, 1), (10, 2)):
-        pipe = load_pipeline(str(tiny_model_dir))
-        unet_cfg, text_cfg = add_adapters(pipe, unet_alpha=8.0, text_alpha=None, seed=seed)
-        save_checkpoint(pipe, run, step, unet_cfg, text_cfg)
-    write_run_toml(run, str(tiny_model_dir), rank=4, alpha=8.0, steps=10, train_text_encoder=False)
-    return run
+def run_two_checkpoints(trained_run) -> RunDir:
+    """The session's real training run `shapes`: checkpoints at steps 2 and 4 (different LoRA weights)."""
+    return trained_run
 
 
 def _arrays(items) -> list[np.ndarray]:
@@ -74,13 +62,13 @@ def test_cli_grid_of_run_checkpoints_with_a1111_parameters(tiny_model_dir: Path,
                "-o", str(out), "--grid"])
     assert rc == 0, capsys.readouterr().err
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["00-shapes-step-5-seed1.png", "00-shapes-step-5-seed2.png", "01-shapes-step-10-seed1.png",
-                    "01-shapes-step-10-seed2.png", "grid.png"]
-    params = Image.open(out / "01-shapes-step-10-seed2.png").text["parameters"]
-    assert params.splitlines()[0] == "a red circle <lora:shapes-step10:0.8>"
+    assert pngs == ["00-shapes-step-2-seed1.png", "00-shapes-step-2-seed2.png", "01-shapes-step-4-seed1.png",
+                    "01-shapes-step-4-seed2.png", "grid.png"]
+    params = Image.open(out / "01-shapes-step-4-seed2.png").text["parameters"]
+    assert params.splitlines()[0] == "a red circle <lora:shapes-step4:0.8>"
     assert params.splitlines()[1] == "Negative prompt: blurry"
     assert "Steps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 2, Size: 32x32" in params
-    assert 'Lora hashes: "shapes-step10: ' in params and "Model: sdstudio-demo" in params
+    assert 'Lora hashes: "shapes-step4: ' in params and "Model: sdstudio-demo" in params
     grid = Image.open(out / "grid.png")
     assert grid.width > 2 * 128 and grid.height > 2 * 128  # 2 columns x 2 rows of enlarged 32 px cells
     assert f"grid: {out / 'grid.png'}" in capsys.readouterr().out
@@ -105,8 +93,10 @@ def test_argument_parsing_and_errors(tmp_path: Path, capsys):
 
 
 def test_lora_for_another_architecture_is_refused_clearly(tiny_model_dir: Path, tmp_path: Path, capsys):
-    legacy = "/work/shared/seed-data/legacy-lora/dog-attnprocs-pytorch_lora_weights.bin"  # SD 1.5 size
-    rc = main(["generate", "--model", str(tiny_model_dir), "--lora", legacy, "--prompt", "x", "--seeds", "1",
+    from lora_helpers import write_legacy_attn_procs_lora
+
+    legacy = write_legacy_attn_procs_lora(tmp_path / "pytorch_lora_weights.bin")  # SD 1.5 size, legacy layout
+    rc = main(["generate", "--model", str(tiny_model_dir), "--lora", str(legacy), "--prompt", "x", "--seeds", "1",
                "--steps", "1", "-o", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "made for another model than tiny-sd (128 of 128 modules do not fit" in err

@@ -15,8 +15,16 @@ from sdstudio.core.io.ldm_layout import (
 )
 from sdstudio.demo.ldm_files import diffusers_to_ldm, ldm_to_diffusers
 
-SD15 = Path("/work/shared/sd15-config")
-needs_sd15 = pytest.mark.skipif(not SD15.is_dir(), reason="needs the shared SD 1.5 configs")
+from conftest import SHARED, needs_shared
+from sdstudio.demo import sd15_arch
+
+SHARED_SD15 = SHARED / "sd15-config"  # the published SD 1.5 configs, when present beside the checkout
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of SD 1.5 component configs written from the project's own numbers."""
+    return sd15_arch.write_config_folder(tmp_path_factory.mktemp("sd15-config"))
 
 
 def _meta_components(root: Path) -> dict:
@@ -27,7 +35,7 @@ def _meta_components(root: Path) -> dict:
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(json.loads((root / "unet/config.json").read_text()))
         vae = AutoencoderKL.from_config(json.loads((root / "vae/config.json").read_text()))
-        text = CLIPTextModel(CLIPTextConfig.from_pretrained(root / "text_encoder"))
+        text = CLIPTextModel(CLIPTextConfig(**json.loads((root / "text_encoder/config.json").read_text())))
     return {"unet": unet.state_dict(), "vae": vae.state_dict(), "text_encoder": text.state_dict()}
 
 
@@ -39,12 +47,26 @@ def _load_components(root: Path) -> dict:
             "text_encoder": load_file(root / "text_encoder/model.safetensors")}
 
 
-@needs_sd15
-def test_sd15_every_parameter_maps_and_diffusers_reads_it_back() -> None:
+def test_sd15_every_parameter_maps_and_diffusers_reads_it_back(sd15: Path) -> None:
+    _every_parameter_maps_and_diffusers_reads_it_back(sd15)
+
+
+@needs_shared(SHARED_SD15 / "unet" / "config.json")
+def test_published_sd15_configs_map_the_same_and_match_our_numbers(sd15: Path) -> None:
+    """The real SD 1.5 config files give the same tensors as the project's numbers, and map the same."""
+    assert _meta_shapes(SHARED_SD15) == _meta_shapes(sd15)
+    _every_parameter_maps_and_diffusers_reads_it_back(SHARED_SD15)
+
+
+def _meta_shapes(root: Path) -> dict:
+    return {c: {k: tuple(v.shape) for k, v in sd.items()} for c, sd in _meta_components(root).items()}
+
+
+def _every_parameter_maps_and_diffusers_reads_it_back(root: Path) -> None:
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
-    comps = _meta_components(SD15)
-    layout = LdmLayout.from_folder(SD15)
+    comps = _meta_components(root)
+    layout = LdmLayout.from_folder(root)
     ldm = diffusers_to_ldm(comps, layout)
     assert len(ldm) == sum(len(sd) for sd in comps.values())
     # the well-known SD 1.5 names
@@ -55,8 +77,8 @@ def test_sd15_every_parameter_maps_and_diffusers_reads_it_back() -> None:
     assert ldm["first_stage_model.encoder.mid.attn_1.q.weight"].shape == (512, 512, 1, 1)
     assert "cond_stage_model.transformer.text_model.encoder.layers.11.self_attn.q_proj.weight" in ldm
     # diffusers' own LDM reader turns our file back into exactly the model's names and shapes
-    unet_cfg = json.loads((SD15 / "unet/config.json").read_text())
-    vae_cfg = json.loads((SD15 / "vae/config.json").read_text())
+    unet_cfg = json.loads((root / "unet/config.json").read_text())
+    vae_cfg = json.loads((root / "vae/config.json").read_text())
     for theirs, ours in ((convert_ldm_unet_checkpoint(dict(ldm), unet_cfg), comps["unet"]),
                          (convert_ldm_vae_checkpoint(dict(ldm), vae_cfg), comps["vae"])):
         assert set(theirs) == set(ours)
@@ -68,9 +90,8 @@ def test_sd15_every_parameter_maps_and_diffusers_reads_it_back() -> None:
         assert {k: v.shape for k, v in back[comp].items()} == ref
 
 
-@needs_sd15
 def test_module_maps_name_the_documented_examples() -> None:
-    unet = unet_module_map(json.loads((SD15 / "unet/config.json").read_text()))
+    unet = unet_module_map(sd15_arch.configs()["unet"])
     assert unet["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"] == \
         "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q"
     assert unet["mid_block.resnets.0"] == "model.diffusion_model.middle_block.0"
@@ -81,7 +102,6 @@ def test_module_maps_name_the_documented_examples() -> None:
         "cond_stage_model.transformer.text_model.encoder.layers.3.self_attn.q_proj"
 
 
-@needs_sd15
 def test_sd2_text_encoder_fuses_qkv_and_splits_it_back() -> None:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -90,8 +110,7 @@ def test_sd2_text_encoder_fuses_qkv_and_splits_it_back() -> None:
     text = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=4, vocab_size=100))
     sd = text.state_dict()
-    layout = LdmLayout(json.loads((SD15 / "unet/config.json").read_text()),
-                       json.loads((SD15 / "vae/config.json").read_text()), "sd2", 2)
+    layout = LdmLayout(sd15_arch.configs()["unet"], sd15_arch.configs()["vae"], "sd2", 2)
     ldm = diffusers_to_ldm({"text_encoder": sd}, layout)
     fused = ldm["cond_stage_model.model.transformer.resblocks.1.attn.in_proj_weight"]
     assert fused.shape == (96, 32)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 
+from conftest import LEGACY_SEED_LORA, needs_shared
+from lora_helpers import pickle_storage_locations, write_legacy_attn_procs_lora
 from sdstudio.cli import main
-
-LEGACY = Path("/work/shared/seed-data/legacy-lora/dog-attnprocs-pytorch_lora_weights.bin")
 
 
 class _Exploit:
@@ -35,17 +36,38 @@ def test_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path: Path, 
     assert not marker.exists() and not out.exists()
 
 
+def test_built_legacy_file_is_a_cuda_pickle_like_the_real_ones(tmp_path: Path):
+    """The test's legacy file is what old scripts saved from a GPU: plain torch.load fails on a CPU box."""
+    import torch
+
+    legacy = write_legacy_attn_procs_lora(tmp_path / "pytorch_lora_weights.bin")
+    assert pickle_storage_locations(legacy) == {"cuda:0"}
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(legacy, weights_only=True)
+
+
 def test_cli_converts_the_legacy_file_and_reports_it(tmp_path: Path, capsys):
+    _convert_legacy_and_check(write_legacy_attn_procs_lora(tmp_path / "pytorch_lora_weights.bin"), tmp_path, capsys)
+
+
+@needs_shared(LEGACY_SEED_LORA)
+def test_cli_converts_the_real_legacy_seed_file(tmp_path: Path, capsys):
+    assert pickle_storage_locations(LEGACY_SEED_LORA) == {"cuda:0"}
+    _convert_legacy_and_check(LEGACY_SEED_LORA, tmp_path, capsys)
+
+
+def _convert_legacy_and_check(legacy: Path, tmp_path: Path, capsys) -> None:
     from safetensors import safe_open
 
     out = tmp_path / "dog.safetensors"
-    assert main(["convert", str(LEGACY), "-o", str(out)]) == 0
+    assert main(["convert", str(legacy), "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "attn_procs LoRA, 128 modules (unet), rank 4, alpha 4" in text and "384 tensors" in text
     with safe_open(str(out), framework="pt") as fh:
         assert fh.get_tensor("lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_out_0.alpha").item() == 4.0
         assert fh.metadata()["ss_network_dim"] == "4"
-    assert main(["convert", str(LEGACY), "-o", str(out)]) == 2  # never overwrites silently
+    assert main(["convert", str(legacy), "-o", str(out)]) == 2  # never overwrites silently
     assert "--overwrite" in capsys.readouterr().err
 
 

@@ -1,5 +1,6 @@
 """Every key sdstudio exports lands on a module of the SD 1.5 single-file (LDM) layout that
-A1111 and ComfyUI patch, with matching shapes, over the full-size SD 1.5 architecture."""
+A1111 and ComfyUI patch, with matching shapes, over the full-size SD 1.5 architecture
+(the project's own SD 1.5 numbers, `sdstudio.demo.sd15_arch`)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from lora_helpers import sd15_ldm_shapes, sd15_lora_checkpoint
+from conftest import LEGACY_SEED_LORA, needs_shared
+from lora_helpers import sd15_lora_checkpoint, write_legacy_attn_procs_lora
 from sdstudio.core.io.ldm_layout import text_encoder_module_map, unet_module_map
 from sdstudio.core.lora.keys import path_from_kohya
-
-LEGACY = Path("/work/shared/seed-data/legacy-lora/dog-attnprocs-pytorch_lora_weights.bin")
+from sdstudio.demo import sd15_arch
 
 
 @pytest.fixture(scope="module")
 def ldm():
-    import json
-
-    unet_cfg = json.loads(Path("/work/shared/sd15-config/unet/config.json").read_text())
-    maps = {"unet": unet_module_map(unet_cfg), "text_encoder": text_encoder_module_map("sd1", 12)}
-    return maps, sd15_ldm_shapes()
+    maps = {"unet": unet_module_map(sd15_arch.configs()["unet"]), "text_encoder": text_encoder_module_map("sd1", 12)}
+    return maps, sd15_arch.ldm_shapes()
 
 
 def kohya_modules_onto_ldm(path: Path, ldm) -> dict[str, str]:
@@ -45,9 +43,7 @@ def kohya_modules_onto_ldm(path: Path, ldm) -> dict[str, str]:
 
 def test_known_a1111_names():
     """Names as A1111 resolves them (facts of the two layouts, not derived from our table)."""
-    import json
-
-    unet = unet_module_map(json.loads(Path("/work/shared/sd15-config/unet/config.json").read_text()))
+    unet = unet_module_map(sd15_arch.configs()["unet"])
     te = text_encoder_module_map("sd1", 12)
     cases = {
         "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q":
@@ -80,12 +76,23 @@ def test_sd15_export_maps_every_key_onto_ldm_modules(tmp_path: Path, ldm):
     assert len(set(found.values())) == len(found)
 
 
-def test_legacy_attn_procs_file_converts_with_all_128_modules_mapped(tmp_path: Path, ldm):
+def _check_legacy_conversion(source: Path, tmp_path: Path, ldm) -> None:
     from sdstudio.core.lora.convert import convert_file
 
-    result = convert_file(LEGACY, tmp_path / "dog-kohya.safetensors", to="kohya")
+    result = convert_file(source, tmp_path / "dog-kohya.safetensors", to="kohya")
     assert (result.source_format, result.modules, result.tensors) == ("attn_procs", 128, 384)
     assert result.ranks == [4] and result.alphas == [4.0]  # no alpha stored: scale 1, i.e. alpha = rank
     found = kohya_modules_onto_ldm(result.path, ldm)
     assert len(found) == 128
     assert all(".attn1.to_" in t or ".attn2.to_" in t for t in found.values())
+
+
+def test_legacy_attn_procs_file_converts_with_all_128_modules_mapped(tmp_path: Path, ldm):
+    """A file built here in the legacy layout: attn-procs keys, a pickle whose tensors claim cuda:0."""
+    legacy = write_legacy_attn_procs_lora(tmp_path / "pytorch_lora_weights.bin")
+    _check_legacy_conversion(legacy, tmp_path, ldm)
+
+
+@needs_shared(LEGACY_SEED_LORA)
+def test_real_legacy_seed_file_converts_with_all_128_modules_mapped(tmp_path: Path, ldm):
+    _check_legacy_conversion(LEGACY_SEED_LORA, tmp_path, ldm)

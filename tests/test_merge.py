@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from merge_helpers import (POS, a_file, b_file, folder_state, ldm_state, lora_modules, model_b_dir,  # noqa: F401
-                           write_kohya_lora, write_peft_lora, write_single_file)
+from merge_helpers import (POS, a_file, b_file, diffusers_reads, folder_state, ldm_state,  # noqa: F401
+                           lora_modules, model_b_dir, write_kohya_lora, write_peft_lora, write_single_file)
 from sdstudio.core.errors import ModelError
 from sdstudio.core.merge.merger import merge_files
 
@@ -32,18 +32,22 @@ def _merged_keys(sd: dict) -> list[str]:
 
 
 def test_weighted_sum_of_single_file_and_folder_follows_a1111(a_file: Path, model_b_dir: Path, b_file: Path,
-                                                              tmp_path: Path) -> None:
+                                                              tiny_model_dir: Path, tmp_path: Path) -> None:
+    """(1 - M)·A + M·B for every weight, as diffusers' own single-file loader reads the merged file,
+    against A and B as diffusers loads their folders (A's file was written from tiny_model_dir)."""
     import torch
 
     from sdstudio.core.io.hashing import file_sha256
 
     out = merge_files(a_file, tmp_path / "m.safetensors", b_file, multiplier=0.3, dtype="fp32")
     got, meta = _load(out)
-    a, b = _load(a_file)[0], ldm_state(model_b_dir)
-    assert set(got) == set(a)  # A's keys, A-only ones included
-    for key in _merged_keys(a):
-        torch.testing.assert_close(got[key], 0.7 * a[key] + 0.3 * b[key], rtol=0, atol=1e-6)
-    assert torch.equal(got[POS], a[POS]) and torch.equal(got["alphas_cumprod"], a["alphas_cumprod"])
+    a_ldm = _load(a_file)[0]
+    assert set(got) == set(a_ldm)  # A's keys, A-only ones included
+    merged, a, b = diffusers_reads(out, tiny_model_dir), diffusers_reads(tiny_model_dir), diffusers_reads(model_b_dir)
+    assert set(merged) == set(a) and len(a) > 100
+    for key in a:
+        torch.testing.assert_close(merged[key], 0.7 * a[key] + 0.3 * b[key], rtol=0, atol=1e-6, msg=key)
+    assert torch.equal(got[POS], a_ldm[POS]) and torch.equal(got["alphas_cumprod"], a_ldm["alphas_cumprod"])
     assert got["model_ema.num_updates"].item() == 7
     recipe = json.loads(meta["sd_merge_recipe"])
     assert recipe["method"] == "weighted-sum" and recipe["multiplier"] == 0.3
@@ -52,10 +56,12 @@ def test_weighted_sum_of_single_file_and_folder_follows_a1111(a_file: Path, mode
     # a diffusers folder as B gives the same merge
     out2 = merge_files(a_file, tmp_path / "m2.safetensors", model_b_dir, multiplier=0.3, dtype="fp32")
     got2 = _load(out2)[0]
-    assert all(torch.equal(got2[k], got[k]) for k in _merged_keys(a))
+    assert all(torch.equal(got2[k], got[k]) for k in _merged_keys(a_ldm))
 
 
-def test_add_difference_with_ckpt_writes_bf16(a_file: Path, model_b_dir: Path, tmp_path: Path) -> None:
+def test_add_difference_with_ckpt_writes_bf16(a_file: Path, model_b_dir: Path, tiny_model_dir: Path,
+                                              tmp_path: Path) -> None:
+    """A + M·(B - C) in bf16, as diffusers reads the merged file; C (a .ckpt) holds half of B's weights."""
     import torch
 
     c_sd = {k: v * 0.5 if v.is_floating_point() else v for k, v in ldm_state(model_b_dir).items()}
@@ -64,11 +70,12 @@ def test_add_difference_with_ckpt_writes_bf16(a_file: Path, model_b_dir: Path, t
     out = merge_files(a_file, tmp_path / "ad.safetensors", model_b_dir, c_path, method="add-difference",
                       multiplier=0.8, dtype="bf16")
     got, meta = _load(out)
-    a, b = _load(a_file)[0], ldm_state(model_b_dir)
-    for key in _merged_keys(a):
-        assert got[key].dtype == torch.bfloat16
-        want = a[key] + 0.8 * (b[key] - c_sd[key])  # computed in fp32, then rounded to bf16
-        torch.testing.assert_close(got[key].float(), want, rtol=2 ** -8, atol=1e-7)
+    assert all(got[k].dtype == torch.bfloat16 for k in _merged_keys(_load(a_file)[0]))
+    merged, a, b = diffusers_reads(out, tiny_model_dir), diffusers_reads(tiny_model_dir), diffusers_reads(model_b_dir)
+    assert set(merged) == set(a)
+    for key in a:
+        want = a[key] + 0.8 * (b[key] - 0.5 * b[key])  # computed in fp32, then rounded to bf16
+        torch.testing.assert_close(merged[key], want, rtol=2 ** -8, atol=1e-7, msg=key)
     assert json.loads(meta["sd_merge_recipe"])["tertiary_model"]["name"] == "c"
 
 

@@ -61,17 +61,21 @@ def test_a_truncated_safetensors_is_refused(tmp_path):
 
 
 class _Boom:
+    """Unpickling this would create the marker file (a stand-in for any code a pickle can run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self):
         import os
 
-        return (os.system, ("touch /tmp/sdstudio-should-not-exist",))
+        return (os.system, (f"touch '{self.marker}'",))
 
 
 def test_a_ckpt_whose_pickle_runs_code_is_refused_and_nothing_runs(tmp_path):
-    marker = Path("/tmp/sdstudio-should-not-exist")
-    marker.unlink(missing_ok=True)
+    marker = tmp_path / "should-not-exist"
     path = tmp_path / "evil.ckpt"
-    path.write_bytes(pickle.dumps({"state_dict": _Boom()}))
+    path.write_bytes(pickle.dumps({"state_dict": _Boom(marker)}))
     with pytest.raises(SdstudioError, match="refused to load"):
         resolve_base_model(str(path))
     assert not marker.exists()

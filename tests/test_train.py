@@ -150,20 +150,30 @@ def test_non_finite_loss_fails_with_a_message_and_keeps_the_last_good_checkpoint
     assert str(run.checkpoints()[-1].path) in str(info.value)
 
 
-def test_unusable_dataset_fails_before_loading_the_model(tmp_path):
+def test_unusable_dataset_fails_before_loading_the_model(tiny_model_dir, tmp_path):
+    """A real model and a folder with no usable picture: the dataset check refuses it, naming the field,
+    the file and its reason, before any run folder exists or a model is loaded."""
+    from sdstudio.core.errors import DatasetError
+
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.png").write_bytes(b"\x89PNG broken")
-    cfg = build_config({"pretrained_model_name_or_path": str(tmp_path / "no-model-here"),
-                        "instance_data_dir": str(broken), "instance_prompt": "sks"})
-    from sdstudio.core.errors import SdstudioError
+    (broken / "notes.txt").write_text("not a picture")
+    seen: list[ev.Event] = []
+    cfg = build_config(tiny_train_values(tiny_model_dir, tmp_path / "run", instance_data_dir=str(broken),
+                                         instance_prompt="sks"))
+    with pytest.raises(DatasetError, match=r"instance_data_dir = .*broken: no usable image \(a\.png: ") as info:
+        train(cfg, on_event=seen.append)
+    assert f"sdstudio dataset check {broken}" in str(info.value)
+    assert not (tmp_path / "run").exists()  # nothing started: no run folder, no model loaded
+    assert not any(isinstance(e, ev.LogEvent) and "loading" in e.message for e in seen)
 
-    with pytest.raises(SdstudioError, match="no such file or folder"):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = build_config(tiny_train_values(tiny_model_dir, tmp_path / "run", instance_data_dir=str(empty),
+                                         instance_prompt="sks"))
+    with pytest.raises(DatasetError, match="no usable image \\(the folder is empty\\)"):
         train(cfg)
-    good_model_cfg = build_config({"instance_data_dir": str(broken), "instance_prompt": "sks",
-                                   "pretrained_model_name_or_path": str(tmp_path)})
-    with pytest.raises(SdstudioError):
-        train(good_model_cfg)
 
 
 def test_pruning_keeps_favourites_and_the_newest(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.app import App
-from textual.widgets import Input, TextArea
+from textual.widgets import Button, Input, TextArea
 
 from sdstudio.core.paths import PROJECT_ROOT
 from sdstudio.tui.screens.dataset import DatasetScreen
@@ -133,8 +133,6 @@ def test_snapshot_dreambooth_folder(snap_compare, monkeypatch: pytest.MonkeyPatc
 
 async def test_class_folder_panel_generates_the_missing_class_images(tmp_path: Path, tiny_model_dir: Path,
                                                                       one_torch_thread) -> None:
-    from sdstudio.tui.widgets.class_folder import ClassFolderPanel
-
     folder = tmp_path / "heart"
     _copy_shapes(folder, 2)  # no captions: a DreamBooth instance folder
     app = Host(DatasetScreen(folder=folder, model=tiny_model_dir, resolution=32))
@@ -143,7 +141,9 @@ async def test_class_folder_panel_generates_the_missing_class_images(tmp_path: P
         screen = app.screen
         screen.query_one("#ds-class-prompt", Input).value = "a photo of a shape"
         screen.query_one("#ds-class-count", Input).value = "3"
-        screen.query_one(ClassFolderPanel)._start_pressed()
+        start = screen.query_one("#ds-class-start", Button)
+        start.focus()
+        await pilot.press("enter")  # the panel's "Generate class images" button
         await _settle(app, pilot)
         made = sorted((tmp_path / "heart-class").glob("*.png"))
         assert len(made) == 3

@@ -9,7 +9,6 @@ from PIL import Image
 from textual.app import App
 from textual.widgets import Input, Select
 
-from sdstudio.core.runs import RunDir
 from sdstudio.tui.screens.generate import GenerateScreen
 from sdstudio.tui.widgets.lora_list import LoraList, find_loras
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid
@@ -31,26 +30,9 @@ def _fill(screen: GenerateScreen, **fields: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder with two LoRA checkpoints of the tiny model, written as the trainer writes them."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-
-    from tests.lora_helpers import add_adapters, save_checkpoint, write_run_toml
-
-    root = tmp_path_factory.mktemp("runs")
-    run = RunDir(root / "tiny-run")
-    write_run_toml(run, str(tiny_model_dir), rank=4, alpha=4.0, steps=20)
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
-    unet_cfg, text_cfg = add_adapters(pipe, rank=4, unet_alpha=4.0, text_alpha=None, seed=1)
-    save_checkpoint(pipe, run, 10, unet_cfg, None)
-    add_adapters_again = pipe.unet.named_parameters()
-    with torch.no_grad():
-        for name, param in add_adapters_again:
-            if "lora_B" in name:
-                param.mul_(3.0)  # a "later" checkpoint: a stronger change
-    save_checkpoint(pipe, run, 20, unet_cfg, None)
-    return root
+def lora_run(trained_run) -> Path:
+    """A runs folder holding the session's real training run `shapes` (checkpoints at steps 2 and 4)."""
+    return trained_run.path.parent
 
 
 async def test_generate_shows_results_and_saves_pngs(tiny_model_dir: Path, runs_root: Path, tmp_path: Path) -> None:
@@ -98,7 +80,7 @@ async def test_lora_from_a_run_and_checkpoint_grid(tiny_model_dir: Path, lora_ru
                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SDSTUDIO_RUNS", str(lora_run))
     choices = find_loras(lora_run)
-    assert [c.label for c in choices] == ["tiny-run step 20", "tiny-run step 10"]
+    assert [c.label for c in choices] == ["shapes step 4", "shapes step 2"]
     app = ScreenHost(GenerateScreen(model=tiny_model_dir, out_dir=tmp_path / "out"))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
@@ -116,7 +98,7 @@ async def test_lora_from_a_run_and_checkpoint_grid(tiny_model_dir: Path, lora_ru
         with_lora = screen.results[0]["image"]
         assert base.tobytes() != with_lora.tobytes()  # the LoRA changes the picture
 
-        screen.query_one("#gen-grid-run", Select).value = str(lora_run / "tiny-run")
+        screen.query_one("#gen-grid-run", Select).value = str(lora_run / "shapes")
         _fill(screen, seeds="1-2")
         await pilot.press("ctrl+g")
         await _settle(app, pilot)

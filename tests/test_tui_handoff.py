@@ -1,8 +1,10 @@
-"""In the studio, the Dataset screen's "Train on it" fills the Train form with that folder."""
+"""In the studio, the Dataset screen's "Train on it" key fills the Train form with that folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from textual.widgets import Input
 
 from sdstudio.tui.app import StudioApp
 from sdstudio.tui.screens.dataset import DatasetScreen
@@ -12,15 +14,30 @@ from test_tui_fixtures import make_dataset
 async def test_dataset_hands_its_folder_to_the_train_form(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SDSTUDIO_RUNS", str(tmp_path / "runs"))
     folder = make_dataset(tmp_path / "mine", count=3)
-    app = StudioApp(start_screen="train")
+    app = StudioApp(start_screen="dataset")
     async with app.run_test(size=(100, 30)) as pilot:
-        app.post_message(DatasetScreen.UseDataset({"method": "text2image", "train_data_dir": str(folder),
-                                                   "instance_data_dir": None, "resolution": 64}))
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DatasetScreen)
+        res = screen.query_one("#ds-res", Input)
+        res.value = "64"
+        path = screen.query_one("#ds-path", Input)
+        path.value = str(folder)
+        path.focus()
+        await pilot.press("enter")  # open the folder: the dataset check runs
+        for _ in range(100):
+            await pilot.pause(0.05)
+            await app.workers.wait_for_complete()
+            if screen.report is not None and screen.folder == folder:
+                break
+        assert screen.folder == folder and screen.report is not None
+        screen.set_focus(None)
+        await pilot.press("ctrl+o")  # "Train on it"
         for _ in range(40):
             await pilot.pause(0.05)
-            screen = app.screen
-            if getattr(screen, "validate", None) and (cfg := screen.validate()) and cfg.train_data_dir == str(folder):
+            if app.current_mode == "train" and (cfg := app.screen.validate()) and cfg.train_data_dir == str(folder):
                 break
         cfg = app.screen.validate()
         assert app.current_mode == "train"
-        assert cfg is not None and cfg.train_data_dir == str(folder) and cfg.resolution == 64
+        assert cfg is not None and cfg.method == "text2image" and cfg.train_data_dir == str(folder)
+        assert cfg.resolution == 64

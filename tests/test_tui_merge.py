@@ -77,17 +77,17 @@ async def test_slider_updates_preview_and_save_loads_back(tiny_model_dir: Path, 
     assert np.abs(_pixels(again) - _pixels(at_03)).mean() < 0.1 * np.abs(_pixels(again) - _pixels(at_zero)).mean()
 
 
-async def test_lora_fuse_scale_slider(tiny_model_dir: Path, tmp_path: Path) -> None:
+async def test_lora_fuse_scale_slider(tiny_model_dir: Path, trained_run, tmp_path: Path) -> None:
+    """The fused file is W = W0 + scale * up @ down * alpha / rank for every LoRA module, as diffusers'
+    own single-file loader reads it, with the LoRA a real training run wrote; other weights are W0."""
     import torch
     from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
 
-    from sdstudio.core.runs import RunDir
-    from tests.lora_helpers import add_adapters, save_checkpoint
+    from conftest import TRAINED_ALPHA, TRAINED_RANK
 
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
-    unet_cfg, _ = add_adapters(pipe, rank=4, unet_alpha=4.0, text_alpha=None, seed=3)
-    lora = save_checkpoint(pipe, RunDir(tmp_path / "run"), 5, unet_cfg, None) / "pytorch_lora_weights.safetensors"
-
+    checkpoint = trained_run.checkpoint(4)
+    lora = checkpoint.weights
     app = ScreenHost(MergeScreen(tiny_model_dir, lora, method="lora-fuse", prompt="a red circle", steps=2))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen
@@ -102,14 +102,33 @@ async def test_lora_fuse_scale_slider(tiny_model_dir: Path, tmp_path: Path) -> N
         assert np.abs(_pixels(screen.query_one("#mg-preview").image) - _pixels(full)).max() > 0
 
         screen.query_one("#mg-out", Input).value = str(tmp_path / "fused.safetensors")
+        screen.query_one("#mg-dtype").value = "fp32"
         screen.query_one("#mg-slider", FloatSlider).value = 0.5
         await pilot.press("ctrl+s")
         await _settle(app, pilot)
-    from sdstudio.core.models import safetensors_keys
+        assert "saved" in str(screen.query_one("#mg-save-status").render())
 
-    keys = safetensors_keys(tmp_path / "fused.safetensors")
-    assert any(k.startswith("model.diffusion_model.") for k in keys)  # an A1111 single file
-    assert not any("lora" in k for k in keys)  # the LoRA is fused into the weights, not carried
+    base = StableDiffusionPipeline.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
+    fused = StableDiffusionPipeline.from_single_file(str(tmp_path / "fused.safetensors"), config=str(tiny_model_dir),
+                                                     local_files_only=True, torch_dtype=torch.float32)
+    tensors = load_file(str(checkpoint.path / "state" / "lora_peft.safetensors"))  # the trained adapter, peft names
+    modules = sorted(k.removesuffix(".lora_A.weight") for k in tensors if k.endswith(".lora_A.weight"))
+    assert {m.split(".")[0] for m in modules} == {"unet", "text_encoder"}
+    changed = set()
+    for module in modules:
+        component, path = module.split(".", 1)
+        down, up = tensors[f"{module}.lora_A.weight"], tensors[f"{module}.lora_B.weight"]
+        w0 = getattr(base, component).get_submodule(path).weight
+        want = w0 + 0.5 * (up @ down) * TRAINED_ALPHA / TRAINED_RANK
+        got = getattr(fused, component).get_submodule(path).weight
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6, msg=module)
+        assert (want - w0).abs().max() > 1e-4, module  # the LoRA is not negligible: ignoring it would fail
+        changed.add(f"{component}.{path}.weight")
+    for component in ("unet", "text_encoder", "vae"):  # the rest of the model is the base, untouched
+        ours = getattr(fused, component).state_dict()
+        for key, w0 in getattr(base, component).state_dict().items():
+            if f"{component}.{key}" not in changed and w0.is_floating_point():
+                assert torch.equal(ours[key], w0), f"{component}.{key}"
 
 
 async def test_missing_inputs_are_named(tiny_model_dir: Path) -> None:

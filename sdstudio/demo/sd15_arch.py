@@ -1,7 +1,9 @@
 """Stable Diffusion 1.5's architecture as component configs (numbers only, no weights).
 
-The benchmarks build random-weight models of the real shapes from these, so they run
-anywhere without a download (the GPU machine does not see ../shared/sd15-config).
+The project's own statement of the SD 1.5 shapes: benchmarks build random-weight models of the
+real size from these, and tests build meta-device models (no memory) to check key layouts, so
+both run anywhere without a download or any folder outside the repository. Fields left out take
+diffusers' / transformers' defaults, which are SD 1.5's.
 """
 
 from __future__ import annotations
@@ -48,4 +50,42 @@ def build_sd15(out_dir: Path, seed: int = 0, words: list[str] | None = None) -> 
 
 
 def configs() -> dict[str, dict[str, Any]]:
-    return {"unet": UNET, "vae": VAE, "text_encoder": TEXT}
+    """Component -> config dict (copies: callers may change them)."""
+    return {"unet": dict(UNET), "vae": dict(VAE), "text_encoder": dict(TEXT)}
+
+
+def write_config_folder(out_dir: Path) -> Path:
+    """A diffusers-style folder holding only `unet/`, `vae/`, `text_encoder/` config.json (no weights):
+    enough for readers of a folder's configs such as `LdmLayout.from_folder`."""
+    import json
+
+    for name, cfg in configs().items():
+        (out_dir / name).mkdir(parents=True, exist_ok=True)
+        (out_dir / name / "config.json").write_text(json.dumps(cfg, indent=2))
+    return out_dir
+
+
+def meta_models() -> dict[str, Any]:
+    """Component -> SD 1.5-size model on the meta device (real shapes, no memory, no weights)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device("meta"):
+        return {"unet": UNet2DConditionModel(**UNET), "vae": AutoencoderKL(**VAE),
+                "text_encoder": CLIPTextModel(CLIPTextConfig(**TEXT))}
+
+
+def ldm_layout() -> Any:
+    """The A1111/LDM single-file layout of SD 1.5, from these numbers."""
+    from sdstudio.core.io.ldm_layout import LdmLayout
+
+    return LdmLayout(dict(UNET), dict(VAE), "sd1", int(TEXT["num_hidden_layers"]))
+
+
+def ldm_shapes() -> dict[str, tuple[int, ...]]:
+    """Every tensor of an SD 1.5 single-file (A1111) checkpoint -> its shape (meta models: no memory)."""
+    from sdstudio.demo.ldm_files import diffusers_to_ldm
+
+    comps = {name: model.state_dict() for name, model in meta_models().items()}
+    return {k: tuple(v.shape) for k, v in diffusers_to_ldm(comps, ldm_layout()).items()}
