@@ -1,0 +1,111 @@
+"""Runs that outlive the terminal, with real processes on the demo model: detach, survive a
+hang-up, stop from another process, one trainer per run, crash and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detach_helpers import (demo_config, kill_if_alive, runs_json, sdstudio, start_detached, trainer_pid,
+                            wait_until)
+from sdstudio.core.runs import RunDir
+
+pytestmark = pytest.mark.slow
+
+
+def _tty_nr(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[4])
+
+
+def test_detached_run_survives_its_parents_exit_and_hangup_and_finishes(runs_root: Path, tmp_path: Path) -> None:
+    config = demo_config(tmp_path, max_train_steps=24, checkpointing_steps=12, validation_steps=12)
+    out = tmp_path / "shell.out"
+    # a login shell of its own session starts the run and stays; then its session hangs up
+    shell = subprocess.Popen(["bash", "-c", f'"{sys.executable}" -m sdstudio train "{config}" --detach > "{out}"; '
+                                            "exec sleep 300"], start_new_session=True)
+    pid, run = 0, tmp_path / "not-yet"
+    try:
+        run = Path(wait_until(lambda: out.exists() and out.read_text().strip(), 60, "the run directory").splitlines()[0])
+        pid = wait_until(lambda: trainer_pid(run), 120, "the trainer's status")
+        assert os.getsid(pid) != os.getsid(shell.pid) and os.getpgid(pid) == pid  # its own session and group
+        assert _tty_nr(pid) == 0  # no controlling terminal
+        os.killpg(shell.pid, signal.SIGHUP)  # the SSH session is gone
+        assert shell.wait(timeout=10) == -signal.SIGHUP
+        status = wait_until(lambda: RunDir(run).status().get("state") in ("finished", "failed") and RunDir(run).status(),
+                            240, "the detached run to finish")
+        assert status["state"] == "finished" and status["step"] == 24, status
+        assert RunDir(run).latest_checkpoint().step == 24
+        assert "finished at step 24" in (run / "logs" / "trainer.log").read_text()
+        assert runs_json(runs_root)[run.name]["state"] == "finished"
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+        kill_if_alive(pid if RunDir(run).is_alive() else 0)
+
+
+def test_stop_from_another_process_saves_a_checkpoint_and_a_second_trainer_is_refused(runs_root: Path,
+                                                                                     tmp_path: Path) -> None:
+    config = demo_config(tmp_path, max_train_steps=3000, checkpointing_steps=1000, validation_steps=1000)
+    run = start_detached(config, "--run_name", "long")
+    pid = 0
+    try:
+        assert run == runs_root / "long"
+        wait_until(lambda: RunDir(run).status().get("step", 0) >= 3, 180, "training steps")
+        pid = trainer_pid(run)
+        assert runs_json(runs_root)["long"]["state"] == "running"
+
+        second = sdstudio("train", str(config), "--run_name", "long", timeout=60)
+        assert second.returncode == 3 and f"already being trained by process {pid}" in second.stderr
+        again = sdstudio("train", "--resume", str(run), "--detach", timeout=60)
+        assert again.returncode != 0 and "already being trained" in again.stderr
+
+        saved = sdstudio("save", str(run), timeout=60)
+        assert saved.returncode == 0 and "save: acknowledged" in saved.stdout, saved.stderr
+        wait_until(lambda: RunDir(run).latest_checkpoint(), 60, "the checkpoint asked for")
+        assert RunDir(run).status()["state"] == "running"  # save-now does not stop the run
+
+        stop = sdstudio("stop", str(run), "--wait", timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        assert "stop: acknowledged" in stop.stdout and "stopped at step" in stop.stdout
+        status = RunDir(run).status()
+        assert status["state"] == "stopped" and [c["command"] for c in status["commands"]] == ["save", "stop"]
+        assert RunDir(run).latest_checkpoint().step == status["step"] > 3  # the stop kept every step
+        log = (run / "logs" / "trainer.log").read_text()
+        assert "stop requested" in log and f"stopped at step {status['step']}" in log
+        late = sdstudio("stop", str(run), timeout=60)
+        assert late.returncode == 2 and "no trainer is running it (state: stopped)" in late.stderr
+    finally:
+        kill_if_alive(pid if RunDir(run).is_alive() else 0)
+
+
+def test_kill_9_shows_crashed_resumable_and_resume_finishes(runs_root: Path, tmp_path: Path) -> None:
+    config = demo_config(tmp_path, max_train_steps=40, checkpointing_steps=5, validation_steps=1000)
+    run = start_detached(config, "--run_name", "victim")
+    pid = 0
+    try:
+        wait_until(lambda: (RunDir(run).latest_checkpoint() or 0) and RunDir(run).latest_checkpoint().step >= 5,
+                   180, "a checkpoint")
+        pid = trainer_pid(run)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
+                   30, "the trainer to die")
+        row = runs_json(runs_root)["victim"]
+        assert row["state"] == "crashed — resumable" and RunDir(run).status()["state"] == "running"
+        listed = sdstudio("runs", timeout=60).stdout
+        assert "crashed — resumable" in listed and "victim" in listed
+        refused = sdstudio("stop", str(run), timeout=60)
+        assert refused.returncode == 2 and "crashed — resumable" in refused.stderr
+
+        resumed = sdstudio("train", "--resume", str(run), timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"previous trainer (pid {pid}) is gone" in resumed.stdout
+        status = RunDir(run).status()
+        assert status["state"] == "finished" and status["step"] == 40
+        assert runs_json(runs_root)["victim"]["state"] == "finished"
+    finally:
+        kill_if_alive(pid if RunDir(run).is_alive() else 0)
