@@ -109,3 +109,42 @@ def test_kill_9_shows_crashed_resumable_and_resume_finishes(runs_root: Path, tmp
         assert runs_json(runs_root)["victim"]["state"] == "finished"
     finally:
         kill_if_alive(pid if RunDir(run).is_alive() else 0)
+
+
+async def test_the_studio_follows_a_detached_run_and_stops_it(runs_root: Path, tmp_path: Path) -> None:
+    from textual.widgets import Sparkline, Static
+
+    from sdstudio.tui.app import StudioApp
+    from sdstudio.tui.widgets.train_live import TrainingView
+    from test_tui_fixtures import wait_for
+
+    config = demo_config(tmp_path, max_train_steps=3000, checkpointing_steps=1000, validation_steps=8)
+    run = start_detached(config, "--run_name", "followed")  # "from another terminal"
+    pid = 0
+    try:
+        wait_until(lambda: RunDir(run).status().get("state") == "running", 180, "the trainer to start")
+        pid = trainer_pid(run)
+        app = StudioApp()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.remote is not None, timeout=10)  # attached at start-up
+            assert app.session.run_dir == run and app.current_mode == "train"
+            await wait_for(pilot, lambda: app.session.step >= 2, timeout=60)
+            first = app.session.step
+            await wait_for(pilot, lambda: app.session.step > first + 3, timeout=60)  # new steps keep arriving
+            await wait_for(pilot, lambda: (app.session.sample_step or 0) >= 8, timeout=120)  # and new samples
+            await pilot.pause(0.6)
+            live = app.screen.query_one(TrainingView)
+            assert live.shown_samples and live.shown_samples[0].parent == run / "samples"
+            assert len(live.query_one("#loss", Sparkline).data) >= first + 3
+            assert str(live.query_one("#state", Static).render()).startswith("Running  followed")
+
+            await pilot.press("ctrl+g")  # stop, from the studio, through the run folder
+            assert app.session.state == "stopping"
+            await wait_for(pilot, lambda: app.session.state == "stopped", timeout=120)
+            await pilot.pause(0.6)
+            assert str(live.query_one("#state", Static).render()).startswith("Stopped")
+        status = RunDir(run).status()
+        assert status["state"] == "stopped" and RunDir(run).latest_checkpoint().step == status["step"]
+        assert status["commands"][-1]["from"] == "the studio"
+    finally:
+        kill_if_alive(pid if RunDir(run).is_alive() else 0)

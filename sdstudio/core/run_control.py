@@ -68,8 +68,10 @@ class CommandReader:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.json"):  # addressed to an earlier trainer of this run
             stale.unlink(missing_ok=True)
-        fresh = {} if self.run.status_json.exists() else {"state": STARTING, "step": 0, "total": 0, "pid": os.getpid()}
-        self.run.update_status(**fresh, commands=[], reader={"pid": os.getpid(), "signals": self.signals})
+        # "starting" until the trainer writes its first status: a follower never mistakes the
+        # previous trainer's end state (a resumed run was "stopped") for this one's
+        self.run.update_status(state=STARTING, pid=os.getpid(), updated=time.time(), commands=[],
+                               reader={"pid": os.getpid(), "signals": self.signals})
         self._thread = threading.Thread(target=self._loop, name="sdstudio-commands", daemon=True)
         self._thread.start()
         return self
