@@ -45,7 +45,7 @@ def test_queue_add_refuses_a_bad_config_and_remove_clear_edit_the_file(runs_root
     assert bad.returncode == 2 and "max_train_steps" in bad.stderr
     assert not (runs_root / "queue.json").exists()
     for name in ("a", "b", "c"):
-        run_queue.add(runs_root, str(config), {"run_name": name}, start_runner=False)
+        run_queue.add(runs_root, str(config), {"run_name": name})
     assert [i.run_name for i in run_queue.remove(runs_root, 2) and run_queue.load(runs_root).items] == ["a", "c"]
     frozen = Path(run_queue.load(runs_root).items[0].config)
     assert frozen.parent == runs_root / "queue" and "run_name = \"a\"" in frozen.read_text()
@@ -56,7 +56,7 @@ def test_queue_add_refuses_a_bad_config_and_remove_clear_edit_the_file(runs_root
 
 def test_a_later_runner_resumes_an_entry_its_dead_predecessor_left_running(runs_root: Path, tmp_path: Path) -> None:
     config = demo_config(tmp_path)
-    item = run_queue.add(runs_root, str(config), {"run_name": "cut"}, start_runner=False)
+    item = run_queue.add(runs_root, str(config), {"run_name": "cut"})
     with run_queue.edit(runs_root) as queue:  # what a runner killed by a reboot leaves behind
         queue.items[0].state = run_queue.RUNNING
     RunDir(item.run_dir).write_config({"max_train_steps": 6}, {"version": "test"})

@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     action, rest = args.action, list(args.rest or [])
     if action == "add":
         from sdstudio.commands.train import parse_overrides, split_argv
+        from sdstudio.core.queue_runner import ensure_runner
 
         own, override_argv = split_argv(rest)
-        item = run_queue.add(root, own["config"], parse_overrides(override_argv))
+        item = run_queue.add(root, own["config"], parse_overrides(override_argv), start_runner=ensure_runner)
         position = [i.id for i in run_queue.load(root).items if i.state in (run_queue.WAITING, run_queue.RUNNING)]
         print(f"queued {item.run_name or item.run_dir} as entry {len(run_queue.load(root).items)} "
               f"({len(position)} waiting or running); run folder: {item.run_dir}")

@@ -17,7 +17,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -107,8 +107,12 @@ def _unique_name(stem: str, root: Path, queue: Queue) -> str:
     return name
 
 
-def add(root: Path, config: str | None, overrides: dict[str, Any], start_runner: bool = True) -> QueueItem:
-    """Check the config now (a typo fails here, not at 3 a.m.), freeze it, and queue it."""
+def add(root: Path, config: str | None, overrides: dict[str, Any],
+        start_runner: Callable[[Path], object] | None = None) -> QueueItem:
+    """Check the config now (a typo fails here, not at 3 a.m.), freeze it, and queue it.
+
+    `start_runner` (queue_runner.ensure_runner) is called under the edit lock, so a runner that
+    is just leaving cannot miss this entry."""
     from sdstudio.core.config import load_config, save_toml
 
     if not config and not overrides:
@@ -129,10 +133,8 @@ def add(root: Path, config: str | None, overrides: dict[str, Any], start_runner:
                          run_name=cfg.run_name, run_dir=str(run_dir.resolve()), total=cfg.max_train_steps,
                          added=time.time())
         queue.items.append(item)
-        if start_runner:
-            from sdstudio.core.queue_runner import ensure_runner
-
-            ensure_runner(root)  # under the edit lock: a runner that is just leaving cannot miss this entry
+        if start_runner is not None:
+            start_runner(root)
     return item
 
 

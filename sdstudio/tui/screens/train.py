@@ -162,6 +162,7 @@ class TrainScreen(Screen[None]):
         """Queue the form as it is (frozen now); the background runner trains it in turn."""
         from sdstudio.core import run_queue
         from sdstudio.core.paths import runs_root
+        from sdstudio.core.queue_runner import ensure_runner
 
         cfg = self.validate()
         if cfg is None:
@@ -170,7 +171,7 @@ class TrainScreen(Screen[None]):
         staged = runs_root() / run_queue.QUEUE_DIR / f"{self._toml_file().stem or 'studio'}.toml"
         try:
             save_toml(cfg, staged)
-            item = run_queue.add(runs_root(), str(staged), {})
+            item = run_queue.add(runs_root(), str(staged), {}, start_runner=ensure_runner)
         except (SdstudioError, OSError) as exc:
             self.notify(str(exc), title="Cannot queue", severity="error", timeout=10)
             return
