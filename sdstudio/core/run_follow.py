@@ -10,6 +10,7 @@ ending its status is reported as failed with "crashed — resumable".
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from sdstudio.core.events import (CheckpointEvent, Event, FailedEvent, FinishedEvent, LogEvent, SampleEvent,
@@ -17,6 +18,8 @@ from sdstudio.core.events import (CheckpointEvent, Event, FailedEvent, FinishedE
 from sdstudio.core.runs import FAILED, FINISHED, STOPPED, RunDir
 
 LOG_TAIL_BYTES = 64 * 1024  # on attaching, only the end of a long log is replayed
+SKIPPED_LOG_PREFIXES = ("step ", "samples at step ", "checkpoint: ")
+SKIPPED_LOG_LINES = re.compile(r"(finished|stopped) at step \d+: ")  # the CLI's last line: an event too
 CRASH_MESSAGE = "the trainer process is gone (crashed — resumable): resume it from its latest checkpoint"
 
 
@@ -31,7 +34,19 @@ class RunFollower:
         self._ckpt_steps: set[int] = set()
         self._log_offset: int | None = None
         self._log_rest = b""
+        self._per_step: int | None | bool = False  # samples per validation round; False: not read yet
         self.ended = False
+
+    def _samples_per_step(self) -> int | None:
+        """len(validation_prompts) x num_validation_images from run.toml (None when unknown)."""
+        if self._per_step is False:
+            try:
+                cfg = self.run.config()
+                prompts = cfg.get("validation_prompts")
+                self._per_step = len(prompts) * int(cfg.get("num_validation_images", 1)) if prompts else None
+            except (OSError, ValueError, TypeError):
+                return None  # run.toml not written yet: ask again next time
+        return self._per_step  # type: ignore[return-value]
 
     @property
     def log_file(self) -> Path:
@@ -78,9 +93,13 @@ class RunFollower:
         key = (newest, tuple(r.path for r in latest))
         if key == self._sample_key:
             return []
-        if key != self._sample_pending and not final:  # images of one step land one by one:
-            self._sample_pending = key                 # report the set once it has stopped growing
-            return []
+        expected = self._samples_per_step()
+        if not final:  # images of one step land one by one: report the set when it is complete
+            if expected is not None and len(latest) < expected:  # (or, not knowing the count, once
+                return []                                        # it has stopped growing)
+            if expected is None and key != self._sample_pending:
+                self._sample_pending = key
+                return []
         self._sample_key = self._sample_pending = key
         return [SampleEvent(newest, key[1], tuple(r.prompt for r in latest))]
 
@@ -109,8 +128,10 @@ class RunFollower:
         out: list[Event] = []
         for raw in lines:
             line = raw.decode("utf-8", "replace").rstrip("\r")
-            # step lines are drawn as numbers and curve; progress bars are noise in a log pane
-            if line.strip() and not line.startswith("step ") and "\r" not in line and "it/s]" not in line:
+            # steps, samples and checkpoints arrive as events (drawn, and logged by the session);
+            # progress bars are noise in a log pane
+            if line.strip() and not line.startswith(SKIPPED_LOG_PREFIXES) and not SKIPPED_LOG_LINES.match(line) \
+                    and "\r" not in line and "it/s]" not in line:
                 out.append(LogEvent(line.removeprefix("warning: "),
                                     "warning" if line.startswith("warning: ") else "info"))
         return out
