@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     root = args.root or runs_root()
     rows = all_runs(root)
     if args.json:
-        print(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
+        print(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False), flush=True)
     elif not rows:
         print(f"no runs in {root}")
     else:

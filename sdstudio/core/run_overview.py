@@ -127,7 +127,7 @@ def format_table(rows: list[RunRow]) -> str:
     for r in rows:
         state = "stopping…" if r.stopping else r.state
         if r.error and r.state == "failed":
-            state = f"failed: {r.error[:60]}"
+            state = f"failed: {r.error[:40]}…" if len(r.error) > 40 else f"failed: {r.error}"
         lines.append((r.name, state, f"{r.step}/{r.total}" if r.total else str(r.step),
                       f"{r.loss:.4f}" if r.loss is not None else "-", str(r.pid) if r.pid and r.state in (RUNNING, "starting") else "-",
                       time.strftime("%m-%d %H:%M", time.localtime(r.started)) if r.started else "-",
