@@ -84,7 +84,7 @@ def test_stop_from_another_process_saves_a_checkpoint_and_a_second_trainer_is_re
 
 
 def test_kill_9_shows_crashed_resumable_and_resume_finishes(runs_root: Path, tmp_path: Path) -> None:
-    config = demo_config(tmp_path, max_train_steps=40, checkpointing_steps=5, validation_steps=1000)
+    config = demo_config(tmp_path, max_train_steps=20, checkpointing_steps=5, validation_steps=1000)
     run = start_detached(config, "--run_name", "victim")
     pid = 0
     try:
@@ -105,7 +105,7 @@ def test_kill_9_shows_crashed_resumable_and_resume_finishes(runs_root: Path, tmp
         assert resumed.returncode == 0, resumed.stderr
         assert f"previous trainer (pid {pid}) is gone" in resumed.stdout
         status = RunDir(run).status()
-        assert status["state"] == "finished" and status["step"] == 40
+        assert status["state"] == "finished" and status["step"] == 20
         assert runs_json(runs_root)["victim"]["state"] == "finished"
     finally:
         kill_if_alive(pid if RunDir(run).is_alive() else 0)

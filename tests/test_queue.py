@@ -18,8 +18,8 @@ from sdstudio.core.runs import RunDir
 
 @pytest.mark.slow
 def test_a_queue_of_three_with_a_broken_middle_finishes_first_and_third(runs_root: Path, tmp_path: Path) -> None:
-    good = demo_config(tmp_path, max_train_steps=4, checkpointing_steps=4, validation_steps=4)
-    broken = demo_config(tmp_path, broken=True, max_train_steps=4)
+    good = demo_config(tmp_path, max_train_steps=2, checkpointing_steps=2, validation_steps=2)
+    broken = demo_config(tmp_path, broken=True, max_train_steps=2)
     for config, name in ((good, "first"), (broken, "second"), (good, "third")):
         added = sdstudio("queue", "add", str(config), "--run_name", name, timeout=60)
         assert added.returncode == 0 and f"queued {name}" in added.stdout, added.stderr
@@ -31,7 +31,7 @@ def test_a_queue_of_three_with_a_broken_middle_finishes_first_and_third(runs_roo
     states = {i.run_name: i for i in run_queue.load(runs_root).items}
     assert [states[n].state for n in ("first", "second", "third")] == ["finished", "failed", "finished"]
     assert "no usable image" in states["second"].error and states["second"].exit_code != 0
-    assert RunDir(runs_root / "first").status()["step"] == 4 and RunDir(runs_root / "third").status()["step"] == 4
+    assert RunDir(runs_root / "first").status()["step"] == 2 and RunDir(runs_root / "third").status()["step"] == 2
     assert [i.run_name for i in run_queue.load(runs_root).items] == ["first", "second", "third"]
     shown = sdstudio("queue", "list", timeout=60).stdout
     assert "failed" in shown and "no usable image" in shown and "runner: not running" in shown
