@@ -70,3 +70,12 @@ def test_commands_reach_the_trainer_flags_and_are_acknowledged_in_status(tmp_pat
     finally:
         reader.close()
         lock.release()
+
+
+def test_detach_checks_the_config_before_anything_starts(runs_root: Path, tmp_path: Path) -> None:
+    from detach_helpers import demo_config, sdstudio
+
+    config = demo_config(tmp_path)
+    bad = sdstudio("train", str(config), "--detach", "--learning_rate", "fast", timeout=60)
+    assert bad.returncode == 2 and "learning_rate" in bad.stderr and bad.stdout == ""
+    assert not runs_root.exists() or not any(runs_root.iterdir())  # no run folder, no background process

@@ -1,5 +1,6 @@
-"""The studio's detached runs: ctrl+b trains in the background and quitting leaves the run going;
-detached is the default on an SSH login; the queue panel and ctrl+f (queue the form)."""
+"""The studio's detached runs: ctrl+b trains in the background, quitting leaves the run going and
+a new studio re-attaches and stops it (ctrl+g); detached is the default on an SSH login; the queue
+panel and ctrl+f (queue the form)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from detach_helpers import kill_if_alive, wait_until
 from sdstudio.core import run_queue
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.queue_runner import _try_lock
-from sdstudio.core.run_control import send_command, wait_until_stopped
 from sdstudio.core.runs import list_runs
 from sdstudio.tui.app import StudioApp
 from sdstudio.tui.settings import Settings, load_settings, parse_settings
@@ -41,8 +41,13 @@ async def test_ctrl_b_trains_in_the_background_and_the_run_outlives_the_studio(
         assert run.is_alive()
         after_quit = int(run.status()["step"])
         wait_until(lambda: int(run.status()["step"]) > after_quit + 5, 60, "steps after the studio quit")
-        send_command(run.path, "stop")
-        status = wait_until_stopped(run.path, timeout=60)
+        again = StudioApp(settings=load_settings())  # a new studio (another SSH session) re-attaches
+        async with again.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: again.remote is not None and again.session.step > after_quit, timeout=30)
+            await pilot.press("ctrl+g")
+            assert again.session.state == "stopping"
+            await wait_for(pilot, lambda: again.session.state == "stopped", timeout=60)
+        status = run.status()
         assert status["state"] == "stopped" and run.latest_checkpoint().step == status["step"]
     finally:
         kill_if_alive(pid if pid and os.path.exists(f"/proc/{pid}") else 0)

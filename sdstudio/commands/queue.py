@@ -12,7 +12,7 @@ from typing import Any
 
 from sdstudio.core.errors import SdstudioError
 
-USAGE = "sdstudio queue [list] | add CONFIG [--FIELD VALUE ...] | remove N | clear | run"
+USAGE = "sdstudio queue [list] | add CONFIG [--FIELD VALUE ...] | remove N | clear | start | run"
 
 
 def register(sub: Any) -> None:
@@ -22,9 +22,10 @@ def register(sub: Any) -> None:
         description="Queue the night's runs. `add` checks the config now and freezes it (overrides as in `train`); "
                     "one background runner trains the entries in order, survives logout, and a failed run does "
                     "not stop the queue. `list` (the default) shows every entry with its number; `remove N` "
-                    "takes one off; `clear` removes all but a running one; `run` is the runner itself "
-                    "(started automatically).")
-    p.add_argument("action", nargs="?", default="list", choices=("list", "add", "remove", "clear", "run"))
+                    "takes one off; `clear` removes all but a running one; `start` starts the background "
+                    "runner (after a reboot: it resumes the entry that was cut off); `run` is the runner "
+                    "itself, in the foreground.")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "add", "remove", "clear", "start", "run"))
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -33,13 +34,16 @@ def _when(t: float | None) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(t)) if t else "-"
 
 
-def format_queue(items: list[Any]) -> str:
+def format_queue(items: list[Any], runner: bool = True) -> str:
     if not items:
         return "the queue is empty"
     lines = []
     for n, item in enumerate(items, 1):
         extra = f"  error: {item.error}" if item.error else ""
-        lines.append(f"{n:>3}  {item.state:<9} {item.run_name or item.run_dir}  ({item.label}, {item.total} steps, "
+        state = item.state
+        if state == "running" and not runner:
+            state, extra = "cut off", "  (the runner is gone: `sdstudio queue start` resumes it)"
+        lines.append(f"{n:>3}  {state:<9} {item.run_name or item.run_dir}  ({item.label}, {item.total} steps, "
                      f"added {_when(item.added)}){extra}")
     return "\n".join(lines)
 
@@ -71,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     if action == "clear":
         print(f"removed {run_queue.clear(root)} entries")
         return 0
+    if action == "start":
+        from sdstudio.core.queue_runner import ensure_runner
+
+        started = ensure_runner(root)
+        print("queue runner started" if started else "a queue runner is already active")
+        return 0
     if action == "run":
         from sdstudio.core.detach import ignore_hangup, in_detached_child
         from sdstudio.core.queue_runner import run_queue_loop
@@ -80,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return run_queue_loop(root)
     from sdstudio.core.queue_runner import runner_active
 
-    print(format_queue(run_queue.load(root).items))
-    print(f"runner: {'active' if runner_active(root) else 'not running (starts when something is queued)'}")
+    active = runner_active(root)
+    print(format_queue(run_queue.load(root).items, runner=active))
+    print(f"runner: {'active' if active else 'not running (starts when something is queued; or `sdstudio queue start`)'}")
     return 0

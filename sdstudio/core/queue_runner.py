@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,11 @@ def _next(root: Path, fd: int) -> run_queue.QueueItem | None:
         return item
 
 
+def _leave(_sig: int, _frame: object) -> None:
+    _log("terminated: the entry in progress is resumed by the next runner")
+    raise SystemExit(143)
+
+
 def _wait_unlocked(run_dir: str) -> None:
     while run_lock.holder(run_dir) is not None:
         time.sleep(WAIT_SECONDS)
@@ -102,6 +108,9 @@ def run_queue_loop(root: Path) -> int:
         _log("another queue runner is active; leaving")
         return 1
     _log(f"queue runner started (pid {os.getpid()})")
+    # a shutdown (SIGTERM) must not record the entry in progress as done: the runner leaves at once,
+    # the entry stays "running" and the next runner resumes it from its checkpoint
+    signal.signal(signal.SIGTERM, _leave)
     while True:
         item = _next(root, fd)
         if item is None:
@@ -117,8 +126,10 @@ def run_queue_loop(root: Path) -> int:
             log = Path(item.run_dir) / "logs" / LOG_NAME
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as out:
-                code = subprocess.call([sys.executable, "-m", "sdstudio", *_argv(item)], stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=subprocess.STDOUT)
+                # Popen + wait, not subprocess.call: call() kills the trainer if the runner is interrupted
+                trainer = subprocess.Popen([sys.executable, "-m", "sdstudio", *_argv(item)], stdin=subprocess.DEVNULL,
+                                           stdout=out, stderr=subprocess.STDOUT)
+            code = trainer.wait()
         state, error = _outcome(item, code)
         with run_queue.edit(root) as queue:
             current = queue.find(item.id)
