@@ -79,3 +79,24 @@ def test_detach_checks_the_config_before_anything_starts(runs_root: Path, tmp_pa
     bad = sdstudio("train", str(config), "--detach", "--learning_rate", "fast", timeout=60)
     assert bad.returncode == 2 and "learning_rate" in bad.stderr and bad.stdout == ""
     assert not runs_root.exists() or not any(runs_root.iterdir())  # no run folder, no background process
+
+
+def test_a_trainer_that_does_not_acknowledge_gets_the_signal_instead(tmp_path: Path) -> None:
+    import signal
+
+    from sdstudio.core.run_control import install_signal_handlers
+
+    run = make_run(tmp_path, state="running")
+    lock = run_lock.acquire(run.path)  # this process "trains" the run, with signal handlers and no reader
+    run.update_status(pid=lock.pid, reader={"pid": lock.pid, "signals": True})
+    control = TrainerControl()
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2")}
+    install_signal_handlers(control)
+    try:
+        how = send_command(run.path, "save", wait=0.3)
+        assert how == f"signalled (SIGUSR2 to pid {lock.pid})" and control.save_now.is_set()
+        assert not control.stop.is_set()
+    finally:
+        for name, handler in saved.items():
+            signal.signal(getattr(signal, name), handler)
+        lock.release()
