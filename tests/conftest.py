@@ -16,6 +16,10 @@ os.environ.setdefault("SDSTUDIO_IMAGES", "halfcell")
 # spin-wait badly whenever the other core is busy (a tiny linear layer went from 0.04 ms to 8 ms).
 # Subprocesses inherit this through OMP_NUM_THREADS. Tests that want both cores say so.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The studio trains in the background by default on an SSH login (settings: detach_runs): the
+# tests must not depend on whether the machine running them was reached over SSH.
+for _var in ("SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT"):
+    os.environ.pop(_var, None)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # optional real-world files beside a checkout; the suite never needs them

@@ -19,19 +19,22 @@ def register(sub: Any) -> None:
     p.add_argument("config", nargs="?", help="TOML config (see data/configs/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="print only checkpoints, samples and the result")
+    p.add_argument("--detach", action="store_true",
+                   help="train in the background (survives logout and dropped SSH); prints the run directory "
+                        "and returns; output goes to RUN_DIR/logs/trainer.log")
     p.set_defaults(func=run)
 
 
 def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Separate `train`'s own options from `--field value` overrides (argparse would take an
     override's value for the positional config)."""
-    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False}
+    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False, "detach": False}
     rest: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok == "--quiet":
-            own["quiet"] = True
+        if tok in ("--quiet", "--detach"):
+            own[tok[2:]] = True
         elif tok == "--resume" or tok.startswith("--resume="):
             if "=" in tok:
                 own["resume"] = tok.split("=", 1)[1]
@@ -113,6 +116,15 @@ def run(args: argparse.Namespace) -> int:
     own, rest = split_argv(args.train_argv)
     args.config, args.resume, args.quiet = own["config"], own["resume"], own["quiet"]
     overrides = parse_overrides(rest)
+    if own["detach"]:
+        from sdstudio.core.detach import start_detached
+
+        run_dir, pid = start_detached(args.config, args.resume, rest, overrides, quiet=args.quiet)
+        print(run_dir, flush=True)
+        print(f"training in the background (pid {pid}); log: {run_dir / 'logs' / 'trainer.log'}\n"
+              f"follow it with `sdstudio --run {run_dir}` or `sdstudio runs`; stop it with `sdstudio stop {run_dir}`",
+              file=sys.stderr, flush=True)
+        return 0
     if args.resume:
         from sdstudio.core.training.trainer import resume_config
 
@@ -126,13 +138,22 @@ def run(args: argparse.Namespace) -> int:
             from sdstudio.core.training.trainer import default_run_name
 
             cfg.run_name = default_run_name(cfg, Path(args.config).stem if args.config else None)
-    from sdstudio.core.training.trainer import train
+    from sdstudio.core import detach, run_control
+    from sdstudio.core.events import TrainerControl
+    from sdstudio.core.run_lock import RunLockedError
 
     printer = _Printer(args.quiet)
+    control = TrainerControl()
+    run_control.install_signal_handlers(control)  # stop/sample/save by signal: the fallback route
+    if detach.in_detached_child():
+        detach.ignore_hangup()
     try:
-        train(cfg, on_event=printer, resume=args.resume)
+        run_control.train_with_commands(cfg, on_event=printer, control=control, resume=args.resume, signals=True)
     except KeyboardInterrupt:
         return 130
+    except RunLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 3
     except SdstudioError:
         return 2  # already printed from the FailedEvent
     except Exception:  # noqa: BLE001 - already reported by the FailedEvent

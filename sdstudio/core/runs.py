@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 _CKPT_RE = re.compile(r"^step-(\d{6,})$")
 
 RUNNING, STOPPED, FINISHED, FAILED = "running", "stopped", "finished", "failed"
+# status.json is rewritten by the trainer loop and by its command reader (run_control.py): the
+# read-modify-write of both goes through this lock so neither loses the other's fields.
+_STATUS_LOCK = threading.Lock()
+KEPT_STATUS_FIELDS = ("commands", "reader")  # written by the command reader, kept by every status write
 
 
 @dataclass(frozen=True)
@@ -157,10 +162,19 @@ class RunDir:
 
     # status.json
     def write_status(self, state: str, step: int, total: int, error: str | None = None) -> None:
-        atomic.write_json(
-            self.status_json,
-            {"state": state, "step": step, "total": total, "error": error, "pid": os.getpid(), "updated": time.time()},
-        )
+        with _STATUS_LOCK:
+            old = self.status()
+            kept = {k: old[k] for k in KEPT_STATUS_FIELDS if k in old}
+            atomic.write_json(
+                self.status_json,
+                {**kept, "state": state, "step": step, "total": total, "error": error, "pid": os.getpid(),
+                 "updated": time.time()},
+            )
+
+    def update_status(self, **fields: Any) -> None:
+        """Change some fields of status.json, keeping the rest (used by the command reader)."""
+        with _STATUS_LOCK:
+            atomic.write_json(self.status_json, {**self.status(), **fields})
 
     def status(self) -> dict[str, Any]:
         try:
@@ -169,9 +183,16 @@ class RunDir:
             return {"state": "unknown", "step": 0, "total": 0, "error": None, "pid": None}
 
     def is_alive(self) -> bool:
-        """True if the status says running and its process still exists (on this machine)."""
+        """True if the status says running and its trainer still exists (on this machine): the
+        holder of the run's lock, or, for a run without a lock file, the recorded pid."""
+        from sdstudio.core import run_lock
+
         st = self.status()
-        if st.get("state") != RUNNING or not st.get("pid"):
+        if st.get("state") != RUNNING:
+            return False
+        if run_lock.has_lock_file(self.path):
+            return run_lock.holder(self.path) is not None
+        if not st.get("pid"):
             return False
         try:
             os.kill(int(st["pid"]), 0)

@@ -64,6 +64,7 @@ class StudioApp(App[None]):
         self.session = TrainingSession()
         self._exit_when_idle = False
         self.hung_up = False
+        self.remote = None  # a RemoteRun while the session follows a run trained by another process
 
     # lifecycle
     def on_mount(self) -> None:
@@ -75,8 +76,8 @@ class StudioApp(App[None]):
         if self.settings.keymap:
             self.set_keymap(self.settings.keymap)
         self._install_hangup_handler()
-        if self.open_run is None:
-            self.call_after_refresh(self._offer_resume)
+        self.set_interval(0.5, self._follow_tick)  # detached runs: the session follows the run folder
+        self.call_after_refresh(self._attach_or_offer_resume)
 
     def _install_hangup_handler(self) -> None:
         if not hasattr(signal, "SIGHUP"):
@@ -94,12 +95,69 @@ class StudioApp(App[None]):
         """
         self.hung_up = True
         _detach_from_terminal()
-        if self.session.busy and self.session.control is not None:
+        if self.session.busy and self.session.control is not None and self.remote is None:
             self.session.control.request_save()
             self.session.request_stop()
             self._exit_when_idle = True
         else:
             self.exit()
+
+    # detached runs (another process trains; this studio follows the files, see remote_run.py)
+    def wants_detached(self) -> bool:
+        """Does ctrl+r train in the background? Setting detach_runs; "auto" means on an SSH login."""
+        from sdstudio.core.detach import on_ssh_login
+
+        choice = self.settings.detach_runs
+        return choice == "always" or (choice == "auto" and on_ssh_login())
+
+    def start_detached(self, cfg: object) -> bool:
+        from sdstudio.core.errors import SdstudioError
+        from sdstudio.tui.remote_run import RemoteRun, start_detached_run
+
+        if self.session.busy:
+            self.notify("A training run is already going: stop it first.", severity="warning")
+            return False
+        try:
+            run_dir, proc, since = start_detached_run(cfg)
+        except (SdstudioError, OSError) as exc:
+            self.notify(str(exc), title="Cannot start", severity="error", timeout=10)
+            return False
+        self.remote = RemoteRun(self.session, run_dir, self._remote_error, process=proc, since=since)
+        self.notify(f"Training {run_dir.name} in the background (pid {proc.pid}): it goes on if you quit or the "
+                    "connection drops.", timeout=8)
+        return True
+
+    def attach(self, run_dir: Path) -> None:
+        """Follow a run another process trains (loss, samples, status, log) on the Train screen."""
+        from sdstudio.tui.remote_run import RemoteRun
+
+        if self.session.busy:
+            return
+        self.remote = RemoteRun(self.session, Path(run_dir), self._remote_error)
+        self.notify(f"Following {Path(run_dir).name}, trained by another process (Train screen, 2).")
+
+    def _remote_error(self, message: str) -> None:
+        self.notify(message, title="Command not delivered", severity="error", timeout=10)
+
+    def _follow_tick(self) -> None:
+        if self.remote is not None:
+            self.remote.tick()
+            if self.remote.done:
+                self.remote = None
+                if self.session.state == "failed" and not self.hung_up:
+                    self.notify(self.session.error or "training failed", title="Training failed",
+                                severity="error", timeout=15)
+
+    def _attach_or_offer_resume(self) -> None:
+        from sdstudio.core.run_lock import holder
+        from sdstudio.tui.remote_run import newest_live_run
+
+        live = self.open_run if self.open_run is not None and holder(self.open_run) else None
+        live = live or (newest_live_run() if self.open_run is None else None)
+        if live is not None:
+            self.attach(live)
+        elif self.open_run is None:
+            self._offer_resume()
 
     def _offer_resume(self) -> None:
         from sdstudio.tui.screens.resume import ResumeScreen, find_resumable
@@ -140,10 +198,12 @@ class StudioApp(App[None]):
             self.notify(f"Resuming {Path(run_dir).name}")
 
     def _train_in_thread(self, cfg: object, control: TrainerControl, resume: Path | None) -> object:
-        from sdstudio.core.training.trainer import train  # torch and diffusers load here, off the UI thread
+        # torch and diffusers load in there, off the UI thread; the run lock and the command reader
+        # let `sdstudio stop|sample|save` and other studios reach this run too
+        from sdstudio.core.run_control import train_with_commands
 
-        return train(cfg, on_event=lambda event: self.post_message(TrainerMessage(event)),  # type: ignore[arg-type]
-                     control=control, resume=resume)
+        return train_with_commands(cfg, on_event=lambda event: self.post_message(TrainerMessage(event)),
+                                   control=control, resume=resume)
 
     def on_dataset_screen_use_dataset(self, message: object) -> None:
         """The Dataset screen hands its folder over: open Train with those fields filled in."""
@@ -167,7 +227,7 @@ class StudioApp(App[None]):
 
     # actions
     async def action_quit(self) -> None:
-        if self.session.busy:
+        if self.session.busy and self.remote is None:  # a detached run goes on without the studio
             if self._exit_when_idle:
                 self.notify("Still stopping: waiting for the trainer to finish its step…")
                 return

@@ -5,6 +5,7 @@
     theme = "dark"                   # "dark", "light" or any Textual theme name
     images = "auto"                  # auto | sixel | kitty | halfcell | unicode
     train_config = "~/my-run.toml"   # what the Train form starts from
+    detach_runs = "auto"             # ctrl+r trains in the background: auto (on an SSH login) | always | never
     [keymap]                         # binding id = "key[,key...]"
     "screen.checkpoints" = "3,f3"
     "checkpoints.export" = "x"
@@ -24,6 +25,7 @@ from sdstudio.core.errors import SdstudioError
 
 RENDERERS = ("auto", "sixel", "kitty", "halfcell", "unicode")
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
+DETACH_CHOICES = ("auto", "always", "never")
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Settings:
     theme: str = "textual-dark"
     images: str = "auto"
     train_config: Path | None = None
+    detach_runs: str = "auto"
     keymap: dict[str, str] = field(default_factory=dict)
     path: Path | None = None  # the file they came from, if any
 
@@ -50,7 +53,7 @@ def _bad(path: Path, key: str, message: str) -> SdstudioError:
 
 def parse_settings(data: dict[str, Any], path: Path) -> Settings:
     """Check a parsed settings table; unknown keys are refused so typos do not pass silently."""
-    known = {"theme", "images", "train_config", "keymap"}
+    known = {"theme", "images", "train_config", "keymap", "detach_runs"}
     for key in data:
         if key not in known:
             raise _bad(path, key, f"is not a setting (known: {', '.join(sorted(known))})")
@@ -68,6 +71,10 @@ def parse_settings(data: dict[str, Any], path: Path) -> Settings:
         if not isinstance(train_config, str):
             raise _bad(path, "train_config", "must be a path to a training TOML file")
         settings.train_config = (path.parent / Path(train_config).expanduser()).resolve()
+    detach_runs = data.get("detach_runs", "auto")
+    if detach_runs not in DETACH_CHOICES:
+        raise _bad(path, "detach_runs", f"must be one of {', '.join(DETACH_CHOICES)}, got {detach_runs!r}")
+    settings.detach_runs = detach_runs
     keymap = data.get("keymap", {})
     if not isinstance(keymap, dict):
         raise _bad(path, "keymap", "must be a table of binding id = \"key\"")

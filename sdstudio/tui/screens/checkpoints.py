@@ -30,7 +30,7 @@ def run_label(run: RunDir) -> str:
     st = run.status()
     state = st.get("state", "?")
     if state == "running" and not run.is_alive():
-        state = "cut off"
+        state = "crashed — resumable"
     return f"{run.name}  [{state} {st.get('step', 0)}/{st.get('total', 0)}]"
 
 

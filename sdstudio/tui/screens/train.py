@@ -19,6 +19,7 @@ from sdstudio.core.config import TrainConfig, build_config, load_config, save_to
 from sdstudio.core.errors import ConfigError, SdstudioError
 from sdstudio.core.paths import data_dir
 from sdstudio.tui.widgets.config_form import ConfigForm
+from sdstudio.tui.widgets.queue_panel import QueuePanel
 from sdstudio.tui.widgets.train_live import TrainingView
 
 DEFAULT_TOML = "train.toml"
@@ -58,6 +59,10 @@ class TrainScreen(Screen[None]):
                 tooltip="Render validation samples after the current step"),
         Binding("ctrl+s", "save_now", "Save", id="train.save_now",
                 tooltip="Save a checkpoint after the current step"),
+        Binding("ctrl+b", "start_detached", "Start in background", id="train.start_detached", show=False,
+                tooltip="Start a run in the background: it goes on if you quit or the SSH connection drops"),
+        Binding("ctrl+f", "queue_add", "Queue", id="train.queue_add", show=False,
+                tooltip="Add this form to the run queue (trained one after another in the background)"),
         Binding("ctrl+o", "load_toml", "Load TOML", id="train.load_toml", show=False,
                 tooltip="Fill the form from the TOML file named in the File row"),
         Binding("ctrl+y", "save_toml", "Save TOML", id="train.save_toml", show=False,
@@ -81,6 +86,7 @@ class TrainScreen(Screen[None]):
                 with Horizontal(id="file-row"):
                     yield Label("File")
                     yield Input(self._toml_path, compact=True, id="toml-path")
+                yield QueuePanel(id="queue")
             yield TrainingView(id="live")
         yield Footer(compact=True)
 
@@ -127,7 +133,7 @@ class TrainScreen(Screen[None]):
     # actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         busy = self.app.session.busy  # type: ignore[attr-defined]
-        if action == "start":  # hidden rather than greyed, so the footer fits 80 columns
+        if action in ("start", "start_detached"):  # hidden rather than greyed, so the footer fits 80 columns
             return not busy
         if action in ("stop", "sample_now", "save_now"):
             return busy
@@ -138,8 +144,41 @@ class TrainScreen(Screen[None]):
         if cfg is None:
             self.notify(self._error_text, title="Cannot start", severity="error")
             return
-        self.app.start_training(cfg)  # type: ignore[attr-defined]
+        if self.app.wants_detached():  # type: ignore[attr-defined]
+            self.app.start_detached(cfg)  # type: ignore[attr-defined]
+        else:
+            self.app.start_training(cfg)  # type: ignore[attr-defined]
         self.refresh_bindings()
+
+    def action_start_detached(self) -> None:
+        cfg = self.validate()
+        if cfg is None:
+            self.notify(self._error_text, title="Cannot start", severity="error")
+            return
+        self.app.start_detached(cfg)  # type: ignore[attr-defined]
+        self.refresh_bindings()
+
+    def action_queue_add(self) -> None:
+        """Queue the form as it is (frozen now); the background runner trains it in turn."""
+        from sdstudio.core import run_queue
+        from sdstudio.core.paths import runs_root
+        from sdstudio.core.queue_runner import ensure_runner
+
+        cfg = self.validate()
+        if cfg is None:
+            self.notify(self._error_text, title="Cannot queue", severity="error")
+            return
+        staged = runs_root() / run_queue.QUEUE_DIR / f"{self._toml_file().stem or 'studio'}.toml"
+        try:
+            save_toml(cfg, staged)
+            item = run_queue.add(runs_root(), str(staged), {}, start_runner=ensure_runner)
+        except (SdstudioError, OSError) as exc:
+            self.notify(str(exc), title="Cannot queue", severity="error", timeout=10)
+            return
+        finally:
+            staged.unlink(missing_ok=True)
+        self.query_one(QueuePanel).refresh_queue()
+        self.notify(f"Queued {item.run_name}: the background runner trains it in turn.")
 
     def action_stop(self) -> None:
         if self.app.session.request_stop():  # type: ignore[attr-defined]

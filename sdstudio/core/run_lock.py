@@ -1,0 +1,105 @@
+"""The run lock: one trainer per run directory, held for the run's whole lifetime.
+
+`<run>/lock` is locked with `fcntl.flock` and holds the owner's pid and start time. The kernel
+drops a flock when its process dies (kill -9 included), so a lock file left behind by a dead
+trainer is stale by construction: the next trainer takes it over and says so. Anyone can ask
+whether a run is being trained right now, from any process or SSH session on this machine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdstudio.core.errors import SdstudioError
+
+LOCK_NAME = "lock"
+
+
+class RunLockedError(SdstudioError):
+    """Another live process already trains this run."""
+
+
+@dataclass
+class RunLock:
+    path: Path
+    fd: int
+    pid: int
+    started: float
+    stale_pid: int | None = None  # the dead owner a stale lock file named, if any
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.ftruncate(self.fd, 0)  # an unlocked, empty file: nobody owns the run now
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def lock_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / LOCK_NAME
+
+
+def _read_owner(fd: int) -> dict[str, float]:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def acquire(run_dir: str | os.PathLike[str]) -> RunLock:
+    """Take the run's lock or raise RunLockedError naming the process that holds it."""
+    path = lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = _read_owner(fd)
+        os.close(fd)
+        who = f"process {int(owner['pid'])}" if owner.get("pid") else "another process"
+        raise RunLockedError(
+            f"{Path(run_dir)} is already being trained by {who}; stop it first "
+            f"(`sdstudio stop {Path(run_dir)}`) or follow it with `sdstudio --run {Path(run_dir)}`") from None
+    previous = _read_owner(fd)
+    stale = int(previous["pid"]) if previous.get("pid") else None
+    now = time.time()
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps({"pid": os.getpid(), "started": now}).encode("utf-8"))
+    os.fsync(fd)
+    return RunLock(path, fd, os.getpid(), now, stale_pid=stale if stale != os.getpid() else None)
+
+
+def holder(run_dir: str | os.PathLike[str]) -> dict[str, float] | None:
+    """{'pid', 'started'} of the live process training this run, or None when nobody holds its lock.
+
+    A separate open file description conflicts with any holder, this process's own threads included.
+    """
+    path = lock_path(run_dir)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_owner(fd) or {"pid": 0.0, "started": 0.0}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def has_lock_file(run_dir: str | os.PathLike[str]) -> bool:
+    return lock_path(run_dir).exists()
