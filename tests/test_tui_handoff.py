@@ -37,7 +37,7 @@ async def test_dataset_hands_its_folder_to_the_train_form(tmp_path: Path, monkey
             await pilot.pause(0.05)
             if app.current_mode == "train" and (cfg := app.screen.validate()) and cfg.train_data_dir == str(folder):
                 break
+        assert app.current_mode == "train", "ctrl+o on the Dataset screen did not open the Train screen"
         cfg = app.screen.validate()
-        assert app.current_mode == "train"
         assert cfg is not None and cfg.method == "text2image" and cfg.train_data_dir == str(folder)
         assert cfg.resolution == 64
