@@ -3,7 +3,7 @@
     step-NNNNNN/pytorch_lora_weights.safetensors   loads with diffusers' load_lora_weights
     step-NNNNNN/state/lora_peft.safetensors        adapter tensors as peft names them (fp32)
     step-NNNNNN/state/optimizer.pt, scheduler.pt   torch.save of state dicts (read weights_only)
-    step-NNNNNN/state/trainer.json                 step, micro-batch counter
+    step-NNNNNN/state/trainer.json                 the step
 
 A checkpoint is written to `step-NNNNNN.tmp/` and renamed into place when complete.
 """
@@ -36,8 +36,8 @@ def _adapter_metadata(model: Any) -> dict[str, Any] | None:
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()}
 
 
-def save_checkpoint(run: RunDir, step: int, unet: Any, text_encoder: Any | None, optimizer: Any, scheduler: Any,
-                    trainer_state: dict[str, Any], scaler: Any = None) -> CheckpointRecord:
+def save_checkpoint(run: RunDir, step: int, unet: Any, text_encoder: Any | None, optimizer: Any,
+                    scheduler: Any) -> CheckpointRecord:
     import torch
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -65,9 +65,7 @@ def save_checkpoint(run: RunDir, step: int, unet: Any, text_encoder: Any | None,
     save_file(peft_tensors, str(tmp / "state" / "lora_peft.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "state" / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "state" / "scheduler.pt")
-    if scaler is not None:
-        torch.save(scaler.state_dict(), tmp / "state" / "scaler.pt")
-    (tmp / "state" / "trainer.json").write_text(json.dumps({**trainer_state, "step": step}, indent=2))
+    (tmp / "state" / "trainer.json").write_text(json.dumps({"step": step}, indent=2))
     for path in tmp.rglob("*"):
         if path.is_file():
             with open(path, "rb") as fh:
@@ -78,9 +76,9 @@ def save_checkpoint(run: RunDir, step: int, unet: Any, text_encoder: Any | None,
     return CheckpointRecord(step, final)
 
 
-def load_checkpoint(ckpt: CheckpointRecord, unet: Any, text_encoder: Any | None, optimizer: Any, scheduler: Any,
-                    scaler: Any = None) -> dict[str, Any]:
-    """Restore adapters, optimizer, LR scheduler (and scaler); returns trainer.json."""
+def load_checkpoint(ckpt: CheckpointRecord, unet: Any, text_encoder: Any | None, optimizer: Any,
+                    scheduler: Any) -> dict[str, Any]:
+    """Restore adapters, optimizer and LR scheduler; returns trainer.json."""
     import torch
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -94,8 +92,6 @@ def load_checkpoint(ckpt: CheckpointRecord, unet: Any, text_encoder: Any | None,
         _set_exact(set_peft_model_state_dict, text_encoder, te_sd)
     optimizer.load_state_dict(torch.load(state / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(state / "scheduler.pt", map_location="cpu", weights_only=True))
-    if scaler is not None and (state / "scaler.pt").exists():
-        scaler.load_state_dict(torch.load(state / "scaler.pt", map_location="cpu", weights_only=True))
     return json.loads((state / "trainer.json").read_text())
 
 

@@ -43,8 +43,12 @@ def _check_device_options(cfg: TrainConfig) -> None:
         raise ConfigError("mixed_precision", "fp16 needs a CUDA GPU; use \"bf16\" or \"no\" on this machine")
 
 
-class Trainer(StepLoss):
-    """One training run; `run()` drives it to the end, a stop, or a failure."""
+class Trainer:
+    """One training run; `run()` drives it to the end, a stop, or a failure.
+
+    Setup is a sequence of named steps (open the run, load, adapters, optimizer and scheduler,
+    prepare, caches, compile); every attribute they fill is declared here first.
+    """
 
     def __init__(self, cfg: TrainConfig, on_event: EventCallback | None, control: TrainerControl | None,
                  resume: str | Path | None) -> None:
@@ -53,8 +57,30 @@ class Trainer(StepLoss):
         self.control = control or TrainerControl()
         self.resume = Path(resume) if resume else None
         self.step = 0
+        self.is_main = True  # until the process group says otherwise
         self.run_dir: RunDir | None = None
         self._last_status = 0.0
+        # filled by _open_run
+        self.base: BaseModel | None = None
+        self.examples: list[Example] = []
+        self.class_examples: list[Example] = []
+        self.accelerator: Any = None
+        self.device: Any = None
+        self.weight_dtype: Any = None
+        # filled by the model setup steps
+        self.pipe: Any = None
+        self.noise_scheduler: Any = None
+        self.unet: Any = None  # the prepared (and possibly compiled) UNet
+        self.text_encoder: Any = None  # prepared when it is trained
+        self.params: list[Any] = []
+        self.optimizer: Any = None
+        self.lr_scheduler: Any = None
+        self.source: ExampleSource | None = None
+        self.loss: StepLoss | None = None
+        self.channels_last = False
+        self.use_autocast = False
+        self.fold_micro_batches = False
+        self.offloaded = False
 
     # events
     def emit(self, event: Event) -> None:
@@ -64,15 +90,15 @@ class Trainer(StepLoss):
     def log(self, message: str, level: str = "info") -> None:
         self.emit(LogEvent(message, level))
 
-    # setup
-    def _prepare(self) -> None:
+    # setup: open the run directory
+    def _open_run(self) -> None:
         import torch
         from accelerate import Accelerator, PartialState
         from accelerate.utils import ProjectConfiguration, broadcast_object_list
 
         cfg = self.cfg
         _check_device_options(cfg)
-        self.base: BaseModel = resolve_base_model(cfg.pretrained_model_name_or_path)
+        self.base = resolve_base_model(cfg.pretrained_model_name_or_path)
         self.examples, skipped = instance_examples(cfg)  # refuses an unusable dataset before loading models
         state = PartialState()  # the process group, before the Accelerator: it needs the run's folder
         self.is_main = state.is_main_process
@@ -103,17 +129,28 @@ class Trainer(StepLoss):
                               f"`sdstudio train --resume {path}` or choose another output_dir")
         return str(path)
 
-    def _load_models(self) -> None:
+    # setup: the models, step by step
+    def _setup_models(self) -> None:
+        self._load()
+        self._add_adapters()
+        self._make_optimizer_and_scheduler()
+        self._prepare()
+        self._build_caches()
+        self._compile()
+        if self.cfg.report_to != "none":
+            cfg = self.cfg
+            self.accelerator.init_trackers(
+                "sdstudio", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))})
+
+    def _load(self) -> None:
+        """The base pipeline, frozen; class images made if missing; models on the device."""
         import torch
         from diffusers import DDPMScheduler
-        from diffusers.optimization import get_scheduler
 
         cfg, acc = self.cfg, self.accelerator
         self.pipe = load_pipeline(self.base)
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
-        self.prediction_type = self.noise_scheduler.config.prediction_type
-        unet, vae, text_encoder = self.pipe.unet, self.pipe.vae, self.pipe.text_encoder
-        for module in (unet, vae, text_encoder):
+        for module in (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder):
             module.requires_grad_(False)
         if cfg.with_prior_preservation:
             from sdstudio.core.training.class_images import ensure_class_images
@@ -122,56 +159,86 @@ class Trainer(StepLoss):
                 self.pipe.to(self.device)
                 ensure_class_images(cfg, self.pipe, self.log)
             acc.wait_for_everyone()
-            self.class_examples: list[Example] = class_examples(cfg)
-        vae.to(self.device)  # the VAE stays fp32: fp16 SD VAEs overflow
-        for module in (text_encoder, unet):
+            self.class_examples = class_examples(cfg)
+        self.pipe.vae.to(self.device)  # the VAE stays fp32: fp16 SD VAEs overflow
+        for module in (self.pipe.text_encoder, self.pipe.unet):
             module.to(self.device)
             if self.weight_dtype != torch.float32:
                 module.to(dtype=self.weight_dtype)
+
+    def _add_adapters(self) -> None:
+        """Seeded LoRA adapters (trained in fp32 whatever the base dtype), checkpointing, CUDA layout."""
+        import torch
+        from diffusers.training_utils import cast_training_params
+
+        cfg = self.cfg
+        unet, text_encoder = self.pipe.unet, self.pipe.text_encoder
         torch.manual_seed(cfg.seed)  # LoRA init is part of the run's determinism
         unet.add_adapter(train_state.lora_config(cfg.rank, cfg.effective_alpha, train_state.UNET_TARGETS))
-        params = [p for p in unet.parameters() if p.requires_grad]
+        trained = [unet]
         if cfg.train_text_encoder:
             text_encoder.add_adapter(train_state.lora_config(cfg.rank, cfg.effective_alpha, train_state.TEXT_ENCODER_TARGETS))
-            params += [p for p in text_encoder.parameters() if p.requires_grad]
-        for p in params:
-            p.data = p.data.float()  # LoRA weights train in fp32 whatever the base dtype
+            trained.append(text_encoder)
+        cast_training_params(trained, dtype=torch.float32)
+        self.params = [p for m in trained for p in m.parameters() if p.requires_grad]
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
                 text_encoder.gradient_checkpointing_enable()
-        cuda_fast = cfg.fast_path and self.device.type == "cuda"
-        self.channels_last = cuda_fast
-        if cuda_fast:
+        self.channels_last = self._cuda_fast
+        if self._cuda_fast:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             unet.to(memory_format=torch.channels_last)
         # bf16 weights need no autocast (LoRA layers compute in fp32 and cast back); fp16 does.
         self.use_autocast = self.weight_dtype == torch.float16 or (self.weight_dtype == torch.bfloat16 and not cfg.fast_path)
         self.fold_micro_batches = cfg.fast_path and cfg.gradient_accumulation_steps > 1
-        lr = cfg.learning_rate * (cfg.images_per_step * acc.num_processes if cfg.scale_lr else 1)
-        optimizer = self._optimizer(params, lr, fused=cuda_fast)
-        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+
+    @property
+    def _cuda_fast(self) -> bool:
+        return bool(self.cfg.fast_path and self.device.type == "cuda")
+
+    def _make_optimizer_and_scheduler(self) -> None:
+        from diffusers.optimization import get_scheduler
+
+        cfg = self.cfg
+        lr = cfg.learning_rate * (cfg.images_per_step * self.accelerator.num_processes if cfg.scale_lr else 1)
+        self.optimizer = self._optimizer(self.params, lr, fused=self._cuda_fast)
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=self.optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                           num_training_steps=cfg.max_train_steps)
-        if cfg.train_text_encoder:
-            self.unet, self.text_encoder, self.optimizer = acc.prepare(unet, text_encoder, optimizer)
+
+    def _prepare(self) -> None:
+        acc = self.accelerator
+        if self.cfg.train_text_encoder:
+            self.unet, self.text_encoder, self.optimizer = acc.prepare(self.pipe.unet, self.pipe.text_encoder, self.optimizer)
         else:
-            self.unet, self.optimizer = acc.prepare(unet, optimizer)
-            self.text_encoder = text_encoder
-        self.params = params
-        everything = self.examples + getattr(self, "class_examples", [])
-        self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
+            self.unet, self.optimizer = acc.prepare(self.pipe.unet, self.optimizer)
+            self.text_encoder = self.pipe.text_encoder
+
+    def _build_caches(self) -> None:
+        """Latents and text embeddings computed once; frozen modules off the GPU when both are cached."""
+        import torch
+
+        vae, text_encoder = self.pipe.vae, self.pipe.text_encoder
+        everything = self.examples + self.class_examples
+        self.source = ExampleSource(self.cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
                                     all_square=all(ex.square for ex in everything))
         self.source.precompute(everything)
-        self.offloaded = cuda_fast and self.source.frozen_modules_idle
+        self.offloaded = self._cuda_fast and self.source.frozen_modules_idle
         if self.offloaded:  # both outputs cached: free their GPU memory until sampling
             vae.to("cpu")
             text_encoder.to("cpu")
             torch.cuda.empty_cache()
-        if cfg.torch_compile:
+
+    def _compile(self) -> None:
+        import torch
+
+        if self.cfg.torch_compile:
             self.unet = torch.compile(self.unet)
-        if cfg.report_to != "none":
-            acc.init_trackers("sdstudio", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))})
+        acc = self.accelerator
+        self.loss = StepLoss(self.cfg, self.source, self.unet, self.noise_scheduler, self.device, self.weight_dtype,
+                             self.use_autocast, self.channels_last, acc.num_processes, acc.process_index,
+                             self.examples, self.class_examples)
 
     def _optimizer(self, params: list[Any], lr: float, fused: bool) -> Any:
         import torch
@@ -207,7 +274,7 @@ class Trainer(StepLoss):
         accum = cfg.gradient_accumulation_steps
         first = self.step * accum
         if self.fold_micro_batches:
-            loss = self._loss(list(range(first, first + accum)))
+            loss = self.loss(list(range(first, first + accum)))
             acc.backward(loss)
             total = loss.detach().float()
         else:
@@ -215,7 +282,7 @@ class Trainer(StepLoss):
             for a in range(accum):
                 last = a == accum - 1
                 with contextlib.nullcontext() if last else acc.no_sync(self.unet):
-                    loss = self._loss([first + a])
+                    loss = self.loss([first + a])
                     acc.backward(loss / accum)
                 total += loss.detach().float() / accum
         mean_loss = float(acc.reduce(total, reduction="mean")) if acc.num_processes > 1 else float(total)
@@ -239,19 +306,21 @@ class Trainer(StepLoss):
             unwrap = self.accelerator.unwrap_model
             te = unwrap(self.text_encoder) if self.cfg.train_text_encoder else None
             rec = train_state.save_checkpoint(self.run_dir, self.step, unwrap(self.unet), te, self.optimizer,
-                                              self.lr_scheduler, {"micro_batches": self.step * self.cfg.gradient_accumulation_steps})
+                                              self.lr_scheduler)
             removed = self.run_dir.prune_checkpoints(self.cfg.checkpoints_total_limit)
             self.emit(CheckpointEvent(self.step, rec.path))
             self.log(f"saved checkpoint {rec.path.name}" + (f" (removed step {removed})" if removed else ""))
         self.accelerator.wait_for_everyone()
 
     def sample(self) -> None:
+        import torch
+
         assert self.run_dir is not None
         if self.is_main:
             unwrap = self.accelerator.unwrap_model
             pipe = validation.make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder), self.pipe.vae)
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
-            autocast = None if self.weight_dtype == self._fp32 else self.weight_dtype
+            autocast = None if self.weight_dtype == torch.float32 else self.weight_dtype
             if self.offloaded:
                 self.pipe.vae.to(self.device)
                 self.pipe.text_encoder.to(self.device)
@@ -272,13 +341,9 @@ class Trainer(StepLoss):
 
     # the loop
     def run(self) -> RunDir:
-        import torch
-
-        self.is_main = True
-        self._fp32 = torch.float32
         try:
-            self._prepare()
-            self._load_models()
+            self._open_run()
+            self._setup_models()
             if self.resume:
                 self._resume()
             self._loop()
@@ -336,7 +401,7 @@ class Trainer(StepLoss):
 
     def _stop_cleanly(self) -> None:
         """Ctrl-C or a stop command: keep the work done so far as a checkpoint."""
-        if self.run_dir is None or not hasattr(self, "optimizer"):
+        if self.run_dir is None or self.optimizer is None:
             return
         latest = self.run_dir.latest_checkpoint()
         if self.step > 0 and (latest is None or latest.step != self.step):
