@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +17,27 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "train", help="train a LoRA from a TOML config",
         description="Train a LoRA. Any config field can be given as --FIELD VALUE and overrides the file "
-                    "(e.g. --max_train_steps 200 --learning_rate 5e-5). Ctrl-C saves a checkpoint and stops.",
+                    "(e.g. --max_train_steps 200 --learning_rate 5e-5). Ctrl-C, SIGTERM or SIGHUP save a "
+                    "checkpoint and stop within seconds (a second one stops at once).",
     )
     p.add_argument("config", nargs="?", help="TOML config (see data/configs/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="print only checkpoints, samples and the result")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: resume although the dataset or base model changed (recorded in run.toml)")
     p.set_defaults(func=run)
 
 
 def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Separate `train`'s own options from `--field value` overrides (argparse would take an
     override's value for the positional config)."""
-    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False}
+    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False, "force": False}
     rest: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok == "--quiet":
-            own["quiet"] = True
+        if tok in ("--quiet", "--force"):
+            own[tok[2:]] = True
         elif tok == "--resume" or tok.startswith("--resume="):
             if "=" in tok:
                 own["resume"] = tok.split("=", 1)[1]
@@ -112,9 +118,11 @@ def run(args: argparse.Namespace) -> int:
 
     own, rest = split_argv(args.train_argv)
     args.config, args.resume, args.quiet = own["config"], own["resume"], own["quiet"]
+    if own["force"] and not args.resume:
+        raise SdstudioError("--force only applies to --resume RUN_DIR")
     overrides = parse_overrides(rest)
     if args.resume:
-        from sdstudio.core.training.trainer import resume_config
+        from sdstudio.core.training.opening import resume_config
 
         cfg = resume_config(args.resume, overrides)
     else:
@@ -123,18 +131,48 @@ def run(args: argparse.Namespace) -> int:
                                 "settings, or --resume RUN_DIR")
         cfg = load_config(args.config, overrides)
         if cfg.run_name is None and cfg.output_dir is None:
-            from sdstudio.core.training.trainer import default_run_name
+            from sdstudio.core.training.opening import default_run_name
 
             cfg.run_name = default_run_name(cfg, Path(args.config).stem if args.config else None)
     from sdstudio.core.training.trainer import train
 
+    from sdstudio.core.events import TrainerControl
+
     printer = _Printer(args.quiet)
+    control = TrainerControl()
     try:
-        train(cfg, on_event=printer, resume=args.resume)
+        with stop_on_signals(control) as received:
+            train(cfg, on_event=printer, control=control, resume=args.resume, force=own["force"])
     except KeyboardInterrupt:
         return 130
     except SdstudioError:
         return 2  # already printed from the FailedEvent
     except Exception:  # noqa: BLE001 - already reported by the FailedEvent
         return 1
-    return 0
+    return 128 + received[0] if received else 0  # stopped by a signal: say which, as a shell would
+
+
+@contextlib.contextmanager
+def stop_on_signals(control: Any) -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP ask the trainer to stop (it saves a checkpoint and marks the
+    run stopped, within ~2 s in any phase); a second signal raises KeyboardInterrupt at once.
+    A SIGHUP that is ignored (nohup) stays ignored. Yields the signals received."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        control.request_stop()
+
+    wanted = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {}
+    for sig in wanted:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

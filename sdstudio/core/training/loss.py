@@ -7,7 +7,6 @@ given everything it reads when it is built, so it can be read (and tested) on it
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,6 @@ class StepLoss:
     noise_scheduler: Any
     device: Any
     weight_dtype: Any
-    autocast: bool  # wrap the UNet forward in torch.autocast(weight_dtype)
     channels_last: bool
     num_processes: int
     process_index: int
@@ -78,10 +76,7 @@ class StepLoss:
         context = self.source.text(batch)
         if self.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(self.device.type, dtype=self.weight_dtype)
-                    if self.autocast else contextlib.nullcontext())
-        with autocast:
-            pred = self.unet(noisy, t, context, return_dict=False)[0]
+        pred = self.unet(noisy, t, context, return_dict=False)[0]  # autocast, if any, is Accelerate's (see precision.py)
         per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
             per_item = per_item * self.snr_weights(t)
