@@ -129,7 +129,6 @@ class Trainer:
         self.models = TrainingModels(self.cfg, self.accelerator, self.weight_dtype, self.base, self.examples,
                                      self.counters, self.log, self._check)
         self.models.build()
-        self._lora_probe = precision.LoraDtypeProbe(self.models.plain()[0])
         message = self.folding.start(self.device.type)
         if message:
             self.log(message)
@@ -304,6 +303,7 @@ class Trainer:
             self._stop_cleanly()
             return
         saved_at, sampled_at = -1, 0 if self.step == 0 else -1
+        self._lora_probe = precision.LoraDtypeProbe(self.models.plain()[0])  # armed after sampling: a step's forward
         while self.step < cfg.max_train_steps:
             t0 = time.perf_counter()
             loss = self._optimizer_step()
