@@ -149,16 +149,15 @@ class TrainingModels:
             torch.cuda.empty_cache()
 
     def _compile(self) -> None:
-        """torch.compile the UNet (backend: ACCELERATE_DYNAMO_BACKEND, as `accelerate launch
-        --dynamo_backend` sets it, else inductor); build the step loss."""
+        """torch.compile the UNet (backend: $SDSTUDIO_COMPILE_BACKEND, default inductor; `eager`
+        or `aot_eager` to debug); build the step loss."""
         import os
 
         import torch
 
         cfg, acc = self.cfg, self.accelerator
         if cfg.torch_compile:
-            backend = os.environ.get("ACCELERATE_DYNAMO_BACKEND", "inductor").lower()
-            self.unet = torch.compile(self.unet, backend="inductor" if backend == "no" else backend)
+            self.unet = torch.compile(self.unet, backend=os.environ.get("SDSTUDIO_COMPILE_BACKEND", "inductor"))
         self.loss = StepLoss(cfg, self.source, self.unet, self.noise_scheduler, self.device, self.weight_dtype,
                              self.channels_last, acc.num_processes, acc.process_index, self.examples,
                              self.class_examples)
