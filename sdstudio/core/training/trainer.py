@@ -261,6 +261,7 @@ class Trainer:
         assert self.run_dir is not None and self.models is not None
         if self.is_main:
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
+            self.log(f"sampling {len(prompts)} prompts x {self.cfg.num_validation_images} seeds at step {self.step}")
             autocast = None if self.weight_dtype == torch.float32 else self.weight_dtype
             with self.models.sampling_pipeline() as pipe:
                 paths = validation.sample(pipe, self.run_dir, self.step, self.cfg, prompts, self.device, autocast,
