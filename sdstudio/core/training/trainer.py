@@ -101,10 +101,12 @@ class Trainer:
         self.is_main = state.is_main_process
         names = [opening.choose_run_path(cfg, self.resume) if self.is_main else None]
         broadcast_object_list(names)
-        self.run_dir = RunDir(names[0])
+        run_dir = RunDir(names[0])
         dataset = resume_guard.dataset_record(self.examples, opening.data_root(cfg))
         identity = model_identity(self.base)
-        forced = resume_guard.check(self.run_dir.path, self.run_dir.meta(), dataset, identity, self.force) if self.resume else []
+        # a refused resume leaves the run as it was (its status included)
+        forced = resume_guard.check(run_dir.path, run_dir.meta(), dataset, identity, self.force) if self.resume else []
+        self.run_dir = run_dir
         self.precision = precision.plan(cfg.mixed_precision, cfg.fast_path)
         AcceleratorState._reset_state()  # each run sets its own precision (the studio runs several in one process)
         project = ProjectConfiguration(project_dir=str(self.run_dir.path), logging_dir=str(self.run_dir.path / "logs"))
