@@ -23,6 +23,20 @@ def data_root(cfg: TrainConfig) -> Path:
     return Path((cfg.train_data_dir if cfg.resolved_method == "text2image" else cfg.instance_data_dir) or "")
 
 
+def cpu_process_group() -> bool:
+    """True when several processes were launched on a machine without a GPU (`accelerate launch
+    --multi_gpu` or torchrun there; `accelerate launch --cpu` itself starts one process unless
+    with mpirun): Accelerate joins them with gloo only when told cpu=True; otherwise each
+    process would silently train alone."""
+    import os
+
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return True
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def choose_run_path(cfg: TrainConfig, resume: Path | None) -> str:
     """The run folder: the one resumed, else output_dir or a new name under the runs root."""
     if resume:

@@ -97,7 +97,8 @@ class Trainer:
         cfg = self.cfg
         self.base = resolve_base_model(cfg.pretrained_model_name_or_path)
         self.examples, skipped = instance_examples(cfg)  # refuses an unusable dataset before loading models
-        state = PartialState()  # the process group, before the Accelerator: it needs the run's folder
+        cpu = opening.cpu_process_group()
+        state = PartialState(cpu=cpu)  # the process group, before the Accelerator: it needs the run's folder
         self.is_main = state.is_main_process
         names = [opening.choose_run_path(cfg, self.resume) if self.is_main else None]
         broadcast_object_list(names)
@@ -110,8 +111,8 @@ class Trainer:
         self.precision = precision.plan(cfg.mixed_precision, cfg.fast_path)
         AcceleratorState._reset_state()  # each run sets its own precision (the studio runs several in one process)
         project = ProjectConfiguration(project_dir=str(self.run_dir.path), logging_dir=str(self.run_dir.path / "logs"))
-        self.accelerator = Accelerator(mixed_precision=self.precision.accelerate_mixed_precision, project_config=project,
-                                       log_with=None if cfg.report_to == "none" else cfg.report_to)
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision=self.precision.accelerate_mixed_precision,
+                                       project_config=project, log_with=None if cfg.report_to == "none" else cfg.report_to)
         precision.attach_cpu_scaler(self.accelerator)
         self.device = self.accelerator.device
         self.weight_dtype = self.precision.weight_dtype
