@@ -7,12 +7,12 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import tiny_train_values
+from sdstudio.cli import main
 from sdstudio.core.config import build_config
 from sdstudio.core.runs import RunDir
 from sdstudio.core.training import checkpoint
@@ -50,14 +50,10 @@ def small_run(tiny_model_dir, tmp_path_factory):
 def test_export_merged_model_and_sample_png_are_0644_under_umask_022(small_run, tiny_model_dir, tmp_path, umask_022):
     run = small_run
     sample = run.samples()[-1].path
-    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     export = tmp_path / "lora.safetensors"
-    subprocess.run([sys.executable, "-m", "sdstudio", "export", str(run.path), "-o", str(export)], check=True,
-                   capture_output=True, text=True, env=env, timeout=300)
+    assert main(["export", str(run.path), "-o", str(export)]) == 0
     merged = tmp_path / "merged.safetensors"
-    done = subprocess.run([sys.executable, "-m", "sdstudio", "merge", str(tiny_model_dir), "--lora", f"{export}:0.8",
-                           "-o", str(merged)], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert main(["merge", str(tiny_model_dir), "--lora", f"{export}:0.8", "-o", str(merged)]) == 0
     listing = subprocess.run(["ls", "-l", str(export), str(merged), str(sample)], capture_output=True, text=True).stdout
     print(listing)
     assert (mode(export), mode(merged), mode(sample)) == ("0o644",) * 3, listing
