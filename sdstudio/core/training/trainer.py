@@ -27,9 +27,9 @@ from sdstudio.core.training.examples import Example, instance_examples
 from sdstudio.core.training.setup import TrainingModels
 
 OOM_HINT = ("out of memory. Each of these lowers memory: train_batch_size, resolution, "
-            "gradient_checkpointing = true, fast_path = false (folds gradient_accumulation_steps micro-batches into one "
-            "pass), mixed_precision = \"bf16\" or \"fp16\", train_text_encoder = false, cache_latents = true, "
-            "use_8bit_adam = true, rank, num_validation_images")
+            "gradient_checkpointing = true, fast_path = false (never folds the gradient_accumulation_steps "
+            "micro-batches into one pass), mixed_precision = \"bf16\" or \"fp16\", train_text_encoder = false, "
+            "cache_latents = true, use_8bit_adam = true, rank, num_validation_images")
 
 
 class Trainer:
