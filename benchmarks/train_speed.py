@@ -70,7 +70,7 @@ def unet_step_flops(model_dir: Path, resolution: int, device: Any, dtype: Any) -
     from diffusers import UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sdstudio.core.training.state import UNET_TARGETS, lora_config
+    from sdstudio.core.training.checkpoint import UNET_TARGETS, lora_config
 
     unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", torch_dtype=dtype).to(device)
     unet.requires_grad_(False)

@@ -56,25 +56,23 @@ def _realise_lora(model: Any, gen: Any) -> list[Any]:
 
 def sd15_lora_checkpoint(run: RunDir, step: int = 10, rank: int = 4, alpha: float = 8.0,
                          unet_targets: list[str] = UNET_TARGETS, text_targets: list[str] | None = TEXT_TARGETS) -> Path:
-    """An SD 1.5-size LoRA checkpoint, written by the trainer's `save_checkpoint`: peft adapters on
+    """An SD 1.5-size LoRA checkpoint, written by the trainer's checkpoint writer: peft adapters on
     meta-device SD 1.5 models (the project's own numbers, `sdstudio.demo.sd15_arch`) whose LoRA
     tensors alone are made real (random), so no base weights and no memory are needed."""
     import torch
 
-    from sdstudio.core.training import state as train_state
+    from sdstudio.core.training import checkpoint
     from sdstudio.demo import sd15_arch
 
     gen = torch.Generator().manual_seed(0)
     models = sd15_arch.meta_models()
-    params = []
     for name, targets in (("unet", unet_targets), ("text_encoder", text_targets)):
         if targets:
-            models[name].add_adapter(train_state.lora_config(rank, alpha, targets))
-            params += _realise_lora(models[name], gen)
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    record = train_state.save_checkpoint(run, step, models["unet"], models["text_encoder"] if text_targets else None,
-                                         optimizer, scheduler, {"micro_batches": step})
+            models[name].add_adapter(checkpoint.lora_config(rank, alpha, targets))
+            _realise_lora(models[name], gen)
+    staged = checkpoint.begin(run, step)
+    checkpoint.write_lora_weights(staged, models["unet"], models["text_encoder"] if text_targets else None)
+    record = checkpoint.commit(run, step)
     config = {"pretrained_model_name_or_path": "stable-diffusion-v1-5", "method": "dreambooth",
               "instance_prompt": "a photo of sks dog", "resolution": 512, "max_train_steps": step,
               "learning_rate": 1e-4, "lr_scheduler": "constant", "rank": rank, "lora_alpha": alpha,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "train", help="train a LoRA from a TOML config",
         description="Train a LoRA. Any config field can be given as --FIELD VALUE and overrides the file "
-                    "(e.g. --max_train_steps 200 --learning_rate 5e-5). Ctrl-C saves a checkpoint and stops.",
+                    "(e.g. --max_train_steps 200 --learning_rate 5e-5). Ctrl-C, SIGTERM or SIGHUP save a "
+                    "checkpoint and stop within seconds (a second one stops at once).",
     )
     p.add_argument("config", nargs="?", help="TOML config (see data/configs/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
@@ -22,18 +27,20 @@ def register(sub: Any) -> None:
     p.add_argument("--detach", action="store_true",
                    help="train in the background (survives logout and dropped SSH); prints the run directory "
                         "and returns; output goes to RUN_DIR/logs/trainer.log")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: resume although the dataset or base model changed (recorded in run.toml)")
     p.set_defaults(func=run)
 
 
 def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Separate `train`'s own options from `--field value` overrides (argparse would take an
     override's value for the positional config)."""
-    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False, "detach": False}
+    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False, "detach": False, "force": False}
     rest: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok in ("--quiet", "--detach"):
+        if tok in ("--quiet", "--detach", "--force"):
             own[tok[2:]] = True
         elif tok == "--resume" or tok.startswith("--resume="):
             if "=" in tok:
@@ -115,18 +122,21 @@ def run(args: argparse.Namespace) -> int:
 
     own, rest = split_argv(args.train_argv)
     args.config, args.resume, args.quiet = own["config"], own["resume"], own["quiet"]
+    if own["force"] and not args.resume:
+        raise SdstudioError("--force only applies to --resume RUN_DIR")
     overrides = parse_overrides(rest)
     if own["detach"]:
         from sdstudio.core.detach import start_detached
 
-        run_dir, pid = start_detached(args.config, args.resume, rest, overrides, quiet=args.quiet)
+        run_dir, pid = start_detached(args.config, args.resume, rest, overrides, quiet=args.quiet,
+                                      force=own["force"])
         print(run_dir, flush=True)
         print(f"training in the background (pid {pid}); log: {run_dir / 'logs' / 'trainer.log'}\n"
               f"follow it with `sdstudio --run {run_dir}` or `sdstudio runs`; stop it with `sdstudio stop {run_dir}`",
               file=sys.stderr, flush=True)
         return 0
     if args.resume:
-        from sdstudio.core.training.trainer import resume_config
+        from sdstudio.core.training.opening import resume_config
 
         cfg = resume_config(args.resume, overrides)
     else:
@@ -135,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                                 "settings, or --resume RUN_DIR")
         cfg = load_config(args.config, overrides)
         if cfg.run_name is None and cfg.output_dir is None:
-            from sdstudio.core.training.trainer import default_run_name
+            from sdstudio.core.training.opening import default_run_name
 
             cfg.run_name = default_run_name(cfg, Path(args.config).stem if args.config else None)
     from sdstudio.core import detach, run_control
@@ -144,11 +154,18 @@ def run(args: argparse.Namespace) -> int:
 
     printer = _Printer(args.quiet)
     control = TrainerControl()
-    run_control.install_signal_handlers(control)  # stop/sample/save by signal: the fallback route
+    run_control.install_signal_handlers(control)  # sample/save by SIGUSR1/SIGUSR2: the fallback route
     if detach.in_detached_child():
         detach.ignore_hangup()
     try:
-        run_control.train_with_commands(cfg, on_event=printer, control=control, resume=args.resume, signals=True)
+        with stop_on_signals(control) as received:  # SIGINT/SIGTERM/SIGHUP: stop with a checkpoint
+            try:
+                run_control.train_with_commands(cfg, on_event=printer, control=control, resume=args.resume,
+                                                signals=True, force=own["force"])
+            finally:
+                # The interpreter's last garbage collection walks the whole model graph (about 4 s
+                # for a tiny model); what is left is freed with the process, so a stop exits at once.
+                gc.freeze()
     except KeyboardInterrupt:
         return 130
     except RunLockedError as exc:
@@ -158,4 +175,30 @@ def run(args: argparse.Namespace) -> int:
         return 2  # already printed from the FailedEvent
     except Exception:  # noqa: BLE001 - already reported by the FailedEvent
         return 1
-    return 0
+    return 128 + received[0] if received else 0  # stopped by a signal: say which, as a shell would
+
+
+@contextlib.contextmanager
+def stop_on_signals(control: Any) -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP ask the trainer to stop (it saves a checkpoint and marks the
+    run stopped, within ~2 s in any phase); a second signal raises KeyboardInterrupt at once.
+    A SIGHUP that is ignored (nohup) stays ignored. Yields the signals received."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        control.request_stop()
+
+    wanted = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {}
+    for sig in wanted:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

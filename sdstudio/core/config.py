@@ -78,9 +78,9 @@ class TrainConfig:
     # checkpoints and validation
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = None
-    validation_prompts: list[str] = field(default_factory=list)
-    num_validation_images: int = 4
-    validation_steps: int = 100
+    validation_prompts: list[str] = field(default_factory=list)  # empty: the instance/class prompts or captions
+    num_validation_images: int = 4  # 0: no validation samples
+    validation_steps: int = 100  # 0: no validation samples
     validation_num_inference_steps: int = 25
     validation_guidance_scale: float = 7.5
     seed: int = 0
@@ -281,8 +281,10 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
         _need(cfg.num_class_images >= 1, "num_class_images", "must be at least 1", source)
         _need(cfg.prior_loss_weight >= 0, "prior_loss_weight", "must be 0 or more", source)
     _need(cfg.resolution >= 8 and cfg.resolution % 8 == 0, "resolution", f"must be a positive multiple of 8, got {cfg.resolution}", source)
-    for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "rank", "num_validation_images",
-                 "validation_steps", "checkpointing_steps", "validation_num_inference_steps", "sample_batch_size",
+    for name in ("num_validation_images", "validation_steps"):  # 0 turns sampling off
+        _need(getattr(cfg, name) >= 0, name, f"must be 0 (no samples) or more, got {getattr(cfg, name)}", source)
+    for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "rank",
+                 "checkpointing_steps", "validation_num_inference_steps", "sample_batch_size",
                  "logging_steps"):
         _need(getattr(cfg, name) >= 1, name, f"must be at least 1, got {getattr(cfg, name)}", source)
     _need(cfg.learning_rate > 0, "learning_rate", f"must be positive, got {cfg.learning_rate}", source)

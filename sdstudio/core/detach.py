@@ -56,7 +56,7 @@ def on_ssh_login() -> bool:
 
 
 def child_argv(config: str | None, resume: str | None, rest: list[str], run_name: str | None,
-               quiet: bool) -> list[str]:
+               quiet: bool, force: bool = False) -> list[str]:
     """The `sdstudio` arguments of the background trainer (paths made absolute)."""
     argv = ["train"]
     if resume:
@@ -68,6 +68,8 @@ def child_argv(config: str | None, resume: str | None, rest: list[str], run_name
         argv += ["--run_name", run_name]
     if quiet:
         argv.append("--quiet")
+    if force and resume:
+        argv.append("--force")
     return argv
 
 
@@ -79,7 +81,7 @@ def plan_run(config: str | None, resume: str | None, overrides: dict[str, Any]) 
     from sdstudio.core.runs import RunDir
 
     if resume:
-        from sdstudio.core.training.trainer import resume_config
+        from sdstudio.core.training.opening import resume_config
 
         resume_config(resume, overrides)  # refuses a folder that is not a run, or a bad override
         path = Path(resume).resolve()
@@ -90,7 +92,7 @@ def plan_run(config: str | None, resume: str | None, overrides: dict[str, Any]) 
                                 "settings, or --resume RUN_DIR")
         cfg = load_config(config, overrides)
         if cfg.run_name is None and cfg.output_dir is None:
-            from sdstudio.core.training.trainer import default_run_name
+            from sdstudio.core.training.opening import default_run_name
 
             cfg.run_name = default_run_name(cfg, Path(config).stem if config else None)
         path = run_path_for(cfg).resolve()
@@ -106,8 +108,8 @@ def plan_run(config: str | None, resume: str | None, overrides: dict[str, Any]) 
 
 
 def start_detached(config: str | None, resume: str | None, rest: list[str], overrides: dict[str, Any],
-                   quiet: bool = False) -> tuple[Path, int]:
+                   quiet: bool = False, force: bool = False) -> tuple[Path, int]:
     """Start the background trainer; returns (run directory, pid) without waiting for it."""
     path, name = plan_run(config, resume, overrides)
-    proc = spawn(child_argv(config, resume, rest, name, quiet), path / "logs" / LOG_NAME, cwd=os.getcwd())
+    proc = spawn(child_argv(config, resume, rest, name, quiet, force), path / "logs" / LOG_NAME, cwd=os.getcwd())
     return path, proc.pid

@@ -1,4 +1,5 @@
-"""Typed events the trainer reports, and the commands it checks between steps.
+"""Typed events the trainer reports, and the commands it checks (between steps, and inside
+the long phases before and between them).
 
 The CLI prints events; the TUI turns them into Textual messages. Both only read these
 dataclasses, never the trainer's internals.
@@ -62,9 +63,17 @@ Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, 
 EventCallback = Callable[[Event], None]
 
 
+class StopRequested(Exception):
+    """Raised inside a phase (model loading, latent caching, class images, sampling) when a stop
+    was requested; the trainer catches it, keeps a checkpoint if a step was taken since the last
+    one, and marks the run stopped."""
+
+
 @dataclass
 class TrainerControl:
-    """Flags the loop checks between optimizer steps; safe to set from any thread."""
+    """Stop, sample-now and save-now: the one seam through which anything (the Stop key, a
+    signal handler, a command poller) steers a run. Safe to set from any thread or from a
+    signal handler; the trainer looks at `stop` at least every ~2 s in every phase."""
 
     stop: threading.Event = field(default_factory=threading.Event)
     sample_now: threading.Event = field(default_factory=threading.Event)
@@ -78,3 +87,8 @@ class TrainerControl:
 
     def request_save(self) -> None:
         self.save_now.set()
+
+    def check(self) -> None:
+        """Raise StopRequested if a stop was requested (called inside long loops)."""
+        if self.stop.is_set():
+            raise StopRequested()

@@ -194,14 +194,15 @@ def run_path_for(cfg: Any, resume: str | os.PathLike[str] | None = None) -> Path
     if cfg.output_dir:
         return Path(cfg.output_dir)
     if not cfg.run_name:
-        from sdstudio.core.training.trainer import default_run_name
+        from sdstudio.core.training.opening import default_run_name
 
         cfg.run_name = default_run_name(cfg)
     return runs_root() / cfg.run_name
 
 
 def train_with_commands(cfg: Any, on_event: EventCallback | None = None, control: TrainerControl | None = None,
-                        resume: str | os.PathLike[str] | None = None, signals: bool = False) -> RunDir:
+                        resume: str | os.PathLike[str] | None = None, signals: bool = False,
+                        force: bool = False) -> RunDir:
     """`trainer.train` holding the run's lock, with a command reader beside it.
 
     A second trainer of the same run is refused here, before anything in the folder is touched.
@@ -210,7 +211,7 @@ def train_with_commands(cfg: Any, on_event: EventCallback | None = None, control
 
     control = control or TrainerControl()
     if not is_rank_zero():
-        return train(cfg, on_event=on_event, control=control, resume=resume)
+        return train(cfg, on_event=on_event, control=control, resume=resume, force=force)
     path = run_path_for(cfg, resume)
     lock = run_lock.acquire(path)
     reader = None
@@ -219,7 +220,7 @@ def train_with_commands(cfg: Any, on_event: EventCallback | None = None, control
             on_event(LogEvent(f"the run's previous trainer (pid {lock.stale_pid}) is gone; took over its lock",
                               "warning"))
         reader = CommandReader(path, control, on_event, signals=signals).start()
-        return train(cfg, on_event=on_event, control=control, resume=resume)
+        return train(cfg, on_event=on_event, control=control, resume=resume, force=force)
     except Exception as exc:
         run = RunDir(path)
         if run.status().get("state") == STARTING:  # refused before the trainer wrote anything

@@ -4,7 +4,7 @@
     <run>/status.json       state, step, total, error, pid, updated
     <run>/metrics.jsonl     one object per logged step
     <run>/samples/          validation PNGs + index.jsonl
-    <run>/checkpoints/step-NNNNNN/pytorch_lora_weights.safetensors (+ state/)
+    <run>/checkpoints/step-NNNNNN/pytorch_lora_weights.safetensors (+ state/: Accelerate's state)
     <run>/exports/          kohya-format files for A1111/ComfyUI
 
 Anything that shows a run rebuilds its view from here, so every write is atomic and
@@ -292,8 +292,25 @@ class RunDir:
     def set_favourites(self, steps: set[int]) -> None:
         atomic.write_json(self.favourites_json, {"steps": sorted(steps)})
 
+    def recover_checkpoints(self) -> None:
+        """Finish a checkpoint swap a kill interrupted (see training/checkpoint.py): a folder set
+        aside (`.old`) whose replacement never arrived goes back; staging folders go."""
+        if not self.checkpoints_dir.is_dir():
+            return
+        for child in sorted(self.checkpoints_dir.iterdir()):
+            if child.name.endswith(".old") and _CKPT_RE.match(child.name[:-4]):
+                final = child.with_name(child.name[:-4])
+                if (final / LORA_WEIGHTS_NAME).exists():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    shutil.rmtree(final, ignore_errors=True)
+                    os.replace(child, final)
+            elif child.name.endswith(".tmp") and _CKPT_RE.match(child.name[:-4]):
+                shutil.rmtree(child, ignore_errors=True)
+
     def truncate_after(self, step: int) -> None:
         """Forget metrics and samples logged after `step` (used when resuming from it)."""
+        self.recover_checkpoints()
         rows = [r for r in self.metrics() if int(r.get("step", 0)) <= step]
         atomic.write_text(self.metrics_jsonl, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         if self.samples_index.exists():
@@ -301,7 +318,7 @@ class RunDir:
             atomic.write_text(self.samples_index, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
         for cp_dir in self.checkpoints_dir.glob("step-*") if self.checkpoints_dir.is_dir() else []:
             m = _CKPT_RE.match(cp_dir.name)
-            if (m and int(m.group(1)) > step) or cp_dir.name.endswith(".tmp"):
+            if m and int(m.group(1)) > step:
                 shutil.rmtree(cp_dir, ignore_errors=True)
 
 

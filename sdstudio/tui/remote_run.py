@@ -87,7 +87,7 @@ def start_detached_run(cfg: object) -> tuple[Path, subprocess.Popen[bytes], floa
 
     since = time.time()
     if getattr(cfg, "run_name", None) is None and getattr(cfg, "output_dir", None) is None:
-        from sdstudio.core.training.trainer import default_run_name
+        from sdstudio.core.training.opening import default_run_name
 
         cfg.run_name = default_run_name(cfg)  # type: ignore[arg-type, attr-defined]
     overrides = {"run_name": cfg.run_name} if getattr(cfg, "run_name", None) else {}  # type: ignore[attr-defined]

@@ -1,6 +1,8 @@
-"""Atomic file writes: write a temporary sibling, fsync, rename into place.
+"""Atomic file writes: write a temporary sibling, fsync, rename into place, fsync the folder.
 
 A crash, a kill or a full disk leaves either the old file or the new one, never half of one.
+Files get the mode an ordinary write would give (0666 less the umask: 0644 under umask 022),
+not mkstemp's 0600, so A1111 or ComfyUI running as another user can read an export.
 """
 
 from __future__ import annotations
@@ -9,9 +11,40 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it: done under a lock, restored at once)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str], directory: bool = False) -> None:
+    """Give a temporary file (mkstemp: 0600) or folder (mkdtemp: 0700) the mode a plain write
+    or mkdir would have given it."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or a new entry in `path` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -26,7 +59,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        apply_umask(tmp_path)
         os.replace(tmp_path, target)
+        fsync_dir(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -64,10 +99,14 @@ def save_image(image: Any, path: str | os.PathLike[str], **save_kwargs: Any) -> 
 
 def append_line(path: str | os.PathLike[str], line: str) -> None:
     """Append one line with a single O_APPEND write, so readers never see a torn line
-    except after a power cut (readers skip a last line that does not parse)."""
+    except after a crash mid-write (readers skip a line that does not parse). A torn last
+    line is ended first, so it costs only itself, never the row appended after it."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(os.fspath(path), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
         os.write(fd, data)
     finally:
         os.close(fd)

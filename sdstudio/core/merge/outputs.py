@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
+from sdstudio.core.io.atomic import apply_umask, fsync_dir
 from sdstudio.core.io.ldm_layout import LdmLayout, from_ldm_tensor
 from sdstudio.core.filetypes import PICKLE_SUFFIXES, WEIGHT_NAMES
 from sdstudio.core.io.safetensors_io import SafetensorsStreamWriter
@@ -59,7 +60,9 @@ class SingleFileOutput:
         try:
             self.writer.patch_metadata(patches)
             self.writer.close()
+            apply_umask(self.tmp)
             os.replace(self.tmp, self.out)
+            fsync_dir(self.out.parent)
         except OSError as exc:
             self.abort()
             raise _disk_error(self.out, exc) from None
@@ -127,11 +130,13 @@ class DiffusersOutput:
                 if comp == "unet":
                     writer.patch_metadata(patches)
                 writer.close()
+            apply_umask(self.tmp, directory=True)
+            old = self.out.with_name(f".{self.out.name}.old")
             if self.out.exists():
-                old = self.out.with_name(f".{self.out.name}.old")
                 os.replace(self.out, old)
-                shutil.rmtree(old, ignore_errors=True)
             os.replace(self.tmp, self.out)
+            fsync_dir(self.out.parent)
+            shutil.rmtree(old, ignore_errors=True)  # only once the new folder is in place
         except OSError as exc:
             self.abort()
             raise _disk_error(self.out, exc) from None

@@ -21,8 +21,20 @@ def count_class_images(folder: Path) -> int:
     return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None]) -> int:
-    """Generate class images until `num_class_images` exist; returns how many were made."""
+def step_check(check: Callable[[], None]) -> Callable[..., dict[str, Any]]:
+    """A diffusers `callback_on_step_end` that calls `check` at every denoising step."""
+
+    def callback(_pipe: Any, _step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        check()
+        return kwargs
+
+    return callback
+
+
+def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
+                        check: Callable[[], None] = lambda: None) -> int:
+    """Generate class images until `num_class_images` exist; returns how many were made.
+    `check` is called at every denoising step (it raises to stop; finished images are kept)."""
     import torch
 
     folder = Path(cfg.class_data_dir or "")
@@ -41,7 +53,8 @@ def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None])
         with torch.no_grad():
             images = pipe([cfg.class_prompt] * n, height=cfg.resolution, width=cfg.resolution,
                           num_inference_steps=cfg.validation_num_inference_steps,
-                          guidance_scale=cfg.validation_guidance_scale, generator=gens).images
+                          guidance_scale=cfg.validation_guidance_scale, generator=gens,
+                          callback_on_step_end=step_check(check)).images
         for image in images:
             while (folder / f"class-{index:05d}.png").exists():
                 index += 1

@@ -9,6 +9,7 @@ while they cannot change: the VAE is frozen, and the text encoder unless it is t
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,14 +105,16 @@ class ExampleSource:
         """True when training never calls the VAE nor the text encoder (both outputs cached)."""
         return self.cache_latents and self.cache_text
 
-    def precompute(self, examples: list[Example]) -> None:
-        """Encode every (image, flip) once; text embeddings of every distinct caption once."""
+    def precompute(self, examples: list[Example], check: Callable[[], None] = lambda: None) -> None:
+        """Encode every (image, flip) once; text embeddings of every distinct caption once.
+        `check` is called between chunks (it raises to stop)."""
         import torch
 
         if self.cache_latents:
             flips = (False, True) if self.cfg.random_flip else (False,)
             todo = [(ex.path, f) for ex in examples for f in flips if (ex.path, f) not in self._latent_cache]
             for start in range(0, len(todo), 8):
+                check()
                 chunk = todo[start : start + 8]
                 pixels = torch.stack([pixel_tensor(preprocess(load_rgb(p), self.cfg.resolution, True, f)) for p, f in chunk])
                 moments = self._moments(pixels).cpu()
@@ -119,6 +122,7 @@ class ExampleSource:
                     self._latent_cache[key] = m
         if self.cache_text:
             for caption in sorted({ex.caption for ex in examples} - set(self._text_cache)):
+                check()
                 self._text_cache[caption] = self._encode_text([caption])[0].cpu()
 
     def latents(self, examples: list[Example], generator: Any) -> Any:

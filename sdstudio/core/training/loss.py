@@ -1,39 +1,45 @@
 """The loss of one optimizer step: denoising MSE over a set of micro-batches.
 
 Kept apart from the trainer's lifecycle (setup, checkpoints, samples, events): this is the
-part that must give the same numbers on the fast path and the plain path.
+part that must give the same numbers on the fast path and the plain path. `StepLoss` is
+given everything it reads when it is built, so it can be read (and tested) on its own.
 """
 
 from __future__ import annotations
 
-import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
-from sdstudio.core.training.examples import Example, micro_batch_generator, stream_index
+from sdstudio.core.config import TrainConfig
+from sdstudio.core.training.examples import Example, ExampleSource, micro_batch_generator, stream_index
 
 
+@dataclass
 class StepLoss:
-    """Mixed into the Trainer; uses its cfg, accelerator, source, unet and noise scheduler."""
+    """Draws micro-batches, noises them and returns the weighted denoising loss."""
 
-    cfg: Any
-    accelerator: Any
-    source: Any
-    unet: Any
+    cfg: TrainConfig
+    source: ExampleSource
+    unet: Any  # the prepared (possibly DDP-wrapped or compiled) UNet
     noise_scheduler: Any
-    prediction_type: str
     device: Any
     weight_dtype: Any
-    use_autocast: bool
     channels_last: bool
+    num_processes: int
+    process_index: int
     examples: list[Example]
-    class_examples: list[Example]
+    class_examples: list[Example] = field(default_factory=list)
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.noise_scheduler.config.prediction_type)
 
     def _batch(self, stream: list[Example], micro: int, seed: int) -> list[Example]:
-        b, w, rank = self.cfg.train_batch_size, self.accelerator.num_processes, self.accelerator.process_index
-        first = (micro * w + rank) * b
+        b = self.cfg.train_batch_size
+        first = (micro * self.num_processes + self.process_index) * b
         return [stream[stream_index(first + j, len(stream), seed)] for j in range(b)]
 
-    def _loss(self, micros: list[int]) -> Any:
+    def __call__(self, micros: list[int]) -> Any:
         """Mean loss of the given micro-batches, computed in one forward pass.
 
         Each micro-batch draws its examples, noise and timesteps from its own generator, so
@@ -46,7 +52,7 @@ class StepLoss:
         cfg = self.cfg
         latents, noise, timesteps, batch, weights = [], [], [], [], []
         for micro in micros:
-            g = micro_batch_generator(cfg.seed, micro, self.accelerator.process_index)
+            g = micro_batch_generator(cfg.seed, micro, self.process_index)
             items = self._batch(self.examples, micro, cfg.seed)
             item_w = [1.0] * len(items)
             if cfg.with_prior_preservation:
@@ -70,20 +76,17 @@ class StepLoss:
         context = self.source.text(batch)
         if self.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(self.device.type, dtype=self.weight_dtype)
-                    if self.use_autocast else contextlib.nullcontext())
-        with autocast:
-            pred = self.unet(noisy, t, context, return_dict=False)[0]
+        pred = self.unet(noisy, t, context, return_dict=False)[0]  # autocast, if any, is Accelerate's (see precision.py)
         per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
-            per_item = per_item * self._snr_weights(t)
+            per_item = per_item * self.snr_weights(t)
         return (per_item * torch.tensor(weights, device=per_item.device)).sum()
 
-    def _snr_weights(self, timesteps: Any) -> Any:
-        """Min-SNR-gamma loss weights (Hang et al. 2023)."""
+    def snr_weights(self, timesteps: Any) -> Any:
+        """Min-SNR-gamma loss weights (Hang et al. 2023), from diffusers' compute_snr."""
         import torch
+        from diffusers.training_utils import compute_snr
 
-        alphas = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-        snr = alphas / (1.0 - alphas)
+        snr = compute_snr(self.noise_scheduler, timesteps)
         clipped = torch.clamp(snr, max=float(self.cfg.snr_gamma))
         return clipped / (snr + 1.0) if self.prediction_type == "v_prediction" else clipped / snr

@@ -1,9 +1,10 @@
 """The trainer: text-to-image LoRA, DreamBooth LoRA, DreamBooth LoRA with prior preservation.
 
 `train()` is synchronous: the CLI calls it in the main thread, the studio in one worker
-thread. It reports through `on_event` and checks `control` between optimizer steps.
-Everything it leaves behind is in the run directory (see runs.py), so a run can be
-inspected, resumed or exported by any other process.
+thread. It reports through `on_event` and obeys `control` (stop, sample now, save now):
+between optimizer steps, and inside the long phases (model loading, latent caching, class
+images, sampling) at least every ~2 s. Everything it leaves behind is in the run directory
+(see runs.py), so a run can be inspected, resumed or exported by any other process.
 """
 
 from __future__ import annotations
@@ -11,50 +12,64 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sdstudio import __version__
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.errors import ConfigError, SdstudioError, TrainingError
+from sdstudio.core.errors import SdstudioError, TrainingError
 from sdstudio.core.events import (CheckpointEvent, Event, EventCallback, FailedEvent, FinishedEvent, LogEvent,
-                                  SampleEvent, StepEvent, TrainerControl)
-from sdstudio.core.models import BaseModel, load_pipeline, model_identity, resolve_base_model
-from sdstudio.core.paths import runs_root
+                                  SampleEvent, StepEvent, StopRequested, TrainerControl)
+from sdstudio.core.models import BaseModel, model_identity, resolve_base_model
 from sdstudio.core.runs import FAILED, FINISHED, RUNNING, STOPPED, RunDir
-from sdstudio.core.training import state as train_state
-from sdstudio.core.training import validation
-from sdstudio.core.training.examples import Example, ExampleSource, class_examples, instance_examples
-from sdstudio.core.training.loss import StepLoss
+from sdstudio.core.training import checkpoint, opening, precision, resume_guard, validation
+from sdstudio.core.training.examples import Example, instance_examples
+from sdstudio.core.training.setup import TrainingModels
 
-OOM_HINT = ("out of memory: lower train_batch_size or resolution, set gradient_checkpointing = true, "
-            "or set train_text_encoder = false")
-
-
-def default_run_name(cfg: TrainConfig, stem: str | None = None) -> str:
-    return f"{stem or cfg.resolved_method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+OOM_HINT = ("out of memory. Each of these lowers memory: train_batch_size, resolution, "
+            "gradient_checkpointing = true, fast_path = false (never folds the gradient_accumulation_steps "
+            "micro-batches into one pass), mixed_precision = \"bf16\" or \"fp16\", train_text_encoder = false, "
+            "cache_latents = true, use_8bit_adam = true, rank, num_validation_images")
 
 
-def _check_device_options(cfg: TrainConfig) -> None:
-    import torch
+class Trainer:
+    """One training run; `run()` drives it to the end, a stop, or a failure.
 
-    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("mixed_precision", "fp16 needs a CUDA GPU; use \"bf16\" or \"no\" on this machine")
-
-
-class Trainer(StepLoss):
-    """One training run; `run()` drives it to the end, a stop, or a failure."""
+    Setup is a sequence of named steps (open the run, load, adapters, optimizer and scheduler,
+    prepare, caches, compile); every attribute they fill is declared here first.
+    """
 
     def __init__(self, cfg: TrainConfig, on_event: EventCallback | None, control: TrainerControl | None,
-                 resume: str | Path | None) -> None:
+                 resume: str | Path | None, force: bool = False) -> None:
         self.cfg = cfg
         self._on_event = on_event
         self.control = control or TrainerControl()
         self.resume = Path(resume) if resume else None
-        self.step = 0
+        self.force = force  # resume although the dataset or base model changed (recorded)
+        self.counters = checkpoint.TrainerCounters()  # saved and restored by Accelerate
+        self.is_main = True  # until the process group says otherwise
         self.run_dir: RunDir | None = None
         self._last_status = 0.0
+        self._updating = False  # between optimizer.step() and the step counter: nothing to save
+        self.sampling = validation.sampling_on(cfg)
+        # filled by _open_run
+        self.base: BaseModel | None = None
+        self.examples: list[Example] = []
+        self.precision: precision.Precision | None = None
+        self.accelerator: Any = None
+        self.device: Any = None
+        self.weight_dtype: Any = None
+        self.models: TrainingModels | None = None  # built by _setup_models
+        self.folding = precision.Folding(cfg)
+        self._lora_probe: precision.LoraDtypeProbe | None = None
+
+    @property
+    def step(self) -> int:
+        return self.counters.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.counters.step = value
 
     # events
     def emit(self, event: Event) -> None:
@@ -64,137 +79,84 @@ class Trainer(StepLoss):
     def log(self, message: str, level: str = "info") -> None:
         self.emit(LogEvent(message, level))
 
-    # setup
-    def _prepare(self) -> None:
-        import torch
+    @property
+    def _single_process(self) -> bool:
+        return self.accelerator is None or self.accelerator.num_processes == 1
+
+    def _check(self) -> None:
+        """Stop inside a phase. With several processes only between steps, where they agree."""
+        if self._single_process:
+            self.control.check()
+
+    # setup: open the run directory
+    def _open_run(self) -> None:
         from accelerate import Accelerator, PartialState
+        from accelerate.state import AcceleratorState
         from accelerate.utils import ProjectConfiguration, broadcast_object_list
 
         cfg = self.cfg
-        _check_device_options(cfg)
-        self.base: BaseModel = resolve_base_model(cfg.pretrained_model_name_or_path)
+        self.base = resolve_base_model(cfg.pretrained_model_name_or_path)
         self.examples, skipped = instance_examples(cfg)  # refuses an unusable dataset before loading models
-        state = PartialState()  # the process group, before the Accelerator: it needs the run's folder
+        cpu = opening.cpu_process_group()
+        state = PartialState(cpu=cpu)  # the process group, before the Accelerator: it needs the run's folder
         self.is_main = state.is_main_process
-        names = [self._choose_run_path() if self.is_main else None]
+        names = [opening.choose_run_path(cfg, self.resume) if self.is_main else None]
         broadcast_object_list(names)
-        self.run_dir = RunDir(names[0])
+        run_dir = RunDir(names[0])
+        dataset = resume_guard.dataset_record(self.examples, opening.data_root(cfg))
+        identity = model_identity(self.base)
+        # a refused resume leaves the run as it was (its status included)
+        forced = resume_guard.check(run_dir.path, run_dir.meta(), dataset, identity, self.force) if self.resume else []
+        self.run_dir = run_dir
+        self.precision = precision.plan(cfg.mixed_precision, cfg.fast_path)
+        AcceleratorState._reset_state()  # each run sets its own precision (the studio runs several in one process)
         project = ProjectConfiguration(project_dir=str(self.run_dir.path), logging_dir=str(self.run_dir.path / "logs"))
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, project_config=project,
-                                       log_with=None if cfg.report_to == "none" else cfg.report_to)
+        self.accelerator = Accelerator(cpu=cpu, mixed_precision=self.precision.accelerate_mixed_precision,
+                                       project_config=project, log_with=None if cfg.report_to == "none" else cfg.report_to)
+        precision.attach_cpu_scaler(self.accelerator)
         self.device = self.accelerator.device
-        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+        self.weight_dtype = self.precision.weight_dtype
         if self.is_main:
-            if not self.resume:
-                self.run_dir.write_config(cfg.to_dict(), {"version": __version__, "base_model": model_identity(self.base),
-                                                          "dataset_images": len(self.examples), "skipped": skipped})
+            meta = {"version": __version__, "base_model": identity, "dataset_images": len(self.examples),
+                    "skipped": skipped, "dataset": dataset}
+            opening.record_run(self.run_dir, cfg, meta, bool(self.resume), forced)
             self.run_dir.write_status(RUNNING, self.step, cfg.max_train_steps)
         for line in skipped:
             self.log(line, "warning")
+        for change in forced:
+            self.log(f"resuming with --force although {change}", "warning")
         self.log(f"{len(self.examples)} training images; loading {self.base.name}")
 
-    def _choose_run_path(self) -> str:
+    def _setup_models(self) -> None:
+        assert self.base is not None
+        self.models = TrainingModels(self.cfg, self.accelerator, self.weight_dtype, self.base, self.examples,
+                                     self.counters, self.log, self._check)
+        self.models.build()
+        message = self.folding.start(self.device.type)
+        if message:
+            self.log(message)
         cfg = self.cfg
-        if self.resume:
-            return str(self.resume)
-        path = Path(cfg.output_dir) if cfg.output_dir else runs_root() / (cfg.run_name or default_run_name(cfg))
-        if RunDir(path).exists() and RunDir(path).checkpoints():
-            raise ConfigError("output_dir", f"{path} already holds a run with checkpoints; resume it with "
-                              f"`sdstudio train --resume {path}` or choose another output_dir")
-        return str(path)
-
-    def _load_models(self) -> None:
-        import torch
-        from diffusers import DDPMScheduler
-        from diffusers.optimization import get_scheduler
-
-        cfg, acc = self.cfg, self.accelerator
-        self.pipe = load_pipeline(self.base)
-        self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
-        self.prediction_type = self.noise_scheduler.config.prediction_type
-        unet, vae, text_encoder = self.pipe.unet, self.pipe.vae, self.pipe.text_encoder
-        for module in (unet, vae, text_encoder):
-            module.requires_grad_(False)
-        if cfg.with_prior_preservation:
-            from sdstudio.core.training.class_images import ensure_class_images
-
-            if self.is_main:
-                self.pipe.to(self.device)
-                ensure_class_images(cfg, self.pipe, self.log)
-            acc.wait_for_everyone()
-            self.class_examples: list[Example] = class_examples(cfg)
-        vae.to(self.device)  # the VAE stays fp32: fp16 SD VAEs overflow
-        for module in (text_encoder, unet):
-            module.to(self.device)
-            if self.weight_dtype != torch.float32:
-                module.to(dtype=self.weight_dtype)
-        torch.manual_seed(cfg.seed)  # LoRA init is part of the run's determinism
-        unet.add_adapter(train_state.lora_config(cfg.rank, cfg.effective_alpha, train_state.UNET_TARGETS))
-        params = [p for p in unet.parameters() if p.requires_grad]
-        if cfg.train_text_encoder:
-            text_encoder.add_adapter(train_state.lora_config(cfg.rank, cfg.effective_alpha, train_state.TEXT_ENCODER_TARGETS))
-            params += [p for p in text_encoder.parameters() if p.requires_grad]
-        for p in params:
-            p.data = p.data.float()  # LoRA weights train in fp32 whatever the base dtype
-        if cfg.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-            if cfg.train_text_encoder:
-                text_encoder.gradient_checkpointing_enable()
-        cuda_fast = cfg.fast_path and self.device.type == "cuda"
-        self.channels_last = cuda_fast
-        if cuda_fast:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            unet.to(memory_format=torch.channels_last)
-        # bf16 weights need no autocast (LoRA layers compute in fp32 and cast back); fp16 does.
-        self.use_autocast = self.weight_dtype == torch.float16 or (self.weight_dtype == torch.bfloat16 and not cfg.fast_path)
-        self.fold_micro_batches = cfg.fast_path and cfg.gradient_accumulation_steps > 1
-        lr = cfg.learning_rate * (cfg.images_per_step * acc.num_processes if cfg.scale_lr else 1)
-        optimizer = self._optimizer(params, lr, fused=cuda_fast)
-        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps,
-                                          num_training_steps=cfg.max_train_steps)
-        if cfg.train_text_encoder:
-            self.unet, self.text_encoder, self.optimizer = acc.prepare(unet, text_encoder, optimizer)
-        else:
-            self.unet, self.optimizer = acc.prepare(unet, optimizer)
-            self.text_encoder = text_encoder
-        self.params = params
-        everything = self.examples + getattr(self, "class_examples", [])
-        self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
-                                    all_square=all(ex.square for ex in everything))
-        self.source.precompute(everything)
-        self.offloaded = cuda_fast and self.source.frozen_modules_idle
-        if self.offloaded:  # both outputs cached: free their GPU memory until sampling
-            vae.to("cpu")
-            text_encoder.to("cpu")
-            torch.cuda.empty_cache()
-        if cfg.torch_compile:
-            self.unet = torch.compile(self.unet)
         if cfg.report_to != "none":
-            acc.init_trackers("sdstudio", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))})
-
-    def _optimizer(self, params: list[Any], lr: float, fused: bool) -> Any:
-        import torch
-
-        cfg = self.cfg
-        kwargs = dict(lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
-        if cfg.use_8bit_adam:
-            import bitsandbytes as bnb
-
-            return bnb.optim.AdamW8bit(params, **kwargs)
-        return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+            self.accelerator.init_trackers(
+                "sdstudio", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))})
 
     def _resume(self) -> None:
+        """Accelerate's load_state: adapters (via the hook), optimizer, GradScaler, RNG, LR
+        scheduler and the step counter."""
         assert self.run_dir is not None
+        if self.is_main:
+            self.run_dir.recover_checkpoints()
+        self.accelerator.wait_for_everyone()
         ckpt = self.run_dir.latest_checkpoint()
-        if ckpt is None or not train_state.has_resume_state(ckpt.path):
+        if ckpt is None:
             self.log("no checkpoint to resume from; starting at step 0")
             self.step = 0
+        elif not checkpoint.has_resume_state(ckpt):
+            raise SdstudioError(f"{ckpt.path}: holds no training state this sdstudio can resume (an older checkpoint "
+                                "format); export it, or start a new run")
         else:
-            unwrap = self.accelerator.unwrap_model
-            te = unwrap(self.text_encoder) if self.cfg.train_text_encoder else None
-            state = train_state.load_checkpoint(ckpt, unwrap(self.unet), te, self.optimizer, self.lr_scheduler)
-            self.step = int(state["step"])
+            checkpoint.check_plain_data(ckpt.state_dir)
+            self.accelerator.load_state(str(ckpt.state_dir))
             self.log(f"resumed from {ckpt.path} at step {self.step}")
         if self.is_main:
             self.run_dir.truncate_after(self.step)
@@ -206,82 +168,126 @@ class Trainer(StepLoss):
         cfg, acc = self.cfg, self.accelerator
         accum = cfg.gradient_accumulation_steps
         first = self.step * accum
-        if self.fold_micro_batches:
-            loss = self._loss(list(range(first, first + accum)))
+        probing = self.folding.probing
+        if probing:
+            self.folding.begin_probe()
+        if self.folding.fold:
+            loss = self.models.loss(list(range(first, first + accum)))
             acc.backward(loss)
             total = loss.detach().float()
         else:
             total = torch.zeros((), device=self.device)
             for a in range(accum):
-                last = a == accum - 1
-                with contextlib.nullcontext() if last else acc.no_sync(self.unet):
-                    loss = self._loss([first + a])
+                with self._no_sync(a < accum - 1):
+                    loss = self.models.loss([first + a])
                     acc.backward(loss / accum)
                 total += loss.detach().float() / accum
         mean_loss = float(acc.reduce(total, reduction="mean")) if acc.num_processes > 1 else float(total)
-        if not math.isfinite(mean_loss):
+        if not math.isfinite(mean_loss) and acc.scaler is None:  # with a GradScaler, the step is skipped instead
             last_good = self.run_dir.latest_checkpoint() if self.run_dir else None
             keep = f"the last good checkpoint is {last_good.path}" if last_good else "no checkpoint was saved yet"
             raise TrainingError(f"loss became {mean_loss} at step {self.step + 1}; {keep}. Lower learning_rate, "
                                 "or use mixed_precision = \"bf16\" or \"no\"")
-        acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        self.optimizer.step()
-        self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        acc.clip_grad_norm_(self.models.params, cfg.max_grad_norm)
+        self._updating = True
+        self.models.optimizer.step()
+        self.models.lr_scheduler.step()
+        self.models.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self._updating = False
+        if probing:
+            self.log(self.folding.end_probe())
+        if self._lora_probe is not None and self._lora_probe.seen is not None:
+            self.log(f"LoRA compute dtype: {precision.dtype_name(self._lora_probe.seen)} (measured in the first step; "
+                     f"mixed_precision = \"{cfg.mixed_precision}\", frozen weights {precision.dtype_name(self.weight_dtype)}, "
+                     f"autocast {'on' if self.precision.autocast else 'off'})")
+            self._lora_probe = None
         return mean_loss
+
+    def _no_sync(self, skip: bool) -> Any:
+        """No gradient all-reduce for the micro-batches before the last one (every trained model)."""
+        stack = contextlib.ExitStack()
+        if skip:
+            stack.enter_context(self.accelerator.no_sync(self.models.unet))
+            if self.cfg.train_text_encoder:
+                stack.enter_context(self.accelerator.no_sync(self.models.text_encoder))
+        return stack
+
+    def _commands(self) -> tuple[bool, bool, bool]:
+        """(stop, save, sample) requests; with several processes, a request on any one counts for all."""
+        import torch
+
+        ctl = self.control
+        flags = [ctl.stop.is_set(), ctl.save_now.is_set(), ctl.sample_now.is_set()]
+        if not self._single_process:
+            t = torch.tensor([float(f) for f in flags], device=self.device)
+            flags = [bool(v > 0) for v in self.accelerator.reduce(t, reduction="sum").tolist()]
+        return flags[0], flags[1], flags[2]
 
     # outputs
     def save(self) -> None:
+        """A checkpoint: the LoRA file, and Accelerate's state saved by every process into the
+        staging folder, swapped in by the main process."""
         assert self.run_dir is not None
-        self.accelerator.wait_for_everyone()
+        acc = self.accelerator
+        acc.wait_for_everyone()
         if self.is_main:
-            unwrap = self.accelerator.unwrap_model
-            te = unwrap(self.text_encoder) if self.cfg.train_text_encoder else None
-            rec = train_state.save_checkpoint(self.run_dir, self.step, unwrap(self.unet), te, self.optimizer,
-                                              self.lr_scheduler, {"micro_batches": self.step * self.cfg.gradient_accumulation_steps})
+            checkpoint.begin(self.run_dir, self.step)
+        acc.wait_for_everyone()
+        staging = checkpoint.staging_path(self.run_dir, self.step)
+        unet, text_encoder = self.models.plain()
+        if not self._single_process:
+            self._check_ranks_agree(unet, text_encoder)
+        if self.is_main:
+            checkpoint.write_lora_weights(staging, unet, text_encoder)
+        acc.save_state(str(staging / "state"))
+        acc.wait_for_everyone()
+        if self.is_main:
+            rec = checkpoint.commit(self.run_dir, self.step)
             removed = self.run_dir.prune_checkpoints(self.cfg.checkpoints_total_limit)
             self.emit(CheckpointEvent(self.step, rec.path))
             self.log(f"saved checkpoint {rec.path.name}" + (f" (removed step {removed})" if removed else ""))
-        self.accelerator.wait_for_everyone()
+        acc.wait_for_everyone()
+
+    def _check_ranks_agree(self, unet: Any, text_encoder: Any | None) -> None:
+        """Every process must hold the same LoRA weights (DDP all-reduces every trained module)."""
+        digests = checkpoint.rank_digests(unet, text_encoder)
+        line = ", ".join(f"rank {i} {d[:16]}" for i, d in enumerate(digests))
+        self.log(f"LoRA digests at step {self.step}: {line}")
+        if len(set(digests)) > 1:
+            raise TrainingError(f"the processes disagree on the LoRA weights at step {self.step} ({line}); "
+                                "the checkpoint would hold rank 0's copy only")
 
     def sample(self) -> None:
-        assert self.run_dir is not None
+        import torch
+
+        assert self.run_dir is not None and self.models is not None
         if self.is_main:
-            unwrap = self.accelerator.unwrap_model
-            pipe = validation.make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder), self.pipe.vae)
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
-            autocast = None if self.weight_dtype == self._fp32 else self.weight_dtype
-            if self.offloaded:
-                self.pipe.vae.to(self.device)
-                self.pipe.text_encoder.to(self.device)
-            try:
-                paths = validation.sample(pipe, self.run_dir, self.step, self.cfg, prompts, self.device, autocast)
-            finally:
-                if self.offloaded:
-                    self.pipe.vae.to("cpu")
-                    self.pipe.text_encoder.to("cpu")
+            self.log(f"sampling {len(prompts)} prompts x {self.cfg.num_validation_images} seeds at step {self.step}")
+            autocast = None if self.weight_dtype == torch.float32 else self.weight_dtype
+            with self.models.sampling_pipeline() as pipe:
+                paths = validation.sample(pipe, self.run_dir, self.step, self.cfg, prompts, self.device, autocast,
+                                          self._check)
             self.emit(SampleEvent(self.step, tuple(paths), tuple(prompts)))
         self.accelerator.wait_for_everyone()
 
     def _status(self, state: str, error: str | None = None, force: bool = False) -> None:
         now = time.monotonic()
-        if self.is_main and self.run_dir is not None and (force or now - self._last_status > 1.0):
+        if self.is_main and self.run_dir is not None and self.run_dir.exists() and (force or now - self._last_status > 1.0):
             self.run_dir.write_status(state, self.step, self.cfg.max_train_steps, error)
             self._last_status = now
 
     # the loop
     def run(self) -> RunDir:
-        import torch
-
-        self.is_main = True
-        self._fp32 = torch.float32
         try:
-            self._prepare()
-            self._load_models()
+            self._open_run()
+            self._setup_models()
             if self.resume:
                 self._resume()
             self._loop()
+        except StopRequested:
+            self._stop_cleanly()
         except KeyboardInterrupt:
             self._stop_cleanly()
             raise
@@ -293,19 +299,20 @@ class Trainer(StepLoss):
     def _loop(self) -> None:
         import torch
 
-        cfg, ctl = self.cfg, self.control
+        cfg = self.cfg
         assert self.run_dir is not None
-        if self.step == 0:
+        if self.step == 0 and self.sampling:
             self.sample()
+        if self._commands()[0]:
+            self._stop_cleanly()
+            return
         saved_at, sampled_at = -1, 0 if self.step == 0 else -1
+        self._lora_probe = precision.LoraDtypeProbe(self.models.plain()[0])  # armed after sampling: a step's forward
         while self.step < cfg.max_train_steps:
-            if ctl.stop.is_set():
-                self._stop_cleanly()
-                return
             t0 = time.perf_counter()
             loss = self._optimizer_step()
             seconds = time.perf_counter() - t0
-            lr = float(self.lr_scheduler.get_last_lr()[0])
+            lr = float(self.models.lr_scheduler.get_last_lr()[0])
             ips = cfg.images_per_step * self.accelerator.num_processes / max(seconds, 1e-9)
             mem = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else None
             if self.is_main and (self.step % cfg.logging_steps == 0 or self.step == cfg.max_train_steps):
@@ -317,17 +324,22 @@ class Trainer(StepLoss):
                     self.accelerator.log({"loss": loss, "lr": lr}, step=self.step)
             self.emit(StepEvent(self.step, cfg.max_train_steps, loss, lr, ips, seconds, mem))
             self._status(RUNNING)
-            if self.step % cfg.checkpointing_steps == 0 or ctl.save_now.is_set() or self.step == cfg.max_train_steps:
-                ctl.save_now.clear()
+            stop, save_now, sample_now = self._commands()
+            if self.step % cfg.checkpointing_steps == 0 or save_now or self.step == cfg.max_train_steps:
+                self.control.save_now.clear()
                 self.save()
                 saved_at = self.step
-            if self.step % cfg.validation_steps == 0 or ctl.sample_now.is_set() or self.step == cfg.max_train_steps:
-                ctl.sample_now.clear()
+            scheduled = self.sampling and (self.step % cfg.validation_steps == 0 or self.step == cfg.max_train_steps)
+            if scheduled or (sample_now and cfg.num_validation_images > 0):
+                self.control.sample_now.clear()
                 self.sample()
                 sampled_at = self.step
+            if stop:
+                self._stop_cleanly()
+                return
         if saved_at != self.step:
             self.save()
-        if sampled_at != self.step:
+        if self.sampling and sampled_at != self.step:
             self.sample()
         self._status(FINISHED, force=True)
         if cfg.report_to != "none":
@@ -335,11 +347,13 @@ class Trainer(StepLoss):
         self.emit(FinishedEvent(self.step, self.run_dir.path))
 
     def _stop_cleanly(self) -> None:
-        """Ctrl-C or a stop command: keep the work done so far as a checkpoint."""
-        if self.run_dir is None or not hasattr(self, "optimizer"):
+        """A stop (command, signal, Ctrl-C): keep the steps taken as a checkpoint, mark the run stopped."""
+        if self.run_dir is None or not self.run_dir.exists():
             return
         latest = self.run_dir.latest_checkpoint()
-        if self.step > 0 and (latest is None or latest.step != self.step):
+        if self._updating:
+            self.log(f"stopped inside step {self.step + 1}'s update: its weights are not kept", "warning")
+        elif self.step > 0 and self.models is not None and self.models.optimizer is not None and (latest is None or latest.step != self.step):
             self.save()
         self._status(STOPPED, force=True)
         self.log(f"stopped at step {self.step}; resume with `sdstudio train --resume {self.run_dir.path}`")
@@ -349,7 +363,10 @@ class Trainer(StepLoss):
         import torch
 
         if isinstance(exc, torch.OutOfMemoryError):
-            message = f"{OOM_HINT} (step {self.step}, train_batch_size={self.cfg.train_batch_size}, resolution={self.cfg.resolution})"
+            cfg = self.cfg
+            message = (f"{OOM_HINT} (step {self.step}, train_batch_size={cfg.train_batch_size}, "
+                       f"gradient_accumulation_steps={cfg.gradient_accumulation_steps}, folded={self.folding.fold}, "
+                       f"resolution={cfg.resolution})")
         elif isinstance(exc, SdstudioError):
             message = str(exc)
         else:
@@ -359,20 +376,10 @@ class Trainer(StepLoss):
 
 
 def train(cfg: TrainConfig, on_event: EventCallback | None = None, control: TrainerControl | None = None,
-          resume: str | Path | None = None) -> RunDir:
+          resume: str | Path | None = None, force: bool = False) -> RunDir:
     """Run a training to its end (or a stop); returns the run directory.
 
     Failures are reported as a FailedEvent and in status.json, then re-raised; the caller
     (CLI or studio) decides how to show them.
     """
-    return Trainer(cfg, on_event, control, resume).run()
-
-
-def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The config a run was started with (from its run.toml), with optional overrides."""
-    from sdstudio.core.config import load_config
-
-    run = RunDir(run_dir)
-    if not run.exists():
-        raise SdstudioError(f"{run_dir}: not a run directory (no run.toml)")
-    return load_config(run.run_toml, overrides)
+    return Trainer(cfg, on_event, control, resume, force).run()

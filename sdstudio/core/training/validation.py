@@ -5,11 +5,18 @@ All seeds of one prompt go through the pipeline as one batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
 from sdstudio.core.runs import RunDir
+
+
+def sampling_on(cfg: TrainConfig) -> bool:
+    """Sampling is turned off by num_validation_images = 0 or validation_steps = 0, and only so:
+    with no validation_prompts it samples the prompts below."""
+    return cfg.num_validation_images > 0 and cfg.validation_steps > 0
 
 
 def validation_prompts(cfg: TrainConfig, captions: list[str]) -> list[str]:
@@ -47,11 +54,14 @@ def make_pipeline(base_pipe: Any, unet: Any, text_encoder: Any, vae: Any) -> Any
 
 
 def sample(pipe: Any, run: RunDir, step: int, cfg: TrainConfig, prompts: list[str], device: Any,
-           autocast_dtype: Any = None) -> list[Path]:
-    """Generate every (prompt, seed) image for `step`; returns the written paths."""
+           autocast_dtype: Any = None, check: Callable[[], None] = lambda: None) -> list[Path]:
+    """Generate every (prompt, seed) image for `step`; returns the written paths.
+    `check` is called at every denoising step (it raises to stop)."""
     import contextlib
 
     import torch
+
+    from sdstudio.core.training.class_images import step_check
 
     seeds = validation_seeds(cfg)
     paths: list[Path] = []
@@ -64,7 +74,8 @@ def sample(pipe: Any, run: RunDir, step: int, cfg: TrainConfig, prompts: list[st
                 gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
                 images = pipe([prompt] * len(seeds), height=cfg.resolution, width=cfg.resolution,
                               num_inference_steps=cfg.validation_num_inference_steps,
-                              guidance_scale=cfg.validation_guidance_scale, generator=gens).images
+                              guidance_scale=cfg.validation_guidance_scale, generator=gens,
+                              callback_on_step_end=step_check(check)).images
                 for seed, image in zip(seeds, images):
                     paths.append(run.add_sample(step, pi, prompt, seed, image))
     finally:

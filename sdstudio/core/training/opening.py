@@ -1,0 +1,69 @@
+"""Where a run lives and what its run.toml records: the run folder chosen, the config and the
+inputs' identity written (or, on a forced resume, the change recorded), a run's config read back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core.config import TrainConfig
+from sdstudio.core.errors import ConfigError, SdstudioError
+from sdstudio.core.paths import runs_root
+from sdstudio.core.runs import RunDir
+from sdstudio.core.training import resume_guard
+
+
+def default_run_name(cfg: TrainConfig, stem: str | None = None) -> str:
+    return f"{stem or cfg.resolved_method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def data_root(cfg: TrainConfig) -> Path:
+    return Path((cfg.train_data_dir if cfg.resolved_method == "text2image" else cfg.instance_data_dir) or "")
+
+
+def cpu_process_group() -> bool:
+    """True when several processes were launched on a machine without a GPU (`accelerate launch
+    --multi_gpu` or torchrun there; `accelerate launch --cpu` itself starts one process unless
+    with mpirun): Accelerate joins them with gloo only when told cpu=True; otherwise each
+    process would silently train alone."""
+    import os
+
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return True
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def choose_run_path(cfg: TrainConfig, resume: Path | None) -> str:
+    """The run folder: the one resumed, else output_dir or a new name under the runs root."""
+    if resume:
+        return str(resume)
+    path = Path(cfg.output_dir) if cfg.output_dir else runs_root() / (cfg.run_name or default_run_name(cfg))
+    if RunDir(path).exists() and RunDir(path).checkpoints():
+        raise ConfigError("output_dir", f"{path} already holds a run with checkpoints; resume it with "
+                          f"`sdstudio train --resume {path}` or choose another output_dir")
+    return str(path)
+
+
+def record_run(run: RunDir, cfg: TrainConfig, meta: dict[str, Any], resumed: bool, forced: list[str]) -> None:
+    """A new run writes run.toml; a forced resume records what changed and the new identity."""
+    if not resumed:
+        run.write_config(cfg.to_dict(), meta)
+    elif forced:
+        old = run.meta()
+        latest = run.latest_checkpoint()
+        notes = list(old.get("forced_resumes", [])) + [resume_guard.forced_note(latest.step if latest else 0, forced)]
+        run.write_config(run.config(), {**old, **meta, "forced_resumes": notes})
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config a run was started with (from its run.toml), with optional overrides."""
+    from sdstudio.core.config import load_config
+
+    run = RunDir(run_dir)
+    if not run.exists():
+        raise SdstudioError(f"{run_dir}: not a run directory (no run.toml)")
+    return load_config(run.run_toml, overrides)

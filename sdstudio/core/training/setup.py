@@ -1,0 +1,193 @@
+"""The models of one training run, built in named steps: load, adapters, optimizer and
+scheduler, prepare, caches, compile. The trainer owns the lifecycle; this owns what trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sdstudio.core.config import TrainConfig
+from sdstudio.core.models import BaseModel, load_pipeline
+from sdstudio.core.training import checkpoint
+from sdstudio.core.training.examples import Example, ExampleSource, class_examples
+from sdstudio.core.training.loss import StepLoss
+
+
+class TrainingModels:
+    """The pipeline, the prepared models, optimizer, LR scheduler, caches and step loss."""
+
+    def __init__(self, cfg: TrainConfig, accelerator: Any, weight_dtype: Any, base: BaseModel, examples: list[Example],
+                 counters: checkpoint.TrainerCounters, log: Callable[..., None], check: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.accelerator = accelerator
+        self.device = accelerator.device
+        self.weight_dtype = weight_dtype
+        self.base = base
+        self.examples = examples
+        self.counters = counters  # registered for checkpointing with the LR scheduler
+        self.log = log
+        self.check = check  # raises StopRequested when a stop was requested
+        self.class_examples: list[Example] = []
+        self.pipe: Any = None
+        self.noise_scheduler: Any = None
+        self.unet: Any = None  # the prepared (and possibly compiled) UNet
+        self.text_encoder: Any = None  # prepared when it is trained
+        self.params: list[Any] = []
+        self.optimizer: Any = None
+        self.lr_scheduler: Any = None
+        self.source: ExampleSource | None = None
+        self.loss: StepLoss | None = None
+        self.channels_last = False
+        self.offloaded = False
+
+    def build(self) -> None:
+        """Run the setup steps in order, looking for a stop between and inside them."""
+        for setup_step in (self._load, self._add_adapters, self._make_optimizer_and_scheduler, self._prepare,
+                           self._build_caches, self._compile):
+            self.check()
+            setup_step()
+        self.check()
+
+    def _load(self) -> None:
+        """The base pipeline, frozen; class images made if missing; models on the device."""
+        import torch
+        from diffusers import DDPMScheduler
+
+        cfg, acc = self.cfg, self.accelerator
+        self.pipe = load_pipeline(self.base)
+        self.check()
+        self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        for module in (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder):
+            module.requires_grad_(False)
+        if cfg.with_prior_preservation:
+            from sdstudio.core.training.class_images import ensure_class_images
+
+            if self.accelerator.is_main_process:
+                self.pipe.to(self.device)
+                ensure_class_images(cfg, self.pipe, self.log, self.check)
+            acc.wait_for_everyone()
+            self.class_examples = class_examples(cfg)
+        self.pipe.vae.to(self.device)  # the VAE stays fp32: fp16 SD VAEs overflow
+        for module in (self.pipe.text_encoder, self.pipe.unet):
+            module.to(self.device)
+            if self.weight_dtype != torch.float32:
+                module.to(dtype=self.weight_dtype)
+
+    def _add_adapters(self) -> None:
+        """Seeded LoRA adapters (trained in fp32 whatever the base dtype), checkpointing, CUDA layout."""
+        import torch
+        from diffusers.training_utils import cast_training_params
+
+        cfg = self.cfg
+        unet, text_encoder = self.pipe.unet, self.pipe.text_encoder
+        torch.manual_seed(cfg.seed)  # LoRA init is part of the run's determinism
+        unet.add_adapter(checkpoint.lora_config(cfg.rank, cfg.effective_alpha, checkpoint.UNET_TARGETS))
+        trained = [unet]
+        if cfg.train_text_encoder:
+            text_encoder.add_adapter(checkpoint.lora_config(cfg.rank, cfg.effective_alpha, checkpoint.TEXT_ENCODER_TARGETS))
+            trained.append(text_encoder)
+        cast_training_params(trained, dtype=torch.float32)
+        self.params = [p for m in trained for p in m.parameters() if p.requires_grad]
+        if cfg.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+            if cfg.train_text_encoder:
+                text_encoder.gradient_checkpointing_enable()
+        self.channels_last = self.cuda_fast
+        if self.cuda_fast:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            unet.to(memory_format=torch.channels_last)
+
+    @property
+    def cuda_fast(self) -> bool:
+        return bool(self.cfg.fast_path and self.device.type == "cuda")
+
+    def _make_optimizer_and_scheduler(self) -> None:
+        from diffusers.optimization import get_scheduler
+
+        cfg = self.cfg
+        lr = cfg.learning_rate * (cfg.images_per_step * self.accelerator.num_processes if cfg.scale_lr else 1)
+        self.optimizer = self._optimizer(self.params, lr, fused=self.cuda_fast)
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=self.optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                                          num_training_steps=cfg.max_train_steps)
+
+    def _prepare(self) -> None:
+        """Accelerate wraps what trains (DDP, autocast, loss scaling) and checkpoints the rest: the LR
+        scheduler is registered rather than prepared, so it steps once per optimizer step."""
+        acc = self.accelerator
+        models = [self.pipe.unet] + ([self.pipe.text_encoder] if self.cfg.train_text_encoder else [])
+        *prepared, self.optimizer = acc.prepare(*models, self.optimizer)
+        self.unet = prepared[0]
+        self.text_encoder = prepared[1] if self.cfg.train_text_encoder else self.pipe.text_encoder
+        acc.register_for_checkpointing(self.lr_scheduler, self.counters)
+        checkpoint.install_hooks(acc, self.plain)
+
+    def plain(self) -> tuple[Any, Any | None]:
+        """The trained models without DDP or compile wrappers (plain keys)."""
+        acc = self.accelerator
+        return (checkpoint.plain(acc, self.unet),
+                checkpoint.plain(acc, self.text_encoder) if self.cfg.train_text_encoder else None)
+
+    def _build_caches(self) -> None:
+        """Latents and text embeddings computed once; frozen modules off the GPU when both are cached.
+        Prompts are encoded by the prepared text encoder, so a trained one's gradients are all-reduced."""
+        import torch
+
+        vae, text_encoder = self.pipe.vae, self.pipe.text_encoder
+        everything = self.examples + self.class_examples
+        self.source = ExampleSource(self.cfg, vae, self.text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
+                                    all_square=all(ex.square for ex in everything))
+        if self.source.cache_latents:
+            self.log(f"caching latents of {len(everything)} images")
+        self.source.precompute(everything, self.check)
+        self.offloaded = self.cuda_fast and self.source.frozen_modules_idle
+        if self.offloaded:  # both outputs cached: free their GPU memory until sampling
+            vae.to("cpu")
+            text_encoder.to("cpu")
+            torch.cuda.empty_cache()
+
+    def _compile(self) -> None:
+        """torch.compile the UNet (backend: $SDSTUDIO_COMPILE_BACKEND, default inductor; `eager`
+        or `aot_eager` to debug); build the step loss."""
+        import os
+
+        import torch
+
+        cfg, acc = self.cfg, self.accelerator
+        if cfg.torch_compile:
+            self.unet = torch.compile(self.unet, backend=os.environ.get("SDSTUDIO_COMPILE_BACKEND", "inductor"))
+        self.loss = StepLoss(cfg, self.source, self.unet, self.noise_scheduler, self.device, self.weight_dtype,
+                             self.channels_last, acc.num_processes, acc.process_index, self.examples,
+                             self.class_examples)
+
+    def _optimizer(self, params: list[Any], lr: float, fused: bool) -> Any:
+        import torch
+
+        cfg = self.cfg
+        kwargs = dict(lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+        if cfg.use_8bit_adam:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(params, **kwargs)
+        return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
+    @contextlib.contextmanager
+    def sampling_pipeline(self) -> Iterator[Any]:
+        """A pipeline over the training modules (plain, no copies); offloaded modules come back
+        to the device for the duration."""
+        from sdstudio.core.training.validation import make_pipeline
+
+        unet = checkpoint.plain(self.accelerator, self.unet)
+        text_encoder = checkpoint.plain(self.accelerator, self.text_encoder)
+        if self.offloaded:
+            self.pipe.vae.to(self.device)
+            self.pipe.text_encoder.to(self.device)
+        try:
+            yield make_pipeline(self.pipe, unet, text_encoder, self.pipe.vae)
+        finally:
+            if self.offloaded:
+                self.pipe.vae.to("cpu")
+                self.pipe.text_encoder.to("cpu")
