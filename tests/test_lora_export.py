@@ -35,7 +35,7 @@ def trained(trained_run, tiny_model_dir: Path, tmp_path_factory: pytest.TempPath
     from safetensors.torch import load_file
 
     from sdstudio.core.models import load_pipeline
-    from sdstudio.core.training.state import TEXT_ENCODER_TARGETS, UNET_TARGETS, lora_config
+    from sdstudio.core.training.checkpoint import TEXT_ENCODER_TARGETS, UNET_TARGETS, lora_config
 
     torch.set_num_threads(1)
     pipe = load_pipeline(str(tiny_model_dir))
