@@ -112,3 +112,22 @@ def test_readers_tolerate_a_torn_last_line_and_appends_after_it_survive(tmp_path
     row = {"step": 0, "prompt_index": 0, "prompt": "p", "seed": 0, "file": "a.png"}
     run.samples_index.write_text(json.dumps(row) + "\n" + '{"step": 1, "prompt_ind')
     assert [(s.step, s.path.name) for s in run.samples()] == [(0, "a.png")]
+
+
+def test_resume_refuses_training_state_that_is_not_plain_data(small_run, tmp_path):
+    """Accelerate unpickles registered objects with weights_only=False: a planted object is
+    refused before that, never run."""
+    import collections
+    import shutil
+
+    import torch
+
+    from sdstudio.core.errors import SdstudioError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_run.path, copy)
+    planted = RunDir(copy).checkpoint(2).state_dir / "custom_checkpoint_1.pkl"
+    torch.save({"step": collections.OrderedDict(a=print)}, planted)
+    cfg = build_config({**RunDir(copy).config(), "output_dir": str(copy), "max_train_steps": 3})
+    with pytest.raises(SdstudioError, match="custom_checkpoint_1.pkl: not plain training state"):
+        train(cfg, resume=copy)

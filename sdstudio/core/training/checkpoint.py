@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdstudio.core.errors import SdstudioError
 from sdstudio.core.io.atomic import apply_umask, fsync_dir
 from sdstudio.core.runs import LORA_WEIGHTS_NAME, CheckpointRecord, RunDir
 
@@ -159,7 +160,8 @@ def check_plain_data(state_dir: Path) -> None:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any refusal means: not plain data
-            raise RuntimeError(f"{path}: not plain training state ({type(exc).__name__}); refusing to load it") from None
+            raise SdstudioError(f"{path}: not plain training state ({type(exc).__name__}); refusing to unpickle it. "
+                                "Resume from another checkpoint or start a new run") from None
 
 
 def _settle_tree(root: Path) -> None:

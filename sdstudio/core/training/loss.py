@@ -76,7 +76,8 @@ class StepLoss:
         context = self.source.text(batch)
         if self.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        pred = self.unet(noisy, t, context, return_dict=False)[0]  # autocast, if any, is Accelerate's (see precision.py)
+        # autocast, where the config asks for it, is Accelerate's wrapper of the forward (see precision.py)
+        pred = self.unet(noisy, t, context, return_dict=False)[0]
         per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
             per_item = per_item * self.snr_weights(t)

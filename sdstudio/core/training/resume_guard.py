@@ -70,7 +70,8 @@ def check(run_path: Any, meta: dict[str, Any], dataset: dict[str, Any], model: d
         raise ResumeRefused(
             f"{run_path}: cannot resume: the inputs changed since this run started: " + "; ".join(changes)
             + ". The data order depends on the file list, so this would silently be another run. Restore them, "
-            f"start a new run, or resume anyway with `sdstudio train --resume {run_path} --force` (recorded in run.toml).")
+            f"start a new run, or resume anyway with `sdstudio train --resume {run_path} --force` "
+            "(recorded in run.toml).")
     return changes
 
 
