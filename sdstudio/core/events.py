@@ -7,7 +7,9 @@ dataclasses, never the trainer's internals.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Union
@@ -78,6 +80,7 @@ class TrainerControl:
     stop: threading.Event = field(default_factory=threading.Event)
     sample_now: threading.Event = field(default_factory=threading.Event)
     save_now: threading.Event = field(default_factory=threading.Event)
+    abortable: threading.Event = field(default_factory=threading.Event)
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -87,6 +90,26 @@ class TrainerControl:
 
     def request_save(self) -> None:
         self.save_now.set()
+
+    @contextlib.contextmanager
+    def abortable_phase(self) -> Iterator[None]:
+        """A phase with nothing to save and no stop checks of its own (loading the models: one
+        library call that takes seconds): a signal may end it at once, see `stop_from_signal`."""
+        self.check()
+        self.abortable.set()
+        try:
+            yield
+        finally:
+            self.abortable.clear()
+        self.check()
+
+    def stop_from_signal(self) -> None:
+        """For a signal handler (it runs in the main thread): request a stop, and end an
+        abortable phase right away by raising StopRequested where the main thread is."""
+        self.stop.set()
+        if self.abortable.is_set():
+            self.abortable.clear()
+            raise StopRequested()
 
     def check(self) -> None:
         """Raise StopRequested if a stop was requested (called inside long loops)."""

@@ -282,9 +282,12 @@ class Trainer:
     def run(self) -> RunDir:
         try:
             self._open_run()
-            self._setup_models()
-            if self.resume:
-                self._resume()
+            # Loading is a few long library calls with no step to lose: a signal ends it at once
+            # (one process only: another rank would wait at the next barrier).
+            with self.control.abortable_phase() if self._single_process else contextlib.nullcontext():
+                self._setup_models()
+                if self.resume:
+                    self._resume()
             self._loop()
         except StopRequested:
             self._stop_cleanly()
