@@ -27,6 +27,7 @@ from sdstudio.core.training import state as train_state
 from sdstudio.core.training import validation
 from sdstudio.core.training.examples import Example, ExampleSource, class_examples, instance_examples
 from sdstudio.core.training.loss import StepLoss
+from sdstudio.core.training.validation_loss import CheckpointReview
 
 OOM_HINT = ("out of memory: lower train_batch_size or resolution, set gradient_checkpointing = true, "
             "or set train_text_encoder = false")
@@ -43,7 +44,7 @@ def _check_device_options(cfg: TrainConfig) -> None:
         raise ConfigError("mixed_precision", "fp16 needs a CUDA GPU; use \"bf16\" or \"no\" on this machine")
 
 
-class Trainer(StepLoss):
+class Trainer(StepLoss, CheckpointReview):
     """One training run; `run()` drives it to the end, a stop, or a failure."""
 
     def __init__(self, cfg: TrainConfig, on_event: EventCallback | None, control: TrainerControl | None,
@@ -74,6 +75,7 @@ class Trainer(StepLoss):
         _check_device_options(cfg)
         self.base: BaseModel = resolve_base_model(cfg.pretrained_model_name_or_path)
         self.examples, skipped = instance_examples(cfg)  # refuses an unusable dataset before loading models
+        self.examples = self._hold_out(self.examples)  # checkpoint review: the validation loss's images
         state = PartialState()  # the process group, before the Accelerator: it needs the run's folder
         self.is_main = state.is_main_process
         names = [self._choose_run_path() if self.is_main else None]
@@ -172,6 +174,7 @@ class Trainer(StepLoss):
             self.unet = torch.compile(self.unet)
         if cfg.report_to != "none":
             acc.init_trackers("sdstudio", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))})
+        self._prepare_validation_loss()  # checkpoint review
 
     def _optimizer(self, params: list[Any], lr: float, fused: bool) -> Any:
         import torch
@@ -242,6 +245,7 @@ class Trainer(StepLoss):
                                               self.lr_scheduler, {"micro_batches": self.step * self.cfg.gradient_accumulation_steps})
             removed = self.run_dir.prune_checkpoints(self.cfg.checkpoints_total_limit)
             self.emit(CheckpointEvent(self.step, rec.path))
+            self._review_checkpoint(self.step)  # checkpoint review: validation loss
             self.log(f"saved checkpoint {rec.path.name}" + (f" (removed step {removed})" if removed else ""))
         self.accelerator.wait_for_everyone()
 
@@ -262,6 +266,7 @@ class Trainer(StepLoss):
                     self.pipe.vae.to("cpu")
                     self.pipe.text_encoder.to("cpu")
             self.emit(SampleEvent(self.step, tuple(paths), tuple(prompts)))
+            self._score_samples(self.step)  # checkpoint review: optional image scores, in the background
         self.accelerator.wait_for_everyone()
 
     def _status(self, state: str, error: str | None = None, force: bool = False) -> None:
@@ -282,6 +287,7 @@ class Trainer(StepLoss):
             if self.resume:
                 self._resume()
             self._loop()
+            self._finish_scoring()  # checkpoint review
         except KeyboardInterrupt:
             self._stop_cleanly()
             raise
