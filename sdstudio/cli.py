@@ -14,7 +14,7 @@ import sys
 from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
 
-COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge")
+COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge", "score")
 RENDERERS = ("auto", "sixel", "kitty", "halfcell", "unicode")
 
 

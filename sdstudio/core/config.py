@@ -93,7 +93,7 @@ class TrainConfig:
     scorers: list[str] = field(default_factory=list)  # score each checkpoint's samples: demo, clip, dino
     clip_model: str = "openai/clip-vit-base-patch32"  # local folder or a model already in the HF cache
     dino_model: str = "facebook/dinov2-small"
-    recommend_prompt_tolerance: float = 0.10  # prompt fidelity may drop this share below the base's
+    recommend_subject_tolerance: float = 0.10  # "learned the subject": within this share of the best checkpoint
     recommend_loss_tolerance: float = 0.10  # validation loss may rise this share above its minimum
     # output
     output_dir: str | None = None
@@ -310,7 +310,7 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
     _need(cfg.validation_loss_timesteps >= 1, "validation_loss_timesteps", "must be at least 1", source)
     for name in cfg.scorers:
         _need(name in SCORERS, "scorers", f"unknown scorer {name!r}: choose from {', '.join(SCORERS)}", source)
-    for name in ("recommend_prompt_tolerance", "recommend_loss_tolerance"):
+    for name in ("recommend_subject_tolerance", "recommend_loss_tolerance"):
         _need(0.0 <= getattr(cfg, name) <= 1.0, name, f"must be between 0 and 1, got {getattr(cfg, name)}", source)
     if cfg.validation_data_dir:
         _need(Path(cfg.validation_data_dir).is_dir(), "validation_data_dir", f"folder not found: {cfg.validation_data_dir}", source)
