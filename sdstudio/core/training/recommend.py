@@ -6,7 +6,7 @@ The rule (also in the README, "Which checkpoint is best"):
        loss's minimum whose loss has risen past (1 + recommend_loss_tolerance) x that minimum
        (a rising held-out loss means overfitting).
     2. Each candidate's subject and prompt fidelity are averaged with its neighbouring
-       checkpoints' (a window of three): a few samples per step are noisy.
+       checkpoints', weighted 1-2-1: a few samples per step are noisy.
     3. Keep the candidates whose subject fidelity is within recommend_subject_tolerance
        (a share) of the best one: they have learned the subject.
     4. Of those, take the one with the best prompt fidelity (it has drifted least from the
@@ -82,40 +82,39 @@ def recommend(rows: list[Any], subject_tolerance: float = 0.10, loss_tolerance: 
 def _reason(pick: Any, cands: list[Any], learned: list[Any], overfit: list[Any], best_subject: float | None,
             base_prompt: float | None, min_loss: float | None, labels: tuple[str, str]) -> str:
     subject_name, prompt_name = labels
-    parts = [f"step {pick.step}"]
-    if pick.subject is not None and best_subject is not None:
-        text = f"{subject_name} {pick.subject:.2f}"
-        text += " (best)" if pick.subject >= best_subject else f" (best {best_subject:.2f})"
-        parts[0] += ": " + text
-    if pick.prompt is not None:
-        vs = f", {_pct(pick.prompt, base_prompt)} vs base" if base_prompt is not None else ""
-        text = f"{prompt_name} {pick.prompt:.2f}{vs}"
-        parts.append(text)
-    later = [r for r in cands if r.step > pick.step and r.prompt is not None]
+    head = f"step {pick.step}"
+    if pick.own_subject is not None and best_subject is not None:
+        head += f": {subject_name} {pick.own_subject:.2f}" + (" (best)" if pick.subject >= best_subject else "")
+    parts = [head]
+    if pick.own_prompt is not None:
+        vs = f", {_pct(pick.own_prompt, base_prompt)} vs base" if base_prompt is not None else ""
+        parts.append(f"{prompt_name} {pick.own_prompt:.2f}{vs}")
+    later = [r for r in cands if r.step > pick.step and r.own_prompt is not None]
     if later and pick.prompt is not None:
-        worst = min(later, key=lambda r: r.prompt)
-        if worst.prompt < pick.prompt:
-            drop = _pct(worst.prompt, base_prompt) if base_prompt is not None else f"{worst.prompt:.2f}"
-            parts.append(f"later steps lose {prompt_name} ({drop} at {worst.step})"
-                         + (" without more subject" if best_subject is not None else ""))
-    earlier = [r for r in cands if r.step < pick.step and r not in learned and r.subject is not None]
+        worst = min(later, key=lambda r: r.own_prompt)
+        if worst.own_prompt < (pick.own_prompt or 0.0):
+            drop = _pct(worst.own_prompt, base_prompt) if base_prompt is not None else f"{worst.own_prompt:.2f}"
+            parts.append(f"later steps lose {prompt_name} ({drop} at {worst.step})")
+    earlier = [r for r in cands if r.step < pick.step and r not in learned and r.own_subject is not None]
     if earlier:
-        parts.append(f"earlier steps have not learned the subject ({earlier[-1].subject:.2f} at {earlier[-1].step})")
+        parts.append(f"earlier steps had not learned the subject ({earlier[-1].own_subject:.2f} at {earlier[-1].step})")
     if pick.val_loss is not None and min_loss is not None:
         parts.append(f"validation loss {pick.val_loss:.4f} (lowest {min_loss:.4f})")
     if overfit:
         parts.append(f"validation loss rose past its minimum at step{'s' if len(overfit) > 1 else ''} "
                      f"{', '.join(str(r.step) for r in overfit)}")
-    parts.append("scores averaged with the neighbouring checkpoints")
+    if len(cands) > 1:
+        parts.append("ranked on scores averaged 1-2-1 with the neighbouring checkpoints")
     return "; ".join(parts)
 
 
 def _window(rows: list[Any], i: int, metric: str | None) -> float | None:
-    """Mean of `metric` over row i and its neighbours (those that have it)."""
-    if metric is None:
+    """`metric` at row i averaged with its neighbours, weighted 1-2-1 (those that have it)."""
+    if metric is None or metric not in rows[i].scores:
         return None
-    vals = [r.scores[metric] for r in rows[max(0, i - 1):i + 2] if metric in r.scores]
-    return sum(vals) / len(vals) if vals else None
+    pairs = [(rows[j].scores[metric], 2 if j == i else 1) for j in (i - 1, i, i + 1)
+             if 0 <= j < len(rows) and metric in rows[j].scores]
+    return sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
 
 
 class _Smoothed:
@@ -124,3 +123,5 @@ class _Smoothed:
     def __init__(self, row: Any, subject: float | None, prompt: float | None) -> None:
         self.step, self.val_loss = row.step, row.val_loss
         self.subject, self.prompt = subject, prompt
+        own = {k.rsplit("_", 1)[-1]: v for k, v in row.scores.items()}
+        self.own_subject, self.own_prompt = own.get("subject"), own.get("prompt")
