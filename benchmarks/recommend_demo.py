@@ -17,24 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-VALIDATION_PROMPTS = ["a sks shape", "a red circle on a white background", "a blue star on a gray background",
-                      "a green triangle on a black background", "a purple square on a white background"]
 FRESH_SEEDS_FROM = 1000
-
-
-def demo_run_overrides(out: Path) -> dict[str, object]:
-    """The shipped demo DreamBooth config with frequent checkpoints and ordinary prompts to watch."""
-    return {"output_dir": str(out), "checkpointing_steps": 50, "validation_steps": 50,
-            "validation_prompts": VALIDATION_PROMPTS, "scorers": ["demo"]}
-
-
-def fresh_captions(count: int) -> list[str]:
-    """Training captions the run's validation prompts do not use, spread over colours and shapes."""
-    from sdstudio.demo import evaluation
-
-    pool = [c for c in evaluation.training_captions() if c not in VALIDATION_PROMPTS]
-    step = max(1, len(pool) // count)
-    return pool[::step][:count]
 
 
 def main() -> None:
@@ -59,7 +42,7 @@ def main() -> None:
 
     if args.run is None:
         out = Path(tempfile.mkdtemp(prefix="sdstudio-recommend-")) / "run"
-        cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", demo_run_overrides(out))
+        cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", evaluation.recommend_run_overrides(out))
         t0 = time.perf_counter()
         run = train(cfg)
         print(f"trained {run.path} in {time.perf_counter() - t0:.0f} s")
@@ -78,7 +61,7 @@ def main() -> None:
 
     config = run.config()
     seeds = list(range(FRESH_SEEDS_FROM, FRESH_SEEDS_FROM + args.seeds))
-    captions = fresh_captions(args.captions)
+    captions = evaluation.fresh_captions(args.captions)
     generator = Generator("demo", device="cpu")
     last = run.checkpoints()[-1].step
     steps = [c.step for c in run.checkpoints()] if args.all else sorted({rec.step, last})

@@ -85,3 +85,20 @@ def checkpoint_figures(generator: Any, lora: Path | None, subject_prompt: str, c
     finally:
         generator.forget_loras()
     return {"subject": subject, "ordinary": ordinary}
+
+
+# The demo DreamBooth run the recommendation is judged on: the shipped config, a checkpoint every
+# 50 steps, and four ordinary prompts sampled beside the instance prompt so prompt fidelity is seen.
+WATCH_PROMPTS = ["a sks shape", "a red circle on a white background", "a blue star on a gray background",
+                 "a green triangle on a black background", "a purple square on a white background"]
+
+
+def recommend_run_overrides(out: Path) -> dict[str, Any]:
+    return {"output_dir": str(out), "checkpointing_steps": 50, "validation_steps": 50,
+            "validation_prompts": WATCH_PROMPTS, "scorers": ["demo"]}
+
+
+def fresh_captions(count: int) -> list[str]:
+    """Training captions the watch prompts do not use, spread over colours and shapes."""
+    pool = [c for c in training_captions() if c not in WATCH_PROMPTS]
+    return pool[::max(1, len(pool) // count)][:count]

@@ -75,16 +75,21 @@ def recommend(rows: list[Any], subject_tolerance: float = 0.10, loss_tolerance: 
                or r.subject >= best_subject - subject_tolerance * abs(best_subject)]
     pick = max(learned, key=lambda r: (r.prompt if r.prompt is not None else 0.0, -r.step))
     labels = (LABELS.get(subject or "", "subject"), LABELS.get(prompt or "", "prompt fidelity"))
-    reason = _reason(pick, cands, learned, overfit, best_subject, base_prompt, min_loss, labels)
+    reason = _reason(pick, cands, learned, overfit, best_subject, base_prompt, min_loss, labels, subject_tolerance)
     return Recommendation(pick.step, reason, subject, prompt)
 
 
 def _reason(pick: Any, cands: list[Any], learned: list[Any], overfit: list[Any], best_subject: float | None,
-            base_prompt: float | None, min_loss: float | None, labels: tuple[str, str]) -> str:
+            base_prompt: float | None, min_loss: float | None, labels: tuple[str, str], tolerance: float) -> str:
     subject_name, prompt_name = labels
     head = f"step {pick.step}"
     if pick.own_subject is not None and best_subject is not None:
-        head += f": {subject_name} {pick.own_subject:.2f}" + (" (best)" if pick.subject >= best_subject else "")
+        head += f": {subject_name} {pick.own_subject:.2f}"
+        if pick.subject >= best_subject:
+            head += " (best)"
+        else:
+            top = max((r for r in learned if r.subject is not None), key=lambda r: r.subject)
+            head += f" (within {tolerance * 100:.0f} % of the best, {top.own_subject:.2f} at {top.step})"
     parts = [head]
     if pick.own_prompt is not None:
         vs = f", {_pct(pick.own_prompt, base_prompt)} vs base" if base_prompt is not None else ""
