@@ -58,7 +58,16 @@ class FailedEvent:
     run_dir: Path | None = None
 
 
-Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, FailedEvent]
+@dataclass(frozen=True)
+class ValidationLossEvent:
+    """The deterministic validation loss of the checkpoint just saved (training/validation_loss.py)."""
+
+    step: int
+    loss: float
+    seconds: float
+
+
+Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, FailedEvent, ValidationLossEvent]
 EventCallback = Callable[[Event], None]
 
 

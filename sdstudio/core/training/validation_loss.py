@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
+from sdstudio.core.events import ValidationLossEvent
 from sdstudio.core.training.examples import Example, pixel_tensor
 
 NOISE_SEED = 20_240_515  # fixed: the noise must not change with the run's seed
@@ -209,6 +210,7 @@ class CheckpointReview:
         te = unwrap(self.text_encoder) if self.cfg.train_text_encoder else None
         result = self._val_loss.evaluate(unwrap(self.unet), te)
         self.run_dir.append_metrics(result.row(step))
+        self.emit(ValidationLossEvent(step, result.loss, result.seconds))  # type: ignore[attr-defined]
         if self.cfg.report_to != "none":
             self.accelerator.log({"val_loss": result.loss}, step=step)
         self.log(f"validation loss {result.loss:.5f} at step {step} ({result.images} images x {result.timesteps} "  # type: ignore[attr-defined]
