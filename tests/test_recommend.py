@@ -31,7 +31,7 @@ def test_the_earliest_checkpoint_that_learned_the_subject_wins_over_later_drift(
     # smoothed subject: 200 -> (0.1 + 1.8 + 1.0)/4 = 0.725 is not within 10 % of the best (1.0): not learned;
     # 300, 400, 500 are; of those 300 keeps the most prompt fidelity
     assert rec.step == 300, rec
-    assert rec.reason.startswith("step 300: subject 1.00 (within 10 % of the best, 1.00 at 400); prompt 0.80, -20 % vs base")
+    assert rec.reason.startswith("step 300: subject 1.00 (averaged with its neighbours 0.97, within 10 % of the best, 1.00 at 400); prompt 0.80, -20 % vs base")
     assert "later steps lose prompt (-50 % at 500)" in rec.reason
     assert "earlier steps had not learned the subject (0.90 at 200)" in rec.reason
 

@@ -89,7 +89,8 @@ def _reason(pick: Any, cands: list[Any], learned: list[Any], overfit: list[Any],
             head += " (best)"
         else:
             top = max((r for r in learned if r.subject is not None), key=lambda r: r.subject)
-            head += f" (within {tolerance * 100:.0f} % of the best, {top.own_subject:.2f} at {top.step})"
+            head += (f" (averaged with its neighbours {pick.subject:.2f}, within {tolerance * 100:.0f} % of the best, "
+                     f"{top.subject:.2f} at {top.step})")
     parts = [head]
     if pick.own_prompt is not None:
         vs = f", {_pct(pick.own_prompt, base_prompt)} vs base" if base_prompt is not None else ""

@@ -14,7 +14,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
-from textual_plotext import PlotextPlot
 
 from sdstudio.core.runs import RunDir
 from sdstudio.core.training.scorers import LABELS
@@ -52,6 +51,8 @@ class ScoresPanel(Horizontal):
         self._run: RunDir | None = None
 
     def compose(self) -> ComposeResult:
+        from textual_plotext import PlotextPlot  # plotext loads when the screen is built, not at startup
+
         with Vertical(id="scores-side"):
             yield Static("", id="scores-reason")
             yield DataTable(id="scores", cursor_type="row", zebra_stripes=True)
@@ -124,8 +125,8 @@ class ScoresPanel(Horizontal):
             table.add_row(*cells, key=str(step))
 
     def _chart(self) -> None:
-        chart = self.query_one("#score-chart", PlotextPlot)
-        plt = chart.plt
+        chart = self.query_one("#score-chart")
+        plt = chart.plt  # type: ignore[attr-defined]
         plt.clear_data()
         plt.clear_figure()
         rows = [r for r in self.table.rows]
