@@ -1,13 +1,13 @@
 """Does the recommended checkpoint hold up on fresh seeds? A demo DreamBooth run, measured by the judge.
 
-Trains the shipped demo DreamBooth config with a checkpoint every 50 steps and four ordinary
-validation prompts beside the instance prompt (or takes an existing run with --run), scores
+Trains the shipped demo DreamBooth config with a checkpoint every 50 steps and two ordinary
+validation prompts beside the instance prompt (8 seeds each) (or takes an existing run with --run), scores
 it with the demo judge (`sdstudio score`), then judges every checkpoint on fresh seeds:
 subject rate on the instance prompt and ordinary-caption fidelity on captions the run never
 sampled. Prints the score table, the recommendation, the cost of scoring per checkpoint and
 the fresh-seed figures of the recommended checkpoint beside the last one.
 
-    python benchmarks/recommend_demo.py [--run RUN_DIR] [--seeds 16] [--all]
+    python benchmarks/recommend_demo.py [--run RUN_DIR | --out RUN_DIR] [--seeds 16] [--captions 10] [--all]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, help="an existing demo DreamBooth run (default: train one)")
+    ap.add_argument("--out", type=Path, help="where to train the run (default: a temporary folder)")
     ap.add_argument("--seeds", type=int, default=16, help="fresh seeds per prompt")
     ap.add_argument("--captions", type=int, default=10, help="ordinary captions judged per checkpoint")
     ap.add_argument("--all", action="store_true", help="judge every checkpoint, not only the recommended and the last")
@@ -41,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     if args.run is None:
-        out = Path(tempfile.mkdtemp(prefix="sdstudio-recommend-")) / "run"
+        out = args.out or Path(tempfile.mkdtemp(prefix="sdstudio-recommend-")) / "run"
         cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", evaluation.recommend_run_overrides(out))
         t0 = time.perf_counter()
         run = train(cfg)

@@ -10,7 +10,8 @@ The rule (also in the README, "Which checkpoint is best"):
     3. Keep the candidates whose subject fidelity is within recommend_subject_tolerance
        (a share) of the best one: they have learned the subject.
     4. Of those, take the one with the best prompt fidelity (it has drifted least from the
-       base model); ties go to the earlier step.
+       base model). Prompt fidelities within PROMPT_TIE (5 %) of the best count as a tie,
+       which goes to the better subject fidelity, then to the earlier step.
     Text-to-image has no subject: step 3 keeps every candidate.
 
 Why this rule: training longer teaches the subject, then mostly costs prompt fidelity (the
@@ -27,6 +28,7 @@ from typing import Any
 
 from sdstudio.core.training.scorers import LABELS
 
+PROMPT_TIE = 0.05  # prompt fidelities this close (a share of the best) are a tie: subject fidelity decides
 SUBJECT_ORDER = ("dino", "clip", "demo")  # which scorer's subject fidelity counts when several ran
 PROMPT_ORDER = ("clip", "demo")
 
@@ -73,7 +75,9 @@ def recommend(rows: list[Any], subject_tolerance: float = 0.10, loss_tolerance: 
     best_subject = max((r.subject for r in pool if r.subject is not None), default=None)
     learned = [r for r in pool if best_subject is None or r.subject is None
                or r.subject >= best_subject - subject_tolerance * abs(best_subject)]
-    pick = max(learned, key=lambda r: (r.prompt if r.prompt is not None else 0.0, -r.step))
+    top_prompt = max((r.prompt for r in learned if r.prompt is not None), default=None)
+    near = [r for r in learned if top_prompt is None or r.prompt is None or r.prompt >= top_prompt * (1 - PROMPT_TIE)]
+    pick = max(near, key=lambda r: (r.subject if r.subject is not None else 0.0, -r.step))
     labels = (LABELS.get(subject or "", "subject"), LABELS.get(prompt or "", "prompt fidelity"))
     reason = _reason(pick, cands, learned, overfit, best_subject, base_prompt, min_loss, labels, subject_tolerance)
     return Recommendation(pick.step, reason, subject, prompt)
