@@ -16,8 +16,8 @@ from sdstudio.core.training.validation_loss import ValidationLoss, split_example
 
 
 def _cfg(tiny_model_dir: Path, out: Path, instance_dir: Path, **extra: object):
-    return build_config(tiny_train_values(tiny_model_dir, out, instance_data_dir=str(instance_dir),
-                                          instance_prompt="a photo of sks shape", validation_steps=100, **extra))
+    values = {"instance_data_dir": str(instance_dir), "instance_prompt": "a photo of sks shape", "validation_steps": 100}
+    return build_config(tiny_train_values(tiny_model_dir, out, **{**values, **extra}))
 
 
 def test_timesteps_cover_the_whole_schedule() -> None:
@@ -69,7 +69,9 @@ def test_a_run_and_its_resumed_twin_log_bit_identical_validation_losses(tiny_mod
     from sdstudio.core.training.trainer import train
 
     common = dict(max_train_steps=6, checkpointing_steps=2, random_flip=True)
-    straight = train(_cfg(tiny_model_dir, tmp_path / "straight", instance_dir, **common))
+    # the straight run also scores its samples in the background and logs to TensorBoard
+    straight = train(_cfg(tiny_model_dir, tmp_path / "straight", instance_dir, validation_steps=2, scorers=["demo"],
+                          report_to="tensorboard", **common))
 
     control = TrainerControl()
 
@@ -92,3 +94,17 @@ def test_a_run_and_its_resumed_twin_log_bit_identical_validation_losses(tiny_mod
     assert [r["step"] for r in rows] == list(range(1, 7))  # training rows stay as they were
     text = (straight.path / "metrics.jsonl").read_text()
     assert text.count('"val_seconds"') == 3 and text.count('"val_timesteps": 8') == 3
+
+    from sdstudio.core.training.scoring import read_scores
+
+    table = read_scores(straight)  # the trainer's background scorer wrote it, validation losses included
+    assert [r.step for r in table.rows] == [0, 2, 4, 6]
+    assert {r.step: r.val_loss for r in table.rows if r.step} == a
+    assert table.recommendation is not None and table.recommendation.step in (2, 4, 6)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((straight.path / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("val_loss")}
+    assert logged == pytest.approx(a, rel=1e-6)
