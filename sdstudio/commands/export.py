@@ -22,7 +22,6 @@ def run(args: argparse.Namespace) -> int:
     from safetensors import safe_open
 
     from sdstudio.core.lora.export import export_checkpoint
-
     from sdstudio.core.training.scoring import recommended_step
 
     step = args.step

@@ -27,7 +27,7 @@ from sdstudio.core.training import state as train_state
 from sdstudio.core.training import validation
 from sdstudio.core.training.examples import Example, ExampleSource, class_examples, instance_examples
 from sdstudio.core.training.loss import StepLoss
-from sdstudio.core.training.validation_loss import CheckpointReview
+from sdstudio.core.training.checkpoint_review import CheckpointReview
 
 OOM_HINT = ("out of memory: lower train_batch_size or resolution, set gradient_checkpointing = true, "
             "or set train_text_encoder = false")
