@@ -65,9 +65,9 @@ async def test_train_screen_shows_the_validation_loss_per_checkpoint(runs_root: 
         view = app.screen.query_one(TrainingView)
         assert not view.query_one("#val-loss", Sparkline).display or not view.has_class("-has-validation")
         for step, loss in ((50, 0.036), (100, 0.026), (150, 0.027)):
-            app.session.apply(ValidationLossEvent(step, loss, 1.2))
+            app.session.apply(ValidationLossEvent(step, loss, 1.2, "training images at fixed noise"))
         await pilot.pause(0.4)
         assert view.has_class("-has-validation")
         assert view.query_one("#val-loss", Sparkline).data == [0.036, 0.026, 0.027]
         label = str(view.query_one("#val-label", Label).render())
-        assert "0.0270 at 150" in label and "lowest 0.0260 at 100" in label
+        assert "0.0270 at 150" in label and "lowest 0.0260 at 100" in label and "training images at fixed noise" in label

@@ -94,6 +94,7 @@ def test_a_run_and_its_resumed_twin_log_bit_identical_validation_losses(tiny_mod
     assert [r["step"] for r in rows] == list(range(1, 7))  # training rows stay as they were
     text = (straight.path / "metrics.jsonl").read_text()
     assert text.count('"val_seconds"') == 3 and text.count('"val_timesteps": 8') == 3
+    assert text.count('"val_set": "training images at fixed noise"') == 3  # what it is measured on, said so
 
     from sdstudio.core.training.scoring import read_scores
 

@@ -65,6 +65,7 @@ class ValidationLossEvent:
     step: int
     loss: float
     seconds: float
+    measured_on: str = ""  # "training images at fixed noise", "2 held-out images", ...
 
 
 Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, FailedEvent, ValidationLossEvent]

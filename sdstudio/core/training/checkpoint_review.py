@@ -55,8 +55,8 @@ class CheckpointReview:
         unwrap = self.accelerator.unwrap_model
         te = unwrap(self.text_encoder) if self.cfg.train_text_encoder else None
         result = self._val_loss.evaluate(unwrap(self.unet), te)
-        self.run_dir.append_metrics(result.row(step))
-        self.emit(ValidationLossEvent(step, result.loss, result.seconds))  # type: ignore[attr-defined]
+        self.run_dir.append_metrics({**result.row(step), "val_set": self._val_loss.held.short})
+        self.emit(ValidationLossEvent(step, result.loss, result.seconds, self._val_loss.held.short))  # type: ignore[attr-defined]
         if self.cfg.report_to != "none":
             self.accelerator.log({"val_loss": result.loss}, step=step)
         self.log(f"validation loss {result.loss:.5f} at step {step} ({result.images} images x {result.timesteps} "  # type: ignore[attr-defined]

@@ -41,6 +41,13 @@ class HeldOut:
     source: str  # "split", "folder" or "training"
     note: str
 
+    @property
+    def short(self) -> str:
+        """What the loss is measured on, in a few words (the Train screen, metrics.jsonl)."""
+        if self.source == "training":
+            return "training images at fixed noise"
+        return f"{len(self.examples)} held-out images"
+
 
 @dataclass(frozen=True)
 class ValidationResult:

@@ -97,7 +97,7 @@ class TrainingView(Vertical):
             step, last = s.val_losses[-1]
             low_step, low = min(s.val_losses, key=lambda p: p[1])
             self.query_one("#val-label", Label).update(
-                f"validation loss (fixed noise, per checkpoint) {last:.4f} at {step} · lowest {low:.4f} at {low_step}")
+                f"validation loss {last:.4f} at {step} · lowest {low:.4f} at {low_step} · on {s.val_set or 'fixed noise'}")
             self.query_one("#val-loss", Sparkline).data = [v for _, v in s.val_losses]
         if s.samples != self._samples:
             self._samples = s.samples
