@@ -93,10 +93,12 @@ class EmbeddingScorer(Scorer):
     def score(self, samples: StepSamples, references: list[Any]) -> dict[str, float]:
         out: dict[str, float] = {}
         if samples.ordinary:
-            texts = self.embed_texts([p for p, _ in samples.ordinary])
+            prompts = sorted({p for p, _ in samples.ordinary})  # each prompt embedded once
+            texts = self.embed_texts(prompts)
             if texts is not None:
                 images = self.embed_images([im for _, im in samples.ordinary])
-                out["prompt"] = float((images * texts).sum(-1).mean())
+                rows = texts[[prompts.index(p) for p, _ in samples.ordinary]]
+                out["prompt"] = float((images * rows).sum(-1).mean())
         pool = samples.subject or samples.ordinary  # text-to-image: every sample against the training images
         if pool and references:
             sims = self.embed_images([im for _, im in pool]) @ self._references(references).T  # (samples, refs)
