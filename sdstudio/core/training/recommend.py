@@ -76,7 +76,8 @@ def recommend(rows: list[Any], subject_tolerance: float = 0.10, loss_tolerance: 
     learned = [r for r in pool if best_subject is None or r.subject is None
                or r.subject >= best_subject - subject_tolerance * abs(best_subject)]
     top_prompt = max((r.prompt for r in learned if r.prompt is not None), default=None)
-    near = [r for r in learned if top_prompt is None or r.prompt is None or r.prompt >= top_prompt * (1 - PROMPT_TIE)]
+    near = [r for r in learned if top_prompt is None or r.prompt is None
+            or r.prompt >= top_prompt - PROMPT_TIE * abs(top_prompt)]
     pick = max(near, key=lambda r: (r.subject if r.subject is not None else 0.0, -r.step))
     labels = (LABELS.get(subject or "", "subject"), LABELS.get(prompt or "", "prompt fidelity"))
     reason = _reason(pick, cands, learned, overfit, best_subject, base_prompt, min_loss, labels, subject_tolerance)
