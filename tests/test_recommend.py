@@ -38,14 +38,23 @@ def test_the_earliest_checkpoint_that_learned_the_subject_wins_over_later_drift(
 
 def test_a_rising_validation_loss_excludes_the_overfit_checkpoints() -> None:
     table = {0: (0.0, 1.0, None), 100: (0.5, 0.9, 0.05), 200: (1.0, 0.9, 0.03), 300: (1.0, 0.95, 0.04),
-             400: (1.0, 0.9, 0.045)}
+             400: (1.0, 0.8, 0.045)}
     rec = recommend(rows(table), loss_tolerance=0.10)
     assert rec.step == 200 and "validation loss rose past its minimum at steps 300, 400" in rec.reason
     assert recommend(rows(table), loss_tolerance=1.0).step == 300  # tolerated: the better prompt fidelity wins
 
 
+def test_a_prompt_fidelity_tie_goes_to_the_later_step() -> None:
+    # 250 and 300 both learned the subject; their prompt fidelities differ by less than 5 %: no drift measured
+    table = {0: (0.0, 0.94, None), 200: (0.5, 0.81, 0.021), 250: (1.0, 0.88, 0.0177), 300: (0.62, 0.81, 0.0173)}
+    assert recommend(rows(table)).step == 300
+    table[300] = (0.62, 0.6, 0.0173)  # now the last step has drifted: the earlier one is the pick
+    rec = recommend(rows(table))
+    assert rec.step == 250 and "later steps lose prompt (-36 % at 300)" in rec.reason
+
+
 def test_text_to_image_runs_take_the_best_prompt_fidelity() -> None:
-    table = {0: (None, 0.5, None), 100: (None, 0.6, 0.05), 200: (None, 0.9, 0.04), 300: (None, 0.7, 0.04)}
+    table = {0: (None, 0.5, None), 100: (None, 0.6, 0.05), 200: (None, 0.9, 0.04), 300: (None, 0.6, 0.04)}
     rec = recommend(rows(table, "clip"))
     assert rec.step == 200 and rec.subject_metric is None and rec.prompt_metric == "clip_prompt"
     assert "CLIP-T 0.90, +80 % vs base" in rec.reason

@@ -10,13 +10,14 @@ The rule (also in the README, "Which checkpoint is best"):
     3. Keep the candidates whose subject fidelity is within recommend_subject_tolerance
        (a share) of the best one: they have learned the subject.
     4. Of those, take the one with the best prompt fidelity (it has drifted least from the
-       base model). Prompt fidelities within PROMPT_TIE (5 %) of the best count as a tie,
-       which goes to the better subject fidelity, then to the earlier step.
+       base model). Prompt fidelities within PROMPT_TIE (5 %) of the best are a tie, which
+       goes to the later step: it has seen more of the subject, and no drift was measured.
     Text-to-image has no subject: step 3 keeps every candidate.
 
-Why this rule: training longer teaches the subject, then mostly costs prompt fidelity (the
-"later checkpoints draw everything as the subject" drift). So once the subject is learned,
-the earliest, least drifted checkpoint is the one to take. Defaults: 10 % and 10 %. A missing
+Why this rule: training longer teaches the subject, then costs prompt fidelity (the "later
+checkpoints draw everything as the subject" drift). So among the checkpoints that learned the
+subject, the least drifted is the one to take; where the samples cannot tell them apart, the
+later one, since a few samples per step cannot see a small difference in subject fidelity. Defaults: 10 % and 10 %. A missing
 number (no validation loss, no ordinary prompt) excludes nothing. Scores come from
 `scoring.ScoreRow`s; nothing here loads a model.
 """
@@ -28,7 +29,7 @@ from typing import Any
 
 from sdstudio.core.training.scorers import LABELS
 
-PROMPT_TIE = 0.05  # prompt fidelities this close (a share of the best) are a tie: subject fidelity decides
+PROMPT_TIE = 0.05  # prompt fidelities this close (a share of the best) are a tie: the later step takes it
 SUBJECT_ORDER = ("dino", "clip", "demo")  # which scorer's subject fidelity counts when several ran
 PROMPT_ORDER = ("clip", "demo")
 
@@ -78,9 +79,13 @@ def recommend(rows: list[Any], subject_tolerance: float = 0.10, loss_tolerance: 
     top_prompt = max((r.prompt for r in learned if r.prompt is not None), default=None)
     near = [r for r in learned if top_prompt is None or r.prompt is None
             or r.prompt >= top_prompt - PROMPT_TIE * abs(top_prompt)]
-    pick = max(near, key=lambda r: (r.subject if r.subject is not None else 0.0, -r.step))
+    pick = max(near, key=lambda r: r.step)
     labels = (LABELS.get(subject or "", "subject"), LABELS.get(prompt or "", "prompt fidelity"))
     reason = _reason(pick, cands, learned, overfit, best_subject, base_prompt, min_loss, labels, subject_tolerance)
+    tied = [r.step for r in near if r.step < pick.step and r.prompt is not None]
+    if tied:
+        reason += (f"; {labels[1]} ties with step{'s' if len(tied) > 1 else ''} {', '.join(map(str, tied))} "
+                   f"(within {PROMPT_TIE * 100:.0f} %): the later step is taken")
     return Recommendation(pick.step, reason, subject, prompt)
 
 
