@@ -35,10 +35,10 @@ class ScoresPanel(Horizontal):
     """Score columns per step, sortable; `jump_to_recommended()` puts the cursor on the pick."""
 
     DEFAULT_CSS = """
-    ScoresPanel { height: 11; display: none; border-top: solid $panel; }
+    ScoresPanel { height: 12; display: none; border-top: solid $panel; }
     ScoresPanel.-has-scores { display: block; }
     ScoresPanel #scores-side { width: 3fr; }
-    ScoresPanel #scores-reason { height: 2; color: $text-muted; }
+    ScoresPanel #scores-reason { height: 3; color: $text-muted; }
     ScoresPanel #scores { height: 1fr; }
     ScoresPanel #score-chart { width: 2fr; min-width: 24; }
     """
