@@ -55,7 +55,8 @@ class CheckpointsScreen(Screen[None]):
                 tooltip="Pin this step on the left to compare it with the selection"),
         Binding("r", "resume", "Resume", id="checkpoints.resume",
                 tooltip="Resume this stopped run from its latest checkpoint"),
-        Binding("b", "best", "Best", id="checkpoints.best", tooltip="Jump to the recommended checkpoint (scores)"),
+        Binding("b", "best", "Best", id="checkpoints.best", show=False,
+                tooltip="Jump to the recommended checkpoint (the scores panel says so)"),
         Binding("s", "sort_scores", "Sort", id="checkpoints.sort_scores", show=False,
                 tooltip="Sort the scores table by the next score"),
         Binding("o", "choose_run", "Runs", id="checkpoints.choose_run", tooltip="Choose another run", show=False),
@@ -241,7 +242,7 @@ class CheckpointsScreen(Screen[None]):
         if step is not None and self.snapshot is not None and step in self.snapshot.steps:
             table = self.query_one("#grid", DataTable)
             table.move_cursor(row=self.snapshot.steps.index(step))
-            self.notify(f"step {step}: recommended ({self.query_one(ScoresPanel).table.recommendation.reason})")  # type: ignore[union-attr]
+            self.notify(f"step {step}: the recommended checkpoint (the reason is above its row)")
 
     def action_sort_scores(self) -> None:
         key = self.query_one(ScoresPanel).cycle_sort()

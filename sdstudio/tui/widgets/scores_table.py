@@ -104,7 +104,7 @@ class ScoresPanel(Horizontal):
         rec = self.table.recommendation
         reason = self.query_one("#scores-reason", Static)
         if rec is not None and rec.step is not None:
-            reason.update(Text(f"{MARK} recommended: {rec.reason}  (b jumps to it)"))
+            reason.update(Text(f"{MARK} recommended (b jumps to it): {rec.reason}"))
         else:
             reason.update(rec.reason if rec is not None else "")
         metrics = self.table.metrics()
@@ -130,14 +130,14 @@ class ScoresPanel(Horizontal):
         plt.clear_data()
         plt.clear_figure()
         rows = [r for r in self.table.rows]
-        plt.title("scores by step")
+        plt.title("scores by step · val loss on the right")
         for m in self.table.metrics():
             pts = [(r.step, r.scores[m]) for r in rows if m in r.scores]
             if pts:
-                plt.plot([p[0] for p in pts], [p[1] for p in pts], label=LABELS.get(m, m), marker="braille")
+                plt.plot([p[0] for p in pts], [p[1] for p in pts], marker="braille")
         losses = [(r.step, r.val_loss) for r in rows if r.val_loss is not None]
         if losses:
-            plt.plot([p[0] for p in losses], [p[1] for p in losses], label="val loss", yside="right", marker="braille")
+            plt.plot([p[0] for p in losses], [p[1] for p in losses], yside="right", marker="braille")
         if self.recommended is not None:
             plt.vline(self.recommended)
         chart.refresh()
