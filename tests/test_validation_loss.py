@@ -63,6 +63,20 @@ def test_validation_split_holds_images_out_of_training(tiny_model_dir, instance_
         _cfg(tiny_model_dir, tmp_path / "run", instance_dir, validation_split=1.5)
 
 
+def test_a_validation_folder_is_measured_and_training_keeps_every_image(tiny_model_dir, instance_dir, tmp_path) -> None:
+    from conftest import draw_shape_images
+
+    held_dir = tmp_path / "held"
+    draw_shape_images(held_dir, 2, (30, 200, 30))
+    cfg = _cfg(tiny_model_dir, tmp_path / "run", instance_dir, validation_data_dir=str(held_dir))
+    examples, _ = instance_examples(cfg)
+    train, held = split_examples(cfg, examples)
+    assert train == examples and held.source == "folder" and held.short == "2 held-out images"
+    assert {e.path.parent for e in held.examples} == {held_dir} and all(e.caption == "a photo of sks shape" for e in held.examples)
+    with pytest.raises(ConfigError, match="validation_data_dir.*folder not found"):
+        _cfg(tiny_model_dir, tmp_path / "run", instance_dir, validation_data_dir=str(tmp_path / "missing"))
+
+
 def test_a_run_and_its_resumed_twin_log_bit_identical_validation_losses(tiny_model_dir, instance_dir, tmp_path,
                                                                         one_torch_thread) -> None:
     from sdstudio.core.runs import RunDir
