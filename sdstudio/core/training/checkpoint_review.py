@@ -59,7 +59,8 @@ class CheckpointReview:
         self.emit(ValidationLossEvent(step, result.loss, result.seconds, self._val_loss.held.short))  # type: ignore[attr-defined]
         if self.cfg.report_to != "none":
             self.accelerator.log({"val_loss": result.loss}, step=step)
-        self.log(f"validation loss {result.loss:.5f} at step {step} ({result.images} image{'s' if result.images != 1 else ''} x {result.timesteps} "  # type: ignore[attr-defined]
+        images = f"{result.images} image{'s' if result.images != 1 else ''}"
+        self.log(f"validation loss {result.loss:.5f} at step {step} ({images} x {result.timesteps} "  # type: ignore[attr-defined]
                  f"timesteps, {result.seconds:.2f} s)")
 
     def _score_samples(self, step: int) -> None:
