@@ -167,3 +167,26 @@ def test_export_best_without_scores_says_what_to_run(tmp_path: Path, capsys) -> 
     run = drift_run(tmp_path)
     assert main(["export", str(run.path), "--best"]) == 2
     assert f"run `sdstudio score {run.path}` first" in capsys.readouterr().err
+
+
+def test_a_text_to_image_run_is_scored_on_its_captions(tmp_path: Path) -> None:
+    from test_tui_fixtures import make_dataset
+
+    data = make_dataset(tmp_path / "data", count=4)  # captioned shapes from the shipped sample set
+    captions = [json.loads(x)["text"] for x in (data / "metadata.jsonl").read_text().splitlines()]
+    run = RunDir(tmp_path / "run")
+    run.write_config({"pretrained_model_name_or_path": "demo", "train_data_dir": str(data), "resolution": 64},
+                     {"version": "test"})
+    rng = random.Random(2)
+    for step in (0, 10, 20):
+        for pi, caption in enumerate(captions[:2]):
+            colour, shape = caption.split()[1:3]
+            wrong = step == 20  # the last step draws the wrong shape for every caption
+            run.add_sample(step, pi, caption, 0, _scene(rng, colour, "heart" if wrong else shape, caption.split()[-2]))
+        if step:
+            run.checkpoint_path(step).mkdir(parents=True)
+            (run.checkpoint_path(step) / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    table = RunScorer(run, ["demo"]).score()
+    assert {k for r in table.rows for k in r.scores} == {"demo_prompt", "demo_nearest"}  # no subject without DreamBooth
+    assert [r.scores["demo_prompt"] for r in table.rows] == [1.0, 1.0, 0.0]
+    assert table.recommendation.step == 10 and table.recommendation.subject_metric is None
