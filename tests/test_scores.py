@@ -190,3 +190,19 @@ def test_a_text_to_image_run_is_scored_on_its_captions(tmp_path: Path) -> None:
     assert {k for r in table.rows for k in r.scores} == {"demo_prompt", "demo_nearest"}  # no subject without DreamBooth
     assert [r.scores["demo_prompt"] for r in table.rows] == [1.0, 1.0, 0.0]
     assert table.recommendation.step == 10 and table.recommendation.subject_metric is None
+
+
+def test_a_missing_scorer_model_never_stops_a_training(tiny_model_dir, instance_dir, tmp_path: Path) -> None:
+    from conftest import tiny_train_values
+    from sdstudio.core.config import build_config
+    from sdstudio.core.events import LogEvent
+    from sdstudio.core.training.trainer import train
+
+    cfg = build_config(tiny_train_values(tiny_model_dir, tmp_path / "run", instance_data_dir=str(instance_dir),
+                                         instance_prompt="a photo of sks shape", scorers=["clip"],
+                                         clip_model=str(tmp_path / "no-clip-here")))
+    warnings: list[str] = []
+    run = train(cfg, on_event=lambda e: warnings.append(e.message) if isinstance(e, LogEvent) and e.level == "warning" else None)
+    assert run.status()["state"] == "finished" and [c.step for c in run.checkpoints()] == [2, 4]
+    assert len(warnings) == 1 and warnings[0].startswith("scoring is off for this run: clip_model = ")
+    assert f"sdstudio score {run.path}" in warnings[0]

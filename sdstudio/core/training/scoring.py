@@ -194,11 +194,20 @@ class BackgroundScorer:
         self._thread.join()
 
     def _work(self) -> None:
+        broken = False
         while (step := self._jobs.get()) is not None:
+            if broken:
+                continue
             try:
                 if self._scorer is None:
-                    self._scorer = RunScorer(self.run, list(self.cfg.scorers), self.cfg.clip_model, self.cfg.dino_model,
-                                             self.cfg.to_dict())
+                    try:
+                        self._scorer = RunScorer(self.run, list(self.cfg.scorers), self.cfg.clip_model,
+                                                 self.cfg.dino_model, self.cfg.to_dict())
+                    except Exception as exc:  # noqa: BLE001 - a missing scorer model must not stop training
+                        broken = True
+                        self.log(f"scoring is off for this run: {exc}; score later with `sdstudio score {self.run.path}`",
+                                 "warning")
+                        continue
                 t0 = time.perf_counter()
                 table = self._scorer.score()
                 rec = table.recommendation
