@@ -15,7 +15,8 @@ from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
 from sdstudio.tui.settings import RENDERERS
 
-COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge", "runs", "stop", "sample", "save", "queue")
+COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge", "score", "runs", "stop", "sample", "save",
+            "queue")
 
 
 def build_parser() -> argparse.ArgumentParser:

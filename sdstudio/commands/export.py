@@ -12,6 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Default output: RUN_DIR/exports/<run>-step<N>.safetensors.")
     p.add_argument("source", metavar="RUN_DIR|CHECKPOINT_DIR", help="a run folder or one of its checkpoints/step-N")
     p.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
+    p.add_argument("--best", action="store_true", help="the recommended checkpoint (scores.jsonl; `sdstudio score` makes it)")
     p.add_argument("-o", "--output", metavar="FILE.safetensors", help="output file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing -o file (the default path "
                    "under RUN_DIR/exports is always refreshed)")
@@ -23,9 +24,13 @@ def run(args: argparse.Namespace) -> int:
     from safetensors import safe_open
 
     from sdstudio.core.lora.export import export_checkpoint
+    from sdstudio.core.training.scoring import recommended_step
 
-    out = export_checkpoint(args.source, step=args.step, out=args.output, dtype=args.dtype,
-                             overwrite=args.overwrite)
+    step = args.step
+    if args.best:
+        step, reason = recommended_step(args.source, args.step)
+        print(f"recommended: {reason}")
+    out = export_checkpoint(args.source, step=step, out=args.output, dtype=args.dtype, overwrite=args.overwrite)
     with safe_open(str(out), framework="pt") as fh:
         meta = fh.metadata() or {}
         n = len(list(fh.keys()))

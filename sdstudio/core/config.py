@@ -23,7 +23,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 REPORT_TO = ("none", "tensorboard", "wandb")
 METHODS = ("auto", "text2image", "dreambooth")
 # Fields holding filesystem paths: relative values in a TOML file are taken from the file's folder.
-PATH_FIELDS = ("train_data_dir", "instance_data_dir", "class_data_dir", "output_dir")
+PATH_FIELDS = ("train_data_dir", "instance_data_dir", "class_data_dir", "output_dir", "validation_data_dir")
+SCORERS = ("demo", "clip", "dino")  # image scorers by name (sdstudio/core/training/scorers.py)
 
 
 @dataclass
@@ -84,6 +85,16 @@ class TrainConfig:
     validation_num_inference_steps: int = 25
     validation_guidance_scale: float = 7.5
     seed: int = 0
+    # which checkpoint is best (training/validation_loss.py, scorers.py, recommend.py)
+    validation_loss: bool = True  # a deterministic held-out loss at every checkpoint
+    validation_split: float = 0.0  # share of the dataset held out of training for it
+    validation_data_dir: str | None = None  # or a separate folder (captioned like the training data)
+    validation_loss_timesteps: int = 8  # stratified across the noise schedule
+    scorers: list[str] = field(default_factory=list)  # score each checkpoint's samples: demo, clip, dino
+    clip_model: str = "openai/clip-vit-base-patch32"  # local folder or a model already in the HF cache
+    dino_model: str = "facebook/dinov2-small"
+    recommend_subject_tolerance: float = 0.10  # "learned the subject": within this share of the best checkpoint
+    recommend_loss_tolerance: float = 0.10  # validation loss may rise this share above its minimum
     # output
     output_dir: str | None = None
     run_name: str | None = None
@@ -294,6 +305,17 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
     _need(cfg.snr_gamma is None or cfg.snr_gamma > 0, "snr_gamma", "must be positive", source)
     _need(cfg.checkpoints_total_limit is None or cfg.checkpoints_total_limit >= 1, "checkpoints_total_limit",
           "must be at least 1 (or left out to keep every checkpoint)", source)
+    _need(0.0 <= cfg.validation_split < 1.0, "validation_split",
+          f"must be at least 0 and below 1 (a share of the dataset), got {cfg.validation_split}", source)
+    _need(not (cfg.validation_split and cfg.validation_data_dir), "validation_split",
+          "give either validation_split or validation_data_dir, not both", source)
+    _need(cfg.validation_loss_timesteps >= 1, "validation_loss_timesteps", "must be at least 1", source)
+    for name in cfg.scorers:
+        _need(name in SCORERS, "scorers", f"unknown scorer {name!r}: choose from {', '.join(SCORERS)}", source)
+    for name in ("recommend_subject_tolerance", "recommend_loss_tolerance"):
+        _need(0.0 <= getattr(cfg, name) <= 1.0, name, f"must be between 0 and 1, got {getattr(cfg, name)}", source)
+    if cfg.validation_data_dir:
+        _need(Path(cfg.validation_data_dir).is_dir(), "validation_data_dir", f"folder not found: {cfg.validation_data_dir}", source)
     _need(cfg.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", f"must be one of {', '.join(LR_SCHEDULERS)}", source)
     _need(cfg.mixed_precision in MIXED_PRECISION, "mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}", source)
     _need(cfg.report_to in REPORT_TO, "report_to", f"must be one of {', '.join(REPORT_TO)}", source)

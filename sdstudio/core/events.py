@@ -61,7 +61,17 @@ class FailedEvent:
     run_dir: Path | None = None
 
 
-Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, FailedEvent]
+@dataclass(frozen=True)
+class ValidationLossEvent:
+    """The deterministic validation loss of the checkpoint just saved (training/validation_loss.py)."""
+
+    step: int
+    loss: float
+    seconds: float
+    measured_on: str = ""  # "training images at fixed noise", "2 held-out images", ...
+
+
+Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, FailedEvent, ValidationLossEvent]
 EventCallback = Callable[[Event], None]
 
 

@@ -2,7 +2,7 @@
 
     <run>/run.toml          resolved config + sdstudio version + base-model identity
     <run>/status.json       state, step, total, error, pid, updated
-    <run>/metrics.jsonl     one object per logged step
+    <run>/metrics.jsonl     one object per logged step; a validation-loss row (val_loss) per checkpoint
     <run>/samples/          validation PNGs + index.jsonl
     <run>/checkpoints/step-NNNNNN/pytorch_lora_weights.safetensors (+ state/: Accelerate's state)
     <run>/exports/          kohya-format files for A1111/ComfyUI
@@ -205,7 +205,22 @@ class RunDir:
         atomic.append_line(self.metrics_jsonl, json.dumps(row, sort_keys=True))
 
     def metrics(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.metrics_jsonl)
+        """The training-step rows (loss, lr, speed); validation-loss rows are `validation_losses()`."""
+        return [r for r in _read_jsonl(self.metrics_jsonl) if "val_loss" not in r]
+
+    def validation_losses(self) -> dict[int, float]:
+        """step -> validation loss (the latest row of each step wins)."""
+        out: dict[int, float] = {}
+        for r in _read_jsonl(self.metrics_jsonl):
+            try:
+                out[int(r["step"])] = float(r["val_loss"])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    @property
+    def scores_jsonl(self) -> Path:
+        return self.path / "scores.jsonl"
 
     # samples
     def sample_path(self, step: int, prompt_index: int, seed: int) -> Path:
@@ -311,7 +326,7 @@ class RunDir:
     def truncate_after(self, step: int) -> None:
         """Forget metrics and samples logged after `step` (used when resuming from it)."""
         self.recover_checkpoints()
-        rows = [r for r in self.metrics() if int(r.get("step", 0)) <= step]
+        rows = [r for r in _read_jsonl(self.metrics_jsonl) if int(r.get("step", 0)) <= step]
         atomic.write_text(self.metrics_jsonl, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         if self.samples_index.exists():
             keep = [r for r in _read_jsonl(self.samples_index) if int(r.get("step", 0)) <= step]

@@ -64,3 +64,41 @@ def subject_rate(images: list[Any], subject: tuple[str, str] = SUBJECT) -> float
     hits = sum(judge.read_image(im).matches(colour=subject[0], shape=subject[1]) for im in images)
     return hits / max(1, len(images))
 
+
+
+def ordinary_fidelity(samples: list[tuple[str, int, Any]]) -> float:
+    """Share of samples showing their caption's colour and shape (backgrounds aside)."""
+    ok = [checker.check_caption(im, p) for p, _, im in samples]
+    return sum(r["colour"] and r["shape"] for r in ok) / max(1, len(ok))
+
+
+def checkpoint_figures(generator: Any, lora: Path | None, subject_prompt: str, captions: list[str],
+                       seeds: list[int]) -> dict[str, float]:
+    """Judge one LoRA checkpoint (None: the base model) on fresh seeds: subject rate on the subject
+    prompt, ordinary-caption fidelity on `captions`."""
+    from sdstudio.core.generation.generator import LoraSpec
+
+    generator.set_loras([LoraSpec(lora)] if lora is not None else [])
+    try:
+        subject = subject_rate([im for _, _, im in sample(generator.pipe, [subject_prompt], seeds)])
+        ordinary = ordinary_fidelity(sample(generator.pipe, captions, seeds))
+    finally:
+        generator.forget_loras()
+    return {"subject": subject, "ordinary": ordinary}
+
+
+# The demo DreamBooth run the recommendation is judged on: the shipped config, a checkpoint every
+# 50 steps, and two ordinary prompts sampled beside the instance prompt, 8 seeds each, so that both
+# subject and prompt fidelity are seen on more than a handful of pictures.
+WATCH_PROMPTS = ["a sks shape", "a red circle on a white background", "a blue star on a gray background"]
+
+
+def recommend_run_overrides(out: Path) -> dict[str, Any]:
+    return {"output_dir": str(out), "checkpointing_steps": 50, "validation_steps": 50,
+            "validation_prompts": WATCH_PROMPTS, "num_validation_images": 8, "scorers": ["demo"]}
+
+
+def fresh_captions(count: int) -> list[str]:
+    """Training captions the watch prompts do not use, spread over colours and shapes."""
+    pool = [c for c in training_captions() if c not in WATCH_PROMPTS]
+    return pool[::max(1, len(pool) // count)][:count]

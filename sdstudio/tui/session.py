@@ -23,6 +23,7 @@ from sdstudio.core.events import (
     SampleEvent,
     StepEvent,
     TrainerControl,
+    ValidationLossEvent,
 )
 
 IDLE, STARTING, RUNNING, STOPPING, FINISHED, STOPPED, FAILED = (
@@ -59,6 +60,8 @@ class TrainingSession:
     images_per_s: float | None = None
     gpu_mem_gib: float | None = None
     losses: list[float] = field(default_factory=list)  # smoothed, one per step received
+    val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss) per checkpoint
+    val_set: str = ""  # what the validation loss is measured on
     log: list[str] = field(default_factory=list)
     samples: tuple[Path, ...] = ()
     sample_step: int | None = None
@@ -116,6 +119,9 @@ class TrainingSession:
             if self.run_dir is None and event.paths:
                 self.run_dir = Path(event.paths[0]).parent.parent
             self.log_line(f"step {event.step}: {len(event.paths)} validation sample(s)")
+        elif isinstance(event, ValidationLossEvent):
+            self.val_losses.append((event.step, event.loss))
+            self.val_set = event.measured_on
         elif isinstance(event, CheckpointEvent):
             self.run_dir = Path(event.path).parent.parent
             self.log_line(f"step {event.step}: checkpoint saved ({Path(event.path).name})")

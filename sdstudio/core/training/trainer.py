@@ -25,6 +25,7 @@ from sdstudio.core.runs import FAILED, FINISHED, RUNNING, STOPPED, RunDir
 from sdstudio.core.training import checkpoint, opening, precision, resume_guard, validation
 from sdstudio.core.training.examples import Example, instance_examples
 from sdstudio.core.training.setup import TrainingModels
+from sdstudio.core.training.checkpoint_review import CheckpointReview
 
 OOM_HINT = ("out of memory. Each of these lowers memory: train_batch_size, resolution, "
             "gradient_checkpointing = true, fast_path = false (never folds the gradient_accumulation_steps "
@@ -62,6 +63,7 @@ class Trainer:
         self.models: TrainingModels | None = None  # built by _setup_models
         self.folding = precision.Folding(cfg)
         self._lora_probe: precision.LoraDtypeProbe | None = None
+        self.review = CheckpointReview(cfg, self.log, self.emit)  # validation loss and scores per checkpoint
 
     @property
     def step(self) -> int:
@@ -97,6 +99,7 @@ class Trainer:
         cfg = self.cfg
         self.base = resolve_base_model(cfg.pretrained_model_name_or_path)
         self.examples, skipped = instance_examples(cfg)  # refuses an unusable dataset before loading models
+        self.examples = self.review.hold_out(self.examples)  # the validation loss's images
         cpu = opening.cpu_process_group()
         state = PartialState(cpu=cpu)  # the process group, before the Accelerator: it needs the run's folder
         self.is_main = state.is_main_process
@@ -139,6 +142,7 @@ class Trainer:
         if cfg.report_to != "none":
             self.accelerator.init_trackers(
                 "sdstudio", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))})
+        self.review.prepare(self.models, self.is_main)
 
     def _resume(self) -> None:
         """Accelerate's load_state: adapters (via the hook), optimizer, GradScaler, RNG, LR
@@ -246,6 +250,7 @@ class Trainer:
             rec = checkpoint.commit(self.run_dir, self.step)
             removed = self.run_dir.prune_checkpoints(self.cfg.checkpoints_total_limit)
             self.emit(CheckpointEvent(self.step, rec.path))
+            self.review.after_save(self.step, self.models, self.run_dir, acc)  # validation loss
             self.log(f"saved checkpoint {rec.path.name}" + (f" (removed step {removed})" if removed else ""))
         acc.wait_for_everyone()
 
@@ -270,6 +275,7 @@ class Trainer:
                 paths = validation.sample(pipe, self.run_dir, self.step, self.cfg, prompts, self.device, autocast,
                                           self._check)
             self.emit(SampleEvent(self.step, tuple(paths), tuple(prompts)))
+            self.review.after_samples(self.step, self.run_dir)  # optional image scores, in the background
         self.accelerator.wait_for_everyone()
 
     def _status(self, state: str, error: str | None = None, force: bool = False) -> None:
@@ -289,6 +295,7 @@ class Trainer:
                 if self.resume:
                     self._resume()
             self._loop()
+            self.review.close()  # waits for the background scoring of the last samples
         except StopRequested:
             self._stop_cleanly()
         except KeyboardInterrupt:

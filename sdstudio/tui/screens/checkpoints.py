@@ -22,6 +22,7 @@ from sdstudio.core.runs import RunDir, list_runs
 from sdstudio.tui.review import RunSnapshot, load_favourites, read_snapshot, signature, toggle_favourite
 from sdstudio.tui.screens.resume import is_resumable
 from sdstudio.tui.widgets.sample_preview import SamplePreview, Shown
+from sdstudio.tui.widgets.scores_table import ScoresPanel
 
 POLL_SECONDS = 1.5
 
@@ -54,6 +55,10 @@ class CheckpointsScreen(Screen[None]):
                 tooltip="Pin this step on the left to compare it with the selection"),
         Binding("r", "resume", "Resume", id="checkpoints.resume",
                 tooltip="Resume this stopped run from its latest checkpoint"),
+        Binding("b", "best", "Best", id="checkpoints.best", show=False,
+                tooltip="Jump to the recommended checkpoint (the scores panel says so)"),
+        Binding("s", "sort_scores", "Sort", id="checkpoints.sort_scores", show=False,
+                tooltip="Sort the scores table by the next score"),
         Binding("o", "choose_run", "Runs", id="checkpoints.choose_run", tooltip="Choose another run", show=False),
         Binding("h", "move('left')", "Left", id="checkpoints.left", show=False),
         Binding("j", "move('down')", "Down", id="checkpoints.down", show=False),
@@ -81,6 +86,7 @@ class CheckpointsScreen(Screen[None]):
         with Horizontal(id="review-body"):
             yield DataTable(id="grid", cursor_type="cell", zebra_stripes=True)
             yield SamplePreview(id="preview")
+        yield ScoresPanel(id="scores-panel")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -140,6 +146,8 @@ class CheckpointsScreen(Screen[None]):
                 self.query_one("#run-hint", Static).update(f"No runs in {runs_root()} yet: start one on Train (2).")
                 return
         self._refresh_runs()
+        if self.query_one(ScoresPanel).load(self.run):  # scores.jsonl changed (trainer or `sdstudio score`)
+            self.refresh_bindings()
         sig = signature(self.run)
         if sig == self._signature and not force_table:
             return
@@ -217,6 +225,9 @@ class CheckpointsScreen(Screen[None]):
         # False hides a key that does nothing here, so the footer keeps 1-5 visible at 80 columns
         if action == "resume":
             return self.run is not None and is_resumable(self.run) and not self.app.session.busy  # type: ignore[attr-defined]
+        if action in ("best", "sort_scores"):
+            return self.query_one(ScoresPanel).recommended is not None if action == "best" else bool(
+                self.query_one(ScoresPanel).table.rows)
         if action in ("export", "favourite", "compare"):
             return self.selected() is not None
         return True
@@ -224,6 +235,18 @@ class CheckpointsScreen(Screen[None]):
     def action_move(self, direction: str) -> None:
         table = self.query_one("#grid", DataTable)
         getattr(table, f"action_cursor_{direction}")()
+
+    def action_best(self) -> None:
+        """Put the grid's cursor (and the scores table's) on the recommended checkpoint."""
+        step = self.query_one(ScoresPanel).jump_to_recommended()
+        if step is not None and self.snapshot is not None and step in self.snapshot.steps:
+            table = self.query_one("#grid", DataTable)
+            table.move_cursor(row=self.snapshot.steps.index(step))
+            self.notify(f"step {step}: the recommended checkpoint (the reason is above its row)")
+
+    def action_sort_scores(self) -> None:
+        key = self.query_one(ScoresPanel).cycle_sort()
+        self.notify(f"scores sorted by {key}")
 
     def action_choose_run(self) -> None:
         chooser = self.query_one("#run-select", Select)

@@ -50,6 +50,9 @@ class TrainingView(Vertical):
     TrainingView #state.-failed { color: $error; }
     TrainingView #state.-stopping { color: $warning; }
     TrainingView #loss { height: 3; margin: 0; }
+    TrainingView .-validation { display: none; }
+    TrainingView.-has-validation .-validation { display: block; }
+    TrainingView #val-loss { height: 2; margin: 0; }
     TrainingView #thumbs { height: auto; max-height: 8; }
     TrainingView #thumbs Picture { width: 14; height: auto; max-height: 7; margin-right: 1; }
     TrainingView #log { height: 1fr; min-height: 3; border-top: solid $panel; }
@@ -66,6 +69,8 @@ class TrainingView(Vertical):
         yield Static("", id="stats", classes="muted")
         yield Label("loss (smoothed)", classes="muted")
         yield Sparkline([], id="loss")
+        yield Label("", id="val-label", classes="muted -validation")
+        yield Sparkline([], id="val-loss", classes="-validation")
         yield Label("samples", id="samples-label", classes="muted")
         with Horizontal(id="thumbs"):
             for i in range(THUMBS):
@@ -87,6 +92,13 @@ class TrainingView(Vertical):
         state.set_class(s.state == STOPPING, "-stopping")
         self.query_one("#stats", Static).update(stats_line(s))
         self.query_one("#loss", Sparkline).data = list(s.losses)
+        self.set_class(bool(s.val_losses), "-has-validation")
+        if s.val_losses:
+            step, last = s.val_losses[-1]
+            low_step, low = min(s.val_losses, key=lambda p: p[1])
+            self.query_one("#val-label", Label).update(
+                f"validation loss {last:.4f} at {step} · lowest {low:.4f} at {low_step} · on {s.val_set or 'fixed noise'}")
+            self.query_one("#val-loss", Sparkline).data = [v for _, v in s.val_losses]
         if s.samples != self._samples:
             self._samples = s.samples
             for i in range(THUMBS):
