@@ -48,6 +48,12 @@ class TrainConfig:
     center_crop: bool = False
     random_flip: bool = False
     cache_latents: bool = True  # cache VAE latents and text embeddings while they cannot change
+    # aspect-ratio buckets (kohya's names): about resolution**2 pixels, sides in steps of bucket_reso_steps
+    enable_bucket: bool = False
+    bucket_reso_steps: int = 64
+    min_bucket_reso: int | None = None  # default resolution / 2
+    max_bucket_reso: int | None = None  # default resolution * 2
+    max_upscale: float = 2.0  # an image needing more to cover its bucket is skipped, with the reason
     # optimisation
     train_batch_size: int = 1
     gradient_accumulation_steps: int = 1
@@ -281,6 +287,16 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
         _need(cfg.num_class_images >= 1, "num_class_images", "must be at least 1", source)
         _need(cfg.prior_loss_weight >= 0, "prior_loss_weight", "must be 0 or more", source)
     _need(cfg.resolution >= 8 and cfg.resolution % 8 == 0, "resolution", f"must be a positive multiple of 8, got {cfg.resolution}", source)
+    if cfg.enable_bucket:
+        step = cfg.bucket_reso_steps
+        _need(step >= 8 and step % 8 == 0, "bucket_reso_steps", f"must be a positive multiple of 8, got {step}", source)
+        _need(cfg.resolution % step == 0, "resolution",
+              f"with enable_bucket, must be a multiple of bucket_reso_steps ({step}), got {cfg.resolution}", source)
+        lo = cfg.min_bucket_reso if cfg.min_bucket_reso is not None else cfg.resolution // 2
+        hi = cfg.max_bucket_reso if cfg.max_bucket_reso is not None else cfg.resolution * 2
+        _need(lo <= cfg.resolution, "min_bucket_reso", f"must be at most resolution ({cfg.resolution}), got {lo}", source)
+        _need(hi >= cfg.resolution, "max_bucket_reso", f"must be at least resolution ({cfg.resolution}), got {hi}", source)
+    _need(cfg.max_upscale >= 1.0, "max_upscale", f"must be 1 or more (1 = never upscale), got {cfg.max_upscale}", source)
     for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "rank", "num_validation_images",
                  "validation_steps", "checkpointing_steps", "validation_num_inference_steps", "sample_batch_size",
                  "logging_steps"):

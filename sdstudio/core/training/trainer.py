@@ -161,7 +161,7 @@ class Trainer(StepLoss):
         self.params = params
         everything = self.examples + getattr(self, "class_examples", [])
         self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
-                                    all_square=all(ex.square for ex in everything))
+                                    all_square=all(ex.fixed_crop for ex in everything))
         self.source.precompute(everything)
         self.offloaded = cuda_fast and self.source.frozen_modules_idle
         if self.offloaded:  # both outputs cached: free their GPU memory until sampling
