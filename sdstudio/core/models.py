@@ -23,6 +23,13 @@ from sdstudio.core.paths import DEMO_MODEL_NAME, demo_model_dir
 DEFAULT_SINGLE_FILE_CONFIG = {
     "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sd2": "stabilityai/stable-diffusion-2-1",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+# Families sdstudio recognises but cannot train, and what to say about each.
+UNTRAINABLE = {
+    "sdxl-refiner": "an SDXL refiner (one OpenCLIP text encoder, no CLIP-L); sdstudio trains LoRAs on SDXL base models",
+    "sd3": "a Stable Diffusion 3 (MMDiT) model; sdstudio trains SD 1.x/2.x and SDXL",
+    "flux": "a Flux model; sdstudio trains SD 1.x/2.x and SDXL",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -33,7 +40,7 @@ class BaseModel:
 
     spec: str  # what the user wrote
     kind: str  # demo | folder | single_file | hub
-    family: str  # sd1 | sd2 (sd1 also covers small SD-1-architecture models like the demo)
+    family: str  # sd1 | sd2 | sdxl (sd1 also covers small SD-1-architecture models like the demo)
     location: str  # folder/file path or hub id
 
     @property
@@ -62,11 +69,17 @@ def safetensors_keys(path: Path) -> dict[str, Any]:
 def detect_family(keys: Iterable[str]) -> str:
     """The one model-family detector, from A1111/SGM-layout keys; never raises.
 
-    sd1 | sd2 | sdxl | lora | unet-only (UNet keys, no text encoder) | unknown.
+    sd1 | sd2 | sdxl | sdxl-refiner | sd3 | flux | lora | unet-only (UNet keys, no text encoder) | unknown.
+    SDXL base (SGM layout) has CLIP-L at `conditioner.embedders.0.transformer.` and OpenCLIP bigG at
+    `conditioner.embedders.1.model.`; the refiner has only the OpenCLIP one, as `embedders.0.model.`.
     """
     ks = list(keys)
     if any(k.startswith("conditioner.embedders.") for k in ks):
-        return "sdxl"
+        return "sdxl" if any(k.startswith("conditioner.embedders.1.") for k in ks) else "sdxl-refiner"
+    if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in ks):
+        return "sd3"
+    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in ks):
+        return "flux"
     if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or "lora_A" in k
            for k in ks[:2000]):
         return "lora"
@@ -80,12 +93,13 @@ def detect_family(keys: Iterable[str]) -> str:
 
 
 def family_from_keys(keys: Iterable[str], where: str) -> str:
-    """The family of a base model sdstudio can train (sd1/sd2); ModelError says what else it is."""
+    """The family of a base model sdstudio can train (sd1/sd2/sdxl); ModelError says what else it is."""
     ks = list(keys)
     family = detect_family(ks)
+    if family in UNTRAINABLE:
+        raise ModelError(f"{where}: {UNTRAINABLE[family]}")
     if family == "sdxl":
-        raise ModelError(f"{where}: this is an SDXL checkpoint; sdstudio trains SD 1.x/2.x models (expected "
-                         "'cond_stage_model.' text-encoder keys)")
+        return family
     if family == "lora":
         raise ModelError(f"{where}: this is a LoRA file, not a base model; pass it with --lora")
     if family == "unknown":
@@ -100,16 +114,20 @@ def _folder_family(folder: Path) -> str:
     if not index.exists():
         found = ", ".join(sorted(p.name for p in folder.iterdir())[:6]) or "nothing"
         raise ModelError(f"{folder}: not a diffusers model folder (no model_index.json; found {found})")
-    cls = str(_read_json(index).get("_class_name", ""))
-    if "XL" in cls or "Flux" in cls or "3" in cls:
-        raise ModelError(f"{folder}: a {cls} model; sdstudio trains Stable Diffusion 1.x/2.x "
-                         "(expected StableDiffusionPipeline)")
+    model_index = _read_json(index)
+    cls = str(model_index.get("_class_name", ""))
+    if "Flux" in cls:
+        raise ModelError(f"{folder}: {UNTRAINABLE['flux']} ({cls})")
+    if "3" in cls:
+        raise ModelError(f"{folder}: {UNTRAINABLE['sd3']} ({cls})")
     unet_cfg = folder / "unet" / "config.json"
     if not unet_cfg.exists():
         raise ModelError(f"{folder}: model_index.json found but no unet/config.json")
     cfg = _read_json(unet_cfg)
-    if cfg.get("addition_embed_type") == "text_time":
-        raise ModelError(f"{folder}: an SDXL UNet; sdstudio trains Stable Diffusion 1.x/2.x")
+    if "XL" in cls or cfg.get("addition_embed_type") == "text_time":
+        if not (model_index.get("text_encoder") or [None])[-1] or not (folder / "text_encoder").is_dir():
+            raise ModelError(f"{folder}: {UNTRAINABLE['sdxl-refiner']} ({cls}, no text_encoder)")
+        return "sdxl"
     return "sd2" if cfg.get("cross_attention_dim") == 1024 else "sd1"
 
 
@@ -146,21 +164,27 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
 
 
 def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None) -> Any:
-    """Load a StableDiffusionPipeline (safety checker off) on the CPU."""
+    """Load the family's pipeline on the CPU: StableDiffusionPipeline (safety checker off) or
+    StableDiffusionXLPipeline (no watermarker)."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     base = model if isinstance(model, BaseModel) else resolve_base_model(model)
     quiet_loading()
-    common = {"dtype": torch_dtype or torch.float32, "safety_checker": None, "requires_safety_checker": False}
+    common: dict[str, Any] = {"dtype": torch_dtype or torch.float32}
+    pipeline_class = StableDiffusionXLPipeline if base.family == "sdxl" else StableDiffusionPipeline
+    if base.family == "sdxl":
+        common["add_watermarker"] = False
+    else:
+        common.update(safety_checker=None, requires_safety_checker=False)
     try:
         if base.kind in ("demo", "folder"):
-            pipe = StableDiffusionPipeline.from_pretrained(base.location, local_files_only=True, **common)
+            pipe = pipeline_class.from_pretrained(base.location, local_files_only=True, **common)
         elif base.kind == "single_file":
             cfg = config or os.environ.get("SDSTUDIO_SINGLE_FILE_CONFIG") or DEFAULT_SINGLE_FILE_CONFIG[base.family]
-            pipe = StableDiffusionPipeline.from_single_file(base.location, config=cfg, **common)
+            pipe = pipeline_class.from_single_file(base.location, config=cfg, **common)
         else:
-            pipe = StableDiffusionPipeline.from_pretrained(base.location, **common)
+            pipe = pipeline_class.from_pretrained(base.location, **common)
     except ModelError:
         raise
     except (OSError, ValueError, EnvironmentError) as exc:
