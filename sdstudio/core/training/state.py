@@ -37,9 +37,9 @@ def _adapter_metadata(model: Any) -> dict[str, Any] | None:
 
 
 def save_checkpoint(run: RunDir, step: int, unet: Any, text_encoder: Any | None, optimizer: Any, scheduler: Any,
-                    trainer_state: dict[str, Any], scaler: Any = None) -> CheckpointRecord:
+                    trainer_state: dict[str, Any], scaler: Any = None, text_encoder_2: Any | None = None) -> CheckpointRecord:
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
@@ -50,7 +50,13 @@ def save_checkpoint(run: RunDir, step: int, unet: Any, text_encoder: Any | None,
     (tmp / "state").mkdir(parents=True)
     unet_peft = get_peft_model_state_dict(unet)
     te_peft = get_peft_model_state_dict(text_encoder) if text_encoder is not None else None
-    StableDiffusionPipeline.save_lora_weights(
+    te2_peft = get_peft_model_state_dict(text_encoder_2) if text_encoder_2 is not None else None
+    extra = {}  # [sdxl hook] SDXL's second text encoder
+    if te2_peft:
+        extra = {"text_encoder_2_lora_layers": convert_state_dict_to_diffusers(te2_peft),
+                 "text_encoder_2_lora_adapter_metadata": _adapter_metadata(text_encoder_2)}
+    pipeline_class = StableDiffusionXLPipeline if text_encoder_2 is not None or _is_sdxl_unet(unet) else StableDiffusionPipeline
+    pipeline_class.save_lora_weights(
         tmp,
         unet_lora_layers=convert_state_dict_to_diffusers(unet_peft),
         text_encoder_lora_layers=convert_state_dict_to_diffusers(te_peft) if te_peft else None,
@@ -58,10 +64,13 @@ def save_checkpoint(run: RunDir, step: int, unet: Any, text_encoder: Any | None,
         text_encoder_lora_adapter_metadata=_adapter_metadata(text_encoder) if te_peft else None,
         weight_name=LORA_WEIGHTS_NAME,
         safe_serialization=True,
+        **extra,
     )
     peft_tensors = {f"unet.{k}": v.detach().float().cpu().contiguous() for k, v in unet_peft.items()}
     if te_peft:
         peft_tensors.update({f"text_encoder.{k}": v.detach().float().cpu().contiguous() for k, v in te_peft.items()})
+    if te2_peft:
+        peft_tensors.update({f"text_encoder_2.{k}": v.detach().float().cpu().contiguous() for k, v in te2_peft.items()})
     save_file(peft_tensors, str(tmp / "state" / "lora_peft.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "state" / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "state" / "scheduler.pt")
@@ -78,8 +87,12 @@ def save_checkpoint(run: RunDir, step: int, unet: Any, text_encoder: Any | None,
     return CheckpointRecord(step, final)
 
 
+def _is_sdxl_unet(unet: Any) -> bool:
+    return getattr(unet.config, "addition_embed_type", None) == "text_time"
+
+
 def load_checkpoint(ckpt: CheckpointRecord, unet: Any, text_encoder: Any | None, optimizer: Any, scheduler: Any,
-                    scaler: Any = None) -> dict[str, Any]:
+                    scaler: Any = None, text_encoder_2: Any | None = None) -> dict[str, Any]:
     """Restore adapters, optimizer, LR scheduler (and scaler); returns trainer.json."""
     import torch
     from peft.utils import set_peft_model_state_dict
@@ -92,6 +105,9 @@ def load_checkpoint(ckpt: CheckpointRecord, unet: Any, text_encoder: Any | None,
     _set_exact(set_peft_model_state_dict, unet, unet_sd)
     if text_encoder is not None and te_sd:
         _set_exact(set_peft_model_state_dict, text_encoder, te_sd)
+    te2_sd = {k[len("text_encoder_2."):]: v for k, v in tensors.items() if k.startswith("text_encoder_2.")}
+    if text_encoder_2 is not None and te2_sd:  # [sdxl hook]
+        _set_exact(set_peft_model_state_dict, text_encoder_2, te2_sd)
     optimizer.load_state_dict(torch.load(state / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(state / "scheduler.pt", map_location="cpu", weights_only=True))
     if scaler is not None and (state / "scaler.pt").exists():

@@ -113,8 +113,11 @@ class Trainer(StepLoss):
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         unet, vae, text_encoder = self.pipe.unet, self.pipe.vae, self.pipe.text_encoder
-        for module in (unet, vae, text_encoder):
-            module.requires_grad_(False)
+        # [sdxl hook] SDXL's second text encoder (OpenCLIP bigG); None for SD 1.x/2.x
+        text_encoder_2 = self.text_encoder_2 = getattr(self.pipe, "text_encoder_2", None)
+        for module in (unet, vae, text_encoder, text_encoder_2):
+            if module is not None:
+                module.requires_grad_(False)
         if cfg.with_prior_preservation:
             from sdstudio.core.training.class_images import ensure_class_images
 
@@ -123,8 +126,8 @@ class Trainer(StepLoss):
                 ensure_class_images(cfg, self.pipe, self.log)
             acc.wait_for_everyone()
             self.class_examples: list[Example] = class_examples(cfg)
-        vae.to(self.device)  # the VAE stays fp32: fp16 SD VAEs overflow
-        for module in (text_encoder, unet):
+        vae.to(self.device)  # the VAE stays fp32: fp16 SD VAEs overflow (SDXL's too; see sdxl.py)
+        for module in (text_encoder, unet) + ((text_encoder_2,) if text_encoder_2 is not None else ()):
             module.to(self.device)
             if self.weight_dtype != torch.float32:
                 module.to(dtype=self.weight_dtype)
@@ -134,12 +137,18 @@ class Trainer(StepLoss):
         if cfg.train_text_encoder:
             text_encoder.add_adapter(train_state.lora_config(cfg.rank, cfg.effective_alpha, train_state.TEXT_ENCODER_TARGETS))
             params += [p for p in text_encoder.parameters() if p.requires_grad]
+            if text_encoder_2 is not None:  # [sdxl hook] both encoders get a LoRA, as in the diffusers SDXL script
+                text_encoder_2.add_adapter(train_state.lora_config(cfg.rank, cfg.effective_alpha,
+                                                                   train_state.TEXT_ENCODER_TARGETS))
+                params += [p for p in text_encoder_2.parameters() if p.requires_grad]
         for p in params:
             p.data = p.data.float()  # LoRA weights train in fp32 whatever the base dtype
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
                 text_encoder.gradient_checkpointing_enable()
+                if text_encoder_2 is not None:
+                    text_encoder_2.gradient_checkpointing_enable()
         cuda_fast = cfg.fast_path and self.device.type == "cuda"
         self.channels_last = cuda_fast
         if cuda_fast:
@@ -153,15 +162,25 @@ class Trainer(StepLoss):
         optimizer = self._optimizer(params, lr, fused=cuda_fast)
         self.lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                           num_training_steps=cfg.max_train_steps)
-        if cfg.train_text_encoder:
+        if cfg.train_text_encoder and text_encoder_2 is not None:
+            self.unet, self.text_encoder, self.text_encoder_2, self.optimizer = acc.prepare(
+                unet, text_encoder, text_encoder_2, optimizer)
+        elif cfg.train_text_encoder:
             self.unet, self.text_encoder, self.optimizer = acc.prepare(unet, text_encoder, optimizer)
         else:
             self.unet, self.optimizer = acc.prepare(unet, optimizer)
             self.text_encoder = text_encoder
         self.params = params
         everything = self.examples + getattr(self, "class_examples", [])
-        self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
-                                    all_square=all(ex.fixed_crop for ex in everything))
+        if text_encoder_2 is not None:  # [sdxl hook] two encoders, pooled text, size/crop time ids
+            from sdstudio.core.training.sdxl import SdxlSource
+
+            self.source = SdxlSource(cfg, vae, (self.text_encoder, self.text_encoder_2),
+                                     (self.pipe.tokenizer, self.pipe.tokenizer_2), self.device, self.weight_dtype,
+                                     all_square=all(ex.fixed_crop for ex in everything))
+        else:
+            self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
+                                        all_square=all(ex.fixed_crop for ex in everything))
         self.source.precompute(everything)
         self.offloaded = cuda_fast and self.source.frozen_modules_idle
         if self.offloaded:  # both outputs cached: free their GPU memory until sampling
@@ -193,7 +212,9 @@ class Trainer(StepLoss):
         else:
             unwrap = self.accelerator.unwrap_model
             te = unwrap(self.text_encoder) if self.cfg.train_text_encoder else None
-            state = train_state.load_checkpoint(ckpt, unwrap(self.unet), te, self.optimizer, self.lr_scheduler)
+            te2 = unwrap(self.text_encoder_2) if te is not None and self.text_encoder_2 is not None else None
+            state = train_state.load_checkpoint(ckpt, unwrap(self.unet), te, self.optimizer, self.lr_scheduler,
+                                                text_encoder_2=te2)
             self.step = int(state["step"])
             self.log(f"resumed from {ckpt.path} at step {self.step}")
         if self.is_main:
@@ -238,8 +259,10 @@ class Trainer(StepLoss):
         if self.is_main:
             unwrap = self.accelerator.unwrap_model
             te = unwrap(self.text_encoder) if self.cfg.train_text_encoder else None
+            te2 = unwrap(self.text_encoder_2) if te is not None and self.text_encoder_2 is not None else None
             rec = train_state.save_checkpoint(self.run_dir, self.step, unwrap(self.unet), te, self.optimizer,
-                                              self.lr_scheduler, {"micro_batches": self.step * self.cfg.gradient_accumulation_steps})
+                                              self.lr_scheduler, {"micro_batches": self.step * self.cfg.gradient_accumulation_steps},
+                                              text_encoder_2=te2)
             removed = self.run_dir.prune_checkpoints(self.cfg.checkpoints_total_limit)
             self.emit(CheckpointEvent(self.step, rec.path))
             self.log(f"saved checkpoint {rec.path.name}" + (f" (removed step {removed})" if removed else ""))
@@ -249,7 +272,13 @@ class Trainer(StepLoss):
         assert self.run_dir is not None
         if self.is_main:
             unwrap = self.accelerator.unwrap_model
-            pipe = validation.make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder), self.pipe.vae)
+            if self.text_encoder_2 is not None:  # [sdxl hook]
+                from sdstudio.core.training.sdxl import make_pipeline
+
+                pipe = make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder),
+                                     unwrap(self.text_encoder_2), self.pipe.vae)
+            else:
+                pipe = validation.make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder), self.pipe.vae)
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
             autocast = None if self.weight_dtype == self._fp32 else self.weight_dtype
             if self.offloaded:

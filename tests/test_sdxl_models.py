@@ -1,0 +1,27 @@
+"""SDXL base models: recognised as a diffusers folder and as an SGM single file, which loads."""
+
+from __future__ import annotations
+
+
+def test_an_sdxl_folder_and_its_sgm_single_file_are_recognised_and_the_file_loads(tiny_sdxl_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.core.models import load_pipeline, resolve_base_model
+    from sdstudio.demo.ldm_files import diffusers_to_ldm
+
+    assert resolve_base_model(str(tiny_sdxl_dir)).family == "sdxl"
+    comps = {c: load_file(str(tiny_sdxl_dir / c / f"{'model' if c.startswith('text') else 'diffusion_pytorch_model'}.safetensors"))
+             for c in ("unet", "vae", "text_encoder", "text_encoder_2")}
+    sd = diffusers_to_ldm(comps, LdmLayout.from_folder(tiny_sdxl_dir))
+    path = tmp_path / "tiny-xl.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    base = resolve_base_model(str(path))
+    assert (base.kind, base.family) == ("single_file", "sdxl")
+    pipe = load_pipeline(base, config=str(tiny_sdxl_dir))
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline"
+    for comp in ("unet", "text_encoder_2"):
+        got = getattr(pipe, comp).state_dict()
+        for key, want in comps[comp].items():
+            assert torch.equal(got[key].float(), want.float()), f"{comp}.{key}"

@@ -1,0 +1,83 @@
+"""Training SDXL LoRAs on the tiny SDXL model: text-to-image with buckets and both text encoders,
+DreamBooth with prior preservation; what reaches the UNet is SDXL's conditioning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import tiny_train_values
+from sdstudio.core.runs import RunDir
+from test_buckets import mixed_aspect_folder
+
+
+def _train(cfg_values: dict, spy_inputs: list | None = None):
+    from sdstudio.core.config import build_config
+    from sdstudio.core.training.trainer import Trainer
+
+    trainer = Trainer(build_config(cfg_values), None, None, None)
+    if spy_inputs is not None:
+        original = trainer._group_loss
+
+        def spy(lat, eps, t, items, conds, weights):
+            inputs = trainer.source.unet_inputs(items, conds)
+            spy_inputs.append((tuple(lat.shape), list(items), list(conds), inputs))
+            return original(lat, eps, t, items, conds, weights)
+
+        trainer._group_loss = spy
+    return trainer, trainer.run()
+
+
+def test_sdxl_text_to_image_lora_with_buckets_trains_both_encoders_on_size_and_crop_ids(
+        tiny_sdxl_dir, tmp_path, runs_root, one_torch_thread):
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+
+    folder = mixed_aspect_folder(tmp_path / "mixed")
+    seen: list = []
+    trainer, run = _train(tiny_train_values(tiny_sdxl_dir, tmp_path / "run", train_data_dir=str(folder), enable_bucket=True,
+                                            bucket_reso_steps=8, train_batch_size=2, train_text_encoder=True,
+                                            random_flip=True, max_train_steps=3, checkpointing_steps=3,
+                                            validation_steps=100), seen)
+    assert RunDir(run.path).status()["state"] == "finished"
+    assert type(trainer.source).__name__ == "SdxlSource"
+    for shape, items, conds, inputs in seen:
+        hidden = inputs["encoder_hidden_states"]
+        assert tuple(hidden.shape) == (len(items), 77, 32 + 48)  # CLIP-L and bigG hidden states side by side
+        assert tuple(inputs["added_cond_kwargs"]["text_embeds"].shape) == (len(items), 32)  # pooled bigG
+        time_ids = inputs["added_cond_kwargs"]["time_ids"]
+        for ex, ids in zip(items, time_ids.tolist()):
+            w, h = ex.size
+            bw, bh = ex.placement.bucket
+            assert ids[0:2] == [h, w] and ids[4:6] == [bh, bw]  # original size, target size (the bucket)
+            assert 0 <= ids[2] <= ex.placement.resized[1] - bh and 0 <= ids[3] <= ex.placement.resized[0] - bw
+            assert (shape[2] * 2, shape[3] * 2) == (bh, bw)  # latents at the bucket's shape
+    weights = load_file(str(RunDir(run.path).checkpoint(3).weights))
+    heads = {k.split(".", 1)[0] for k in weights}
+    assert heads == {"unet", "text_encoder", "text_encoder_2"}
+    # the checkpoint loads with diffusers' SDXL pipeline and changes its picture
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+
+    def picture():
+        g = torch.Generator().manual_seed(0)
+        return pipe("a red box wide", num_inference_steps=2, height=32, width=32, generator=g, output_type="pt").images
+
+    before = picture()
+    pipe.load_lora_weights(str(RunDir(run.path).checkpoint(3).path), weight_name="pytorch_lora_weights.safetensors")
+    assert (picture() - before).abs().max() > 1e-3
+    assert len(list((Path(run.path) / "samples").glob("*.png"))) >= 2
+
+
+def test_sdxl_dreambooth_with_prior_preservation_generates_class_images_and_trains(
+        tiny_sdxl_dir, instance_dir, tmp_path, runs_root, one_torch_thread):
+    class_dir = tmp_path / "class"
+    trainer, run = _train(tiny_train_values(
+        tiny_sdxl_dir, tmp_path / "run", instance_data_dir=str(instance_dir), instance_prompt="a photo of sks box",
+        with_prior_preservation=True, class_data_dir=str(class_dir), class_prompt="a photo of a box",
+        num_class_images=2, sample_batch_size=2, max_train_steps=2, checkpointing_steps=2, validation_steps=100,
+        enable_bucket=True, bucket_reso_steps=8))
+    assert len(list(class_dir.glob("*.png"))) == 2
+    status = RunDir(run.path).status()
+    assert status["state"] == "finished" and status["step"] == 2
+    assert [m["step"] for m in RunDir(run.path).metrics()] == [1, 2]
