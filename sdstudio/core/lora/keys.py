@@ -6,6 +6,7 @@ Every LoRA format names the layer it patches differently:
     attn-procs      down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.down.weight
     kohya           lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0.lora_down.weight
     (text encoder)  lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight
+    (SDXL)          lora_te1_… (CLIP-L, `text_encoder`) and lora_te2_… (OpenCLIP bigG, `text_encoder_2`)
 
 Inside sdstudio a module is `(component, path)`: component `unet` or `text_encoder`, path the
 diffusers/transformers module path, text-encoder paths always with the `text_model.` prefix
@@ -21,8 +22,11 @@ from __future__ import annotations
 
 from sdstudio.core.errors import SdstudioError
 
-UNET, TEXT_ENCODER = "unet", "text_encoder"
+UNET, TEXT_ENCODER, TEXT_ENCODER_2 = "unet", "text_encoder", "text_encoder_2"
+TEXT_ENCODERS = (TEXT_ENCODER, TEXT_ENCODER_2)
 KOHYA_PREFIX = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te_"}
+# SDXL names its two text encoders te1/te2 (kohya's sd-scripts, read by A1111 and ComfyUI).
+SDXL_KOHYA_PREFIX = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te1_", TEXT_ENCODER_2: "lora_te2_"}
 
 # Path segments that contain "_" (everything else is one word or a number).
 SEGMENTS = frozenset({
@@ -33,6 +37,8 @@ SEGMENTS = frozenset({
     # CLIPTextModel
     "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "final_layer_norm",
     "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
+    # SDXL additions
+    "add_embedding", "text_projection",
 })
 _MAX_SEGMENT_WORDS = max(s.count("_") + 1 for s in SEGMENTS)
 
@@ -47,14 +53,16 @@ class LoraKeyError(SdstudioError):
 
 def canonical_path(component: str, path: str) -> str:
     """Text-encoder paths carry `text_model.` (as in kohya names and the LDM layout)."""
-    if component == TEXT_ENCODER and not path.startswith("text_model."):
+    if component in TEXT_ENCODERS and not path.startswith("text_model.") and path != "text_projection":
         return "text_model." + path
     return path
 
 
-def kohya_name(component: str, path: str) -> str:
-    """`(unet, down_blocks.0....to_out.0)` -> `lora_unet_down_blocks_0_..._to_out_0`."""
-    return KOHYA_PREFIX[component] + canonical_path(component, path).replace(".", "_")
+def kohya_name(component: str, path: str, sdxl: bool = False) -> str:
+    """`(unet, down_blocks.0....to_out.0)` -> `lora_unet_down_blocks_0_..._to_out_0`; an SDXL
+    LoRA's text encoders are `lora_te1_` and `lora_te2_`."""
+    prefixes = SDXL_KOHYA_PREFIX if sdxl or component == TEXT_ENCODER_2 else KOHYA_PREFIX
+    return prefixes[component] + canonical_path(component, path).replace(".", "_")
 
 
 def _split_words(words: list[str]) -> list[str]:
@@ -72,14 +80,12 @@ def _split_words(words: list[str]) -> list[str]:
 
 def path_from_kohya(name: str) -> tuple[str, str]:
     """`lora_unet_down_blocks_0_..._to_out_0` -> `(unet, down_blocks.0....to_out.0)`."""
-    for component, prefix in KOHYA_PREFIX.items():
+    for component, prefix in [*KOHYA_PREFIX.items(), *list(SDXL_KOHYA_PREFIX.items())[1:]]:
         if name.startswith(prefix):
             body = name[len(prefix):]
             break
     else:
-        if name.startswith(("lora_te1_", "lora_te2_")):
-            raise LoraKeyError(f"{name}: an SDXL LoRA (two text encoders); sdstudio handles SD 1.x/2.x LoRAs")
-        raise LoraKeyError(f"{name}: not a kohya LoRA name (expected lora_unet_* or lora_te_*)")
+        raise LoraKeyError(f"{name}: not a kohya LoRA name (expected lora_unet_*, lora_te_* or SDXL's lora_te1_*/lora_te2_*)")
     if not body:
         raise LoraKeyError(f"{name}: kohya LoRA name without a module path")
     path = ".".join(_split_words(body.split("_")))
