@@ -136,3 +136,29 @@ def test_lora_fuse_into_an_sgm_file_and_the_live_preview_agree(sdxl_run, tiny_sd
     preview.restore()
     assert torch.equal(pipe.text_encoder_2.state_dict()["text_model.encoder.layers.1.self_attn.q_proj.weight"],
                        base_te2["text_model.encoder.layers.1.self_attn.q_proj.weight"])
+
+
+def test_generate_with_sdxl_and_a_lora_at_two_scales_makes_a_grid(sdxl_run, tiny_sdxl_dir, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from sdstudio.cli import main
+    from sdstudio.core.lora.export import export_checkpoint
+
+    lora = export_checkpoint(sdxl_run, out=tmp_path / "xl.safetensors", dtype="fp16")
+    off = tmp_path / "xloff.safetensors"
+    off.write_bytes(lora.read_bytes())
+    out = tmp_path / "out"
+    rc = main(["generate", "--model", str(tiny_sdxl_dir), "--lora", f"{off}:0", "--lora", f"{lora}:1.0",
+               "--prompt", "a red box wide", "--seeds", "1-2", "--steps", "2", "-o", str(out), "--grid"])
+    assert rc == 0, capsys.readouterr().err
+    pngs = sorted(out.glob("*.png"))
+    assert (out / "grid.png") in pngs and len(pngs) == 5  # (LoRA at 0, LoRA at 1) x 2 seeds + the grid
+    first = [p for p in pngs if p.name.startswith("00") and "seed1" in p.name]
+    second = [p for p in pngs if p.name.startswith("01") and "seed1" in p.name]
+    params = Image.open(second[0]).text["parameters"]
+    assert "<lora:xl:1>" in params or "<lora:xl:1.0>" in params, params
+    assert "Size: 32x32" in params
+    a = np.asarray(Image.open(first[0]), dtype=np.int16)
+    b = np.asarray(Image.open(second[0]), dtype=np.int16)
+    assert np.abs(a - b).max() > 0  # the LoRA changes the SDXL picture
