@@ -118,3 +118,29 @@ def test_sdxl_with_buckets_killed_and_resumed_ends_with_the_weights_of_an_uninte
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
     assert [m["loss"] for m in RunDir(tmp_path / "straight").metrics()] == pytest.approx(
         [m["loss"] for m in run.metrics()], rel=1e-5, abs=1e-6)
+
+
+def test_mixed_precision_samples_decode_with_the_vae_in_fp32(tiny_sdxl_dir, tmp_path):
+    """SDXL's VAE overflows in fp16: validation samples decode outside autocast, in fp32."""
+    import torch
+
+    from sdstudio.core.config import build_config
+    from sdstudio.core.models import load_pipeline
+    from sdstudio.core.runs import RunDir as Run
+    from sdstudio.core.training.validation import sample
+
+    pipe = load_pipeline(str(tiny_sdxl_dir))
+    seen = []
+    decode = pipe.vae.decode
+
+    def spy(latents, *args, **kwargs):
+        seen.append((latents.dtype, torch.is_autocast_enabled("cpu")))
+        return decode(latents, *args, **kwargs)
+
+    pipe.vae.decode = spy
+    cfg = build_config(tiny_train_values(tiny_sdxl_dir, tmp_path / "run", train_data_dir=str(tmp_path),
+                                         num_validation_images=1, mixed_precision="bf16"))
+    run = Run(tmp_path / "run")
+    paths = sample(pipe, run, 0, cfg, ["a red box"], torch.device("cpu"), torch.bfloat16)
+    assert len(paths) == 1 and paths[0].is_file()
+    assert seen == [(torch.float32, False)]

@@ -113,8 +113,7 @@ class Trainer(StepLoss):
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         unet, vae, text_encoder = self.pipe.unet, self.pipe.vae, self.pipe.text_encoder
-        # [sdxl hook] SDXL's second text encoder (OpenCLIP bigG); None for SD 1.x/2.x
-        text_encoder_2 = self.text_encoder_2 = getattr(self.pipe, "text_encoder_2", None)
+        text_encoder_2 = self.text_encoder_2 = getattr(self.pipe, "text_encoder_2", None)  # [sdxl hook] or None
         for module in (unet, vae, text_encoder, text_encoder_2):
             if module is not None:
                 module.requires_grad_(False)
@@ -146,9 +145,8 @@ class Trainer(StepLoss):
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
-                text_encoder.gradient_checkpointing_enable()
-                if text_encoder_2 is not None:
-                    text_encoder_2.gradient_checkpointing_enable()
+                for te in [m for m in (text_encoder, text_encoder_2) if m is not None]:
+                    te.gradient_checkpointing_enable()
         cuda_fast = cfg.fast_path and self.device.type == "cuda"
         self.channels_last = cuda_fast
         if cuda_fast:
@@ -172,15 +170,14 @@ class Trainer(StepLoss):
             self.text_encoder = text_encoder
         self.params = params
         everything = self.examples + getattr(self, "class_examples", [])
+        fixed = all(ex.fixed_crop for ex in everything)
         if text_encoder_2 is not None:  # [sdxl hook] two encoders, pooled text, size/crop time ids
             from sdstudio.core.training.sdxl import SdxlSource
 
             self.source = SdxlSource(cfg, vae, (self.text_encoder, self.text_encoder_2),
-                                     (self.pipe.tokenizer, self.pipe.tokenizer_2), self.device, self.weight_dtype,
-                                     all_square=all(ex.fixed_crop for ex in everything))
+                                     (self.pipe.tokenizer, self.pipe.tokenizer_2), self.device, self.weight_dtype, fixed)
         else:
-            self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
-                                        all_square=all(ex.fixed_crop for ex in everything))
+            self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype, fixed)
         self.source.precompute(everything)
         self.offloaded = cuda_fast and self.source.frozen_modules_idle
         if self.offloaded:  # both outputs cached: free their GPU memory until sampling
@@ -272,13 +269,8 @@ class Trainer(StepLoss):
         assert self.run_dir is not None
         if self.is_main:
             unwrap = self.accelerator.unwrap_model
-            if self.text_encoder_2 is not None:  # [sdxl hook]
-                from sdstudio.core.training.sdxl import make_pipeline
-
-                pipe = make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder),
-                                     unwrap(self.text_encoder_2), self.pipe.vae)
-            else:
-                pipe = validation.make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder), self.pipe.vae)
+            te2 = unwrap(self.text_encoder_2) if self.text_encoder_2 is not None else None  # [sdxl hook]
+            pipe = validation.make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder), self.pipe.vae, te2)
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
             autocast = None if self.weight_dtype == self._fp32 else self.weight_dtype
             if self.offloaded:
