@@ -123,3 +123,29 @@ def test_training_with_buckets_encodes_each_batch_at_its_buckets_shape(tiny_mode
     latent_shapes = {(s[3] * 2, s[2] * 2) for s in shapes}  # the VAE halves each side
     assert latent_shapes <= buckets and len(latent_shapes) >= 2
     assert all(s[0] == 2 for s in shapes)  # one bucket per batch: never padded or mixed
+
+
+def test_cached_bucket_latents_equal_fresh_ones_draw_for_draw(tiny_model_dir, tmp_path):
+    import torch
+
+    from sdstudio.core.config import build_config
+    from sdstudio.core.models import load_pipeline
+    from sdstudio.core.training.examples import ExampleSource, instance_examples, micro_batch_generator
+
+    folder = mixed_aspect_folder(tmp_path / "mixed")
+    pipe = load_pipeline(str(tiny_model_dir))
+    sources = []
+    for cache in (True, False):
+        cfg = build_config(tiny_train_values(tiny_model_dir, tmp_path / "run", train_data_dir=str(folder),
+                                             enable_bucket=True, bucket_reso_steps=8, center_crop=True,
+                                             random_flip=True, cache_latents=cache))
+        examples, _ = instance_examples(cfg)
+        source = ExampleSource(cfg, pipe.vae, pipe.text_encoder, pipe.tokenizer, torch.device("cpu"), torch.float32)
+        source.precompute(examples)
+        sources.append(source)
+    assert sources[0].cache_latents and not sources[1].cache_latents
+    assert {m.shape[1:] for m in sources[0]._latent_cache.values()} == {(12, 20), (20, 12), (16, 16)}  # per bucket
+    wide = [ex for ex in examples if ex.placement.bucket == (40, 24)]
+    for micro in range(3):
+        (a, ca), (b, cb) = (s.encode(wide, micro_batch_generator(0, micro, 0)) for s in sources)
+        assert torch.allclose(a, b, atol=1e-5) and ca == cb

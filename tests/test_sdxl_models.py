@@ -25,3 +25,16 @@ def test_an_sdxl_folder_and_its_sgm_single_file_are_recognised_and_the_file_load
         got = getattr(pipe, comp).state_dict()
         for key, want in comps[comp].items():
             assert torch.equal(got[key].float(), want.float()), f"{comp}.{key}"
+
+
+def test_another_vae_replaces_the_models_own_as_the_diffusers_flag_does(tiny_sdxl_dir, tiny_model_dir, tmp_path):
+    import pytest
+
+    from sdstudio.core.errors import ModelError
+    from sdstudio.core.models import load_pipeline
+
+    assert load_pipeline(str(tiny_sdxl_dir)).vae.config.scaling_factor == 0.13025
+    pipe = load_pipeline(str(tiny_sdxl_dir), vae=str(tiny_model_dir / "vae"))
+    assert pipe.vae.config.scaling_factor == 0.18215  # the other VAE's
+    with pytest.raises(ModelError, match="cannot load this VAE"):
+        load_pipeline(str(tiny_sdxl_dir), vae=str(tmp_path))

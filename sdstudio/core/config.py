@@ -30,6 +30,7 @@ PATH_FIELDS = ("train_data_dir", "instance_data_dir", "class_data_dir", "output_
 class TrainConfig:
     # model
     pretrained_model_name_or_path: str = "demo"
+    pretrained_vae_model_name_or_path: str | None = None  # e.g. SDXL's fp16-fix VAE (it runs in fp32 anyway)
     method: str = "auto"
     # text-to-image data
     train_data_dir: str | None = None
@@ -218,7 +219,8 @@ def build_config(values: dict[str, Any], source: str | None = None, base_dir: Pa
         value = _coerce(name, value, source)
         if name in PATH_FIELDS and isinstance(value, str) and base_dir is not None:
             value = str((base_dir / os.path.expanduser(value)).resolve()) if not os.path.isabs(value) else value
-        if name == "pretrained_model_name_or_path" and base_dir is not None and value.startswith((".", "/", "~")):
+        if (name in ("pretrained_model_name_or_path", "pretrained_vae_model_name_or_path") and base_dir is not None
+                and isinstance(value, str) and value.startswith((".", "/", "~"))):
             value = str((base_dir / os.path.expanduser(value)).resolve())
         kwargs[name] = value
     cfg = TrainConfig(**kwargs)

@@ -163,15 +163,23 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
                      "file or a hub id like 'org/name')")
 
 
-def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None) -> Any:
+def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None,
+                  vae: str | None = None) -> Any:
     """Load the family's pipeline on the CPU: StableDiffusionPipeline (safety checker off) or
-    StableDiffusionXLPipeline (no watermarker)."""
+    StableDiffusionXLPipeline (no watermarker). `vae`: another VAE (a diffusers VAE folder or hub
+    id), e.g. SDXL's fp16-fix VAE, as the diffusers scripts' --pretrained_vae_model_name_or_path."""
     import torch
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     base = model if isinstance(model, BaseModel) else resolve_base_model(model)
     quiet_loading()
     common: dict[str, Any] = {"dtype": torch_dtype or torch.float32}
+    if vae:
+        try:
+            common["vae"] = AutoencoderKL.from_pretrained(os.path.expanduser(vae), torch_dtype=common["dtype"])
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{vae}: cannot load this VAE ({str(exc).strip().splitlines()[0]}); expected a diffusers "
+                             "AutoencoderKL folder or hub id") from None
     pipeline_class = StableDiffusionXLPipeline if base.family == "sdxl" else StableDiffusionPipeline
     if base.family == "sdxl":
         common["add_watermarker"] = False

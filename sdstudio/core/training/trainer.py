@@ -109,7 +109,7 @@ class Trainer(StepLoss):
         from diffusers.optimization import get_scheduler
 
         cfg, acc = self.cfg, self.accelerator
-        self.pipe = load_pipeline(self.base)
+        self.pipe = load_pipeline(self.base, vae=cfg.pretrained_vae_model_name_or_path)
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.prediction_type = self.noise_scheduler.config.prediction_type
         unet, vae, text_encoder = self.pipe.unet, self.pipe.vae, self.pipe.text_encoder
