@@ -137,6 +137,7 @@ async def test_bucket_mode_shows_each_images_bucket_and_the_summary_counts_them(
         await _settle(app, pilot)
         screen._show_file(next(f for f in screen.shown if f.name == "wide.png"))
         await _settle(app, pilot)
+        assert "bucket 256x64" in str(screen.query_one("#ds-info", Static).render())
         assert "model sees 256x64 (bucket" in str(screen.query_one("#ds-model-label", Label).render())
         seen = screen.query_one("#ds-model").image
         assert seen.size[0] == 4 * seen.size[1]  # the 256x64 bucket, not a square

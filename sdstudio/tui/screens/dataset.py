@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 
 from sdstudio.core.paths import data_dir
 from sdstudio.core.models import sampler_defaults as model_defaults
+from sdstudio.core.training import buckets as bk
 from sdstudio.tui.widgets.class_folder import ClassFolderPanel
 from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
@@ -215,9 +216,7 @@ class DatasetScreen(Screen):
         self.report = report
         self.shown = sorted(report.files, key=lambda f: (not f.width, f.name))[:MAX_TILES]  # images first
         more = len(report.files) - len(self.shown)
-        from sdstudio.core.training.buckets import bucket_line
-
-        text = summary_text(report.summary()) + " · " + bucket_line(report.usable, self.resolution)
+        text = summary_text(report.summary()) + " · " + bk.bucket_line(report.usable, self.resolution)
         if more > 0:
             text += f" · grid shows the first {len(self.shown)}"
         self.query_one("#ds-summary", Static).update(text)
@@ -256,7 +255,12 @@ class DatasetScreen(Screen):
         colour = {"ok": "success", "warning": "warning"}.get(rep.status, "error")
         size = f"{rep.width}x{rep.height} {rep.mode}" if rep.width else "not an image"
         reason = f" — {rep.reason}" if rep.reason else ""
-        info.update(f"[b]{_escape(rep.name)}[/]  {size}  [${colour}]{rep.status}{_escape(reason)}[/]")
+        placed = bk.place_files([rep], self.resolution) if rep.usable else {}
+        bucket = ""
+        if rep.name in placed:  # the aspect-ratio bucket it trains in with enable_bucket
+            p, why = placed[rep.name]
+            bucket = f"  bucket {p.bucket[0]}x{p.bucket[1]}" + (" (too small)" if why else "")
+        info.update(f"[b]{_escape(rep.name)}[/]  {size}  [${colour}]{rep.status}{_escape(reason)}[/]{bucket}")
         caption.load_text(rep.caption or "")
         caption.disabled = not rep.width
         if rep.width:
@@ -272,8 +276,6 @@ class DatasetScreen(Screen):
             return
         res = self.resolution
         if self.bucketed:
-            from sdstudio.core.training import buckets as bk
-
             placed = bk.place_files([rep], res)
             if rep.name in placed:
                 p, why = placed[rep.name]
@@ -299,7 +301,6 @@ class DatasetScreen(Screen):
     @work(thread=True, exclusive=True, group="dataset-crop")
     def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int, bucketed: bool = False) -> None:
         from sdstudio.core.dataset import crop_box, load_rgb, preprocess
-        from sdstudio.core.training import buckets as bk
 
         try:
             image = load_rgb(path)
