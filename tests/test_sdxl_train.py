@@ -78,6 +78,11 @@ def test_sdxl_dreambooth_with_prior_preservation_generates_class_images_and_trai
         num_class_images=2, sample_batch_size=2, max_train_steps=2, checkpointing_steps=2, validation_steps=100,
         enable_bucket=True, bucket_reso_steps=8))
     assert len(list(class_dir.glob("*.png"))) == 2
+    source = trainer.source  # latents and both encoders' embeddings computed once, before the first step
+    assert source.cache_latents and source.cache_text
+    assert set(source._text_cache) == {"a photo of sks box", "a photo of a box"}
+    assert [tuple(t.shape) for t in source._text_cache["a photo of a box"]] == [(77, 32 + 48), (32,)]
+    assert len(source._latent_cache) == 4 + 2  # instance and class images, no flips
     status = RunDir(run.path).status()
     assert status["state"] == "finished" and status["step"] == 2
     assert [m["step"] for m in RunDir(run.path).metrics()] == [1, 2]

@@ -60,10 +60,6 @@ class SdxlSource(ExampleSource):
                 hidden, pooled = self._encode_pair([caption])
                 self._text_cache[caption] = (hidden[0].cpu(), pooled[0].cpu())
 
-    @property
-    def frozen_modules_idle(self) -> bool:
-        return False  # the second encoder is not offloaded by the trainer's fast path
-
     def unet_inputs(self, examples: list[Example], conds: list[tuple[int, ...]]) -> dict[str, Any]:
         import torch
 

@@ -180,9 +180,10 @@ class Trainer(StepLoss):
             self.source = ExampleSource(cfg, vae, text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype, fixed)
         self.source.precompute(everything)
         self.offloaded = cuda_fast and self.source.frozen_modules_idle
-        if self.offloaded:  # both outputs cached: free their GPU memory until sampling
-            vae.to("cpu")
-            text_encoder.to("cpu")
+        self.frozen = [m for m in (vae, text_encoder, text_encoder_2) if m is not None]
+        if self.offloaded:  # their outputs cached: free their GPU memory until sampling
+            for module in self.frozen:
+                module.to("cpu")
             torch.cuda.empty_cache()
         if cfg.torch_compile:
             self.unet = torch.compile(self.unet)
@@ -273,15 +274,13 @@ class Trainer(StepLoss):
             pipe = validation.make_pipeline(self.pipe, unwrap(self.unet), unwrap(self.text_encoder), self.pipe.vae, te2)
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
             autocast = None if self.weight_dtype == self._fp32 else self.weight_dtype
-            if self.offloaded:
-                self.pipe.vae.to(self.device)
-                self.pipe.text_encoder.to(self.device)
+            for module in self.frozen if self.offloaded else ():
+                module.to(self.device)
             try:
                 paths = validation.sample(pipe, self.run_dir, self.step, self.cfg, prompts, self.device, autocast)
             finally:
-                if self.offloaded:
-                    self.pipe.vae.to("cpu")
-                    self.pipe.text_encoder.to("cpu")
+                for module in self.frozen if self.offloaded else ():
+                    module.to("cpu")
             self.emit(SampleEvent(self.step, tuple(paths), tuple(prompts)))
         self.accelerator.wait_for_everyone()
 
