@@ -162,3 +162,36 @@ def test_generate_with_sdxl_and_a_lora_at_two_scales_makes_a_grid(sdxl_run, tiny
     a = np.asarray(Image.open(first[0]), dtype=np.int16)
     b = np.asarray(Image.open(second[0]), dtype=np.int16)
     assert np.abs(a - b).max() > 0  # the LoRA changes the SDXL picture
+
+
+def test_sd_scripts_sdxl_loras_with_sgm_unet_names_read_as_diffusers_modules(tmp_path):
+    """kohya's sd-scripts names SDXL UNet layers in the SGM layout; SDXL base facts: level 0 has no
+    attention (input_blocks 1-2, downsampler 3), level 1 input_blocks 4-5, level 2 input_blocks 7-8
+    with 10 transformer layers; output_blocks 0-2 and 3-5 hold attention, three per level."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sdstudio.core.lora.formats import read_lora_file, save_lora_file
+
+    facts = {
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q": "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
+        "lora_unet_input_blocks_8_1_transformer_blocks_9_attn2_to_k": "down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k",
+        "lora_unet_middle_block_1_transformer_blocks_0_attn1_to_out_0": "mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0",
+        "lora_unet_output_blocks_0_1_transformer_blocks_0_attn1_to_v": "up_blocks.0.attentions.0.transformer_blocks.0.attn1.to_v",
+        "lora_unet_output_blocks_5_1_proj_out": "up_blocks.1.attentions.2.proj_out",
+    }
+    sd = {}
+    for name in [*facts, "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+                 "lora_te2_text_model_encoder_layers_31_mlp_fc1"]:
+        sd[f"{name}.lora_down.weight"] = torch.randn(4, 16)
+        sd[f"{name}.lora_up.weight"] = torch.randn(16, 4)
+        sd[f"{name}.alpha"] = torch.tensor(2.0)
+    save_file(sd, str(tmp_path / "sd-scripts.safetensors"))
+    weights = read_lora_file(tmp_path / "sd-scripts.safetensors")
+    assert {p for c, p in weights.modules if c == "unet"} == set(facts.values())
+    assert ("text_encoder", "text_model.encoder.layers.0.self_attn.q_proj") in weights.modules
+    assert ("text_encoder_2", "text_model.encoder.layers.31.mlp.fc1") in weights.modules
+    assert weights.alphas() == {2.0}
+    out = load_file(str(save_lora_file(weights, tmp_path / "peft.safetensors", fmt="diffusers")))
+    assert f"unet.{facts['lora_unet_output_blocks_5_1_proj_out']}.lora_A.weight" in out
+    assert "text_encoder_2.text_model.encoder.layers.31.mlp.fc1.lora_B.weight" in out

@@ -37,6 +37,12 @@ SDXL_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 _ADDED_COND = ("addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim",
                "addition_embed_type_num_heads")
 _QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+# SDXL base 1.0's UNet block layout (what LoRAs named in the SGM layout refer to).
+SDXL_BASE_UNET = {
+    "block_out_channels": [320, 640, 1280], "layers_per_block": 2, "transformer_layers_per_block": [1, 2, 10],
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "addition_embed_type": "text_time",
+}
 
 
 def sdxl_unet_module_map(unet_config: Mapping[str, Any]) -> dict[str, str]:

@@ -20,6 +20,8 @@ by longest match against it.
 
 from __future__ import annotations
 
+import functools
+
 from sdstudio.core.errors import SdstudioError
 
 UNET, TEXT_ENCODER, TEXT_ENCODER_2 = "unet", "text_encoder", "text_encoder_2"
@@ -39,7 +41,11 @@ SEGMENTS = frozenset({
     "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
     # SDXL additions
     "add_embedding", "text_projection",
+    # the SGM/LDM UNet names kohya's sd-scripts uses for SDXL LoRAs (lora_unet_input_blocks_4_1_...)
+    "input_blocks", "middle_block", "output_blocks", "in_layers", "out_layers", "emb_layers", "skip_connection",
+    "time_embed", "label_emb",
 })
+_LDM_UNET_HEADS = ("input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "label_emb.", "out.")
 _MAX_SEGMENT_WORDS = max(s.count("_") + 1 for s in SEGMENTS)
 
 # Legacy attn-procs LoRA layers (`...attn1.processor.to_q_lora`) -> the module they patch.
@@ -89,7 +95,27 @@ def path_from_kohya(name: str) -> tuple[str, str]:
     if not body:
         raise LoraKeyError(f"{name}: kohya LoRA name without a module path")
     path = ".".join(_split_words(body.split("_")))
+    if component == UNET and path.startswith(_LDM_UNET_HEADS):
+        return component, sdxl_unet_path_from_ldm(path, name)
     return component, canonical_path(component, path)
+
+
+def sdxl_unet_path_from_ldm(path: str, name: str = "") -> str:
+    """An SGM-named UNet module of SDXL base (`input_blocks.4.1.transformer_blocks.0.attn1.to_q`, as
+    kohya's sd-scripts names SDXL LoRA layers) -> its diffusers path. SDXL LoRAs name standard SDXL
+    UNets, so the table is SDXL base 1.0's layout."""
+    table = _sdxl_ldm_table()
+    if path not in table:
+        raise LoraKeyError(f"{name or path}: an SGM-named UNet layer that SDXL base does not have ({path})")
+    return table[path]
+
+
+@functools.lru_cache(maxsize=1)
+def _sdxl_ldm_table() -> dict[str, str]:
+    from sdstudio.core.io.ldm_layout import UNET_PREFIX
+    from sdstudio.core.io.sgm_layout import SDXL_BASE_UNET, sdxl_unet_module_map
+
+    return {ldm[len(UNET_PREFIX):]: ours for ours, ldm in sdxl_unet_module_map(SDXL_BASE_UNET).items()}
 
 
 def path_from_attn_procs(prefix: str, lora_layer: str) -> tuple[str, str]:
