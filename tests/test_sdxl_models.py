@@ -38,3 +38,31 @@ def test_another_vae_replaces_the_models_own_as_the_diffusers_flag_does(tiny_sdx
     assert pipe.vae.config.scaling_factor == 0.18215  # the other VAE's
     with pytest.raises(ModelError, match="cannot load this VAE"):
         load_pipeline(str(tiny_sdxl_dir), vae=str(tmp_path))
+
+
+def test_a_hub_id_in_the_local_cache_is_recognised_as_sdxl_and_a_refiner_refused(tiny_sdxl_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import pytest
+
+    from sdstudio.core.errors import ModelError
+    from sdstudio.core.models import resolve_base_model
+
+    def cache(repo: str, model_index: dict) -> None:
+        entry = tmp_path / f"models--{repo.replace('/', '--')}"
+        snap = entry / "snapshots" / "0123abcd"
+        (snap / "unet").mkdir(parents=True)
+        (entry / "refs").mkdir()
+        (entry / "refs" / "main").write_text("0123abcd")
+        (snap / "model_index.json").write_text(json.dumps(model_index))
+        shutil.copy(tiny_sdxl_dir / "unet" / "config.json", snap / "unet" / "config.json")
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache("someone/tiny-xl", json.loads((tiny_sdxl_dir / "model_index.json").read_text()))
+    cache("someone/tiny-refiner", {"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None]})
+    assert resolve_base_model("someone/tiny-xl").family == "sdxl"
+    with pytest.raises(ModelError, match="SDXL refiner"):
+        resolve_base_model("someone/tiny-refiner")
+    assert resolve_base_model("someone/not-cached").family == "sd1"  # offline: loading says what is wrong

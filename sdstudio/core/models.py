@@ -115,20 +115,46 @@ def _folder_family(folder: Path) -> str:
         found = ", ".join(sorted(p.name for p in folder.iterdir())[:6]) or "nothing"
         raise ModelError(f"{folder}: not a diffusers model folder (no model_index.json; found {found})")
     model_index = _read_json(index)
+    unet_cfg = folder / "unet" / "config.json"
+    return _family_from_configs(model_index, lambda: _read_json(unet_cfg) if unet_cfg.exists() else None, str(folder),
+                                (folder / "text_encoder").is_dir())
+
+
+def _family_from_configs(model_index: dict[str, Any], unet_config: Any, where: str, has_text_encoder: bool) -> str:
+    """sd1 | sd2 | sdxl from a pipeline's model_index.json and (a callable giving) its unet config."""
     cls = str(model_index.get("_class_name", ""))
     if "Flux" in cls:
-        raise ModelError(f"{folder}: {UNTRAINABLE['flux']} ({cls})")
+        raise ModelError(f"{where}: {UNTRAINABLE['flux']} ({cls})")
+    if "StableDiffusion3" in cls:
+        raise ModelError(f"{where}: {UNTRAINABLE['sd3']} ({cls})")
     if "3" in cls:
-        raise ModelError(f"{folder}: {UNTRAINABLE['sd3']} ({cls})")
-    unet_cfg = folder / "unet" / "config.json"
-    if not unet_cfg.exists():
-        raise ModelError(f"{folder}: model_index.json found but no unet/config.json")
-    cfg = _read_json(unet_cfg)
+        raise ModelError(f"{where}: a {cls} model; sdstudio trains SD 1.x/2.x and SDXL")
+    cfg = unet_config()
+    if cfg is None:
+        raise ModelError(f"{where}: model_index.json found but no unet/config.json")
     if "XL" in cls or cfg.get("addition_embed_type") == "text_time":
-        if not (model_index.get("text_encoder") or [None])[-1] or not (folder / "text_encoder").is_dir():
-            raise ModelError(f"{folder}: {UNTRAINABLE['sdxl-refiner']} ({cls}, no text_encoder)")
+        if not (model_index.get("text_encoder") or [None])[-1] or not has_text_encoder:
+            raise ModelError(f"{where}: {UNTRAINABLE['sdxl-refiner']} ({cls}, no text_encoder)")
         return "sdxl"
     return "sd2" if cfg.get("cross_attention_dim") == 1024 else "sd1"
+
+
+def _hub_family(repo: str) -> str:
+    """A hub model's family from its model_index.json and unet/config.json: from the local hub cache
+    (no network), else fetched (two small files) unless HF_HUB_OFFLINE; sd1 when neither works
+    (loading then says what is wrong)."""
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+        cache = os.environ.get("HF_HUB_CACHE")
+        files = [try_to_load_from_cache(repo, name, cache_dir=cache) for name in ("model_index.json", "unet/config.json")]
+        if not all(isinstance(f, str) for f in files) and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
+            files = [hf_hub_download(repo, name, cache_dir=cache) for name in ("model_index.json", "unet/config.json")]
+        index, unet = (Path(f) for f in files)  # type: ignore[arg-type]
+        model_index, unet_config = _read_json(index), _read_json(unet)
+    except Exception:  # noqa: BLE001 - offline and not cached, or no such repo
+        return "sd1"
+    return _family_from_configs(model_index, lambda: unet_config, repo, True)
 
 
 def _single_file_family(path: Path) -> str:
@@ -158,7 +184,7 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
                              f"single {'/'.join(SINGLE_FILE_SUFFIXES)} checkpoint")
         return BaseModel(text, "single_file", _single_file_family(path), str(path.resolve()))
     if _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
-        return BaseModel(text, "hub", "sd1", text)
+        return BaseModel(text, "hub", _hub_family(text), text)
     raise ModelError(f"{text}: no such file or folder (expected 'demo', a diffusers folder, a .safetensors/.ckpt "
                      "file or a hub id like 'org/name')")
 
