@@ -149,3 +149,11 @@ def test_cached_bucket_latents_equal_fresh_ones_draw_for_draw(tiny_model_dir, tm
     for micro in range(3):
         (a, ca), (b, cb) = (s.encode(wide, micro_batch_generator(0, micro, 0)) for s in sources)
         assert torch.allclose(a, b, atol=1e-5) and ca == cb
+
+
+def test_the_train_form_has_a_buckets_row_that_reads_and_writes_true_and_false():
+    from sdstudio.tui.widgets.config_form import FIELD_NAMES, from_text, to_text
+
+    assert "enable_bucket" in FIELD_NAMES
+    assert from_text("enable_bucket", "true") is True and from_text("enable_bucket", "off") is False
+    assert to_text("enable_bucket", False) == "false"
