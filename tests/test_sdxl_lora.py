@@ -66,6 +66,7 @@ def test_kohya_export_names_every_sdxl_module_with_true_alpha_and_sdxl_metadata(
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
     assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
     assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "8.0"
+    assert (meta["ss_enable_bucket"], meta["ss_min_bucket_reso"], meta["ss_max_bucket_reso"]) == ("True", "16", "64")
 
 
 def test_the_export_loads_in_diffusers_and_draws_what_the_checkpoint_draws(sdxl_run, tiny_sdxl_dir, tmp_path):
