@@ -95,3 +95,10 @@ def test_the_demo_model_loads_through_the_same_path_as_a_folder():
     assert base.kind == "demo" and base.family == "sd1"
     pipe = load_pipeline("demo")
     assert type(pipe).__name__ == "StableDiffusionPipeline"
+
+
+@pytest.mark.parametrize("cls, says", [("StableDiffusion3Pipeline", "Stable Diffusion 3"), ("FluxPipeline", "Flux model")])
+def test_sd3_and_flux_folders_are_refused_by_name(tmp_path, cls, says):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+    with pytest.raises(ModelError, match=says):
+        resolve_base_model(str(tmp_path))
