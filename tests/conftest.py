@@ -148,3 +148,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight SDXL-architecture diffusers folder: two CLIP text encoders (the second with a
+    projection), a text_time UNet; 32 px images, 16 px latents."""
+    from sdstudio.demo.tiny import build_tiny_sdxl_pipeline
+
+    return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("tiny-sdxl") / "tiny-sdxl", seed=0)

@@ -71,7 +71,8 @@ def sd15_lora_checkpoint(run: RunDir, step: int = 10, rank: int = 4, alpha: floa
             models[name].add_adapter(checkpoint.lora_config(rank, alpha, targets))
             _realise_lora(models[name], gen)
     staged = checkpoint.begin(run, step)
-    checkpoint.write_lora_weights(staged, models["unet"], models["text_encoder"] if text_targets else None)
+    trained = {"unet": models["unet"], **({"text_encoder": models["text_encoder"]} if text_targets else {})}
+    checkpoint.write_lora_weights(staged, trained)
     record = checkpoint.commit(run, step)
     config = {"pretrained_model_name_or_path": "stable-diffusion-v1-5", "method": "dreambooth",
               "instance_prompt": "a photo of sks dog", "resolution": 512, "max_train_steps": step,

@@ -31,11 +31,15 @@ def test_bad_paths_are_explained(tmp_path, make, expected):
         resolve_base_model(str(make(tmp_path)))
 
 
-def test_an_sdxl_file_is_refused_naming_the_family(tmp_path):
-    path = tmp_path / "xl.safetensors"
-    save_file({"conditioner.embedders.0.transformer.text_model.embeddings.position_ids": torch.zeros(1, 77),
-               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(path))
-    with pytest.raises(ModelError, match="SDXL checkpoint"):
+@pytest.mark.parametrize("key, says", [
+    ("conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight", "SDXL refiner"),
+    ("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "Stable Diffusion 3"),
+    ("double_blocks.0.img_attn.qkv.weight", "Flux model"),
+])
+def test_families_sdstudio_cannot_train_are_refused_by_name(tmp_path, key, says):
+    path = tmp_path / "other.safetensors"
+    save_file({key: torch.zeros(1), "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(path))
+    with pytest.raises(ModelError, match=says):
         resolve_base_model(str(path))
 
 
@@ -46,10 +50,12 @@ def test_a_lora_file_passed_as_base_model_is_refused(tmp_path):
         resolve_base_model(str(path))
 
 
-def test_an_sdxl_folder_is_refused(tmp_path):
+def test_an_sdxl_refiner_folder_is_refused(tmp_path):
     (tmp_path / "unet").mkdir()
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
-    with pytest.raises(ModelError, match="StableDiffusionXLPipeline"):
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"addition_embed_type": "text_time"}))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLImg2ImgPipeline",
+                                                           "text_encoder": [None, None]}))
+    with pytest.raises(ModelError, match="SDXL refiner"):
         resolve_base_model(str(tmp_path))
 
 
@@ -93,3 +99,10 @@ def test_the_demo_model_loads_through_the_same_path_as_a_folder():
     assert base.kind == "demo" and base.family == "sd1"
     pipe = load_pipeline("demo")
     assert type(pipe).__name__ == "StableDiffusionPipeline"
+
+
+@pytest.mark.parametrize("cls, says", [("StableDiffusion3Pipeline", "Stable Diffusion 3"), ("FluxPipeline", "Flux model")])
+def test_sd3_and_flux_folders_are_refused_by_name(tmp_path, cls, says):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+    with pytest.raises(ModelError, match=says):
+        resolve_base_model(str(tmp_path))

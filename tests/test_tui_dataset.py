@@ -93,7 +93,7 @@ async def test_caption_edit_goes_to_txt_sidecar_and_folder_goes_to_train(tmp_pat
 
         await pilot.press("ctrl+o")
         await pilot.pause()
-        assert app.handed == [{"resolution": 64, "center_crop": True, "method": "text2image",
+        assert app.handed == [{"resolution": 64, "center_crop": True, "enable_bucket": False, "method": "text2image",
                                "train_data_dir": str(folder), "instance_data_dir": None}]
 
 
@@ -117,6 +117,33 @@ async def test_crop_preview_shows_what_the_model_sees(tmp_path: Path) -> None:
         await pilot.pause()
         assert app.handed[-1]["method"] == "dreambooth"
         assert app.handed[-1]["instance_data_dir"] == str(folder)
+
+
+async def test_bucket_mode_shows_each_images_bucket_and_the_summary_counts_them(tmp_path: Path) -> None:
+    from PIL import Image
+    from textual.widgets import Label, Select, Static
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (192, 64), (200, 30, 30)).save(folder / "wide.png")
+    Image.new("RGB", (100, 100), (30, 30, 200)).save(folder / "square.png")
+    app = Host(DatasetScreen(folder=folder, resolution=128))
+    async with app.run_test(size=(120, 32)) as pilot:
+        await _settle(app, pilot)
+        screen = app.screen
+        summary = str(screen.query_one("#ds-summary", Static).render())
+        assert "buckets at 128 px: 128x128 1, 256x64 1" in summary
+        screen.query_one("#ds-crop", Select).value = "bucket"
+        await _settle(app, pilot)
+        screen._show_file(next(f for f in screen.shown if f.name == "wide.png"))
+        await _settle(app, pilot)
+        assert "bucket 256x64" in str(screen.query_one("#ds-info", Static).render())
+        assert "model sees 256x64 (bucket" in str(screen.query_one("#ds-model-label", Label).render())
+        seen = screen.query_one("#ds-model").image
+        assert seen.size[0] == 4 * seen.size[1]  # the 256x64 bucket, not a square
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert app.handed[-1]["enable_bucket"] is True
 
 
 def test_snapshot_dreambooth_folder(snap_compare, monkeypatch: pytest.MonkeyPatch) -> None:

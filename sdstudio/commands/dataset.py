@@ -13,7 +13,11 @@ def register(sub: Any) -> None:
     c = dsub.add_parser("check", help="decode every file and report problems per file")
     c.add_argument("dir", help="dataset folder (captioned, or DreamBooth instance/class images)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
-    c.add_argument("--resolution", type=int, default=None, help="warn about images smaller than this")
+    c.add_argument("--resolution", type=int, default=None,
+                   help="warn about images smaller than this; the bucket table's resolution (default 512)")
+    c.add_argument("--bucket-reso-steps", type=int, default=64, help="bucket sides are multiples of this (default 64)")
+    c.add_argument("--max-upscale", type=float, default=2.0,
+                   help="images needing more upscale than this to cover their bucket are too small (default 2)")
     mode = c.add_mutually_exclusive_group()
     mode.add_argument("--captions", dest="captions", action="store_const", const=True, default=None,
                       help="require a caption for every image (text-to-image)")
@@ -24,20 +28,44 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sdstudio.core.dataset import BAD, WARN, check_dataset
+    from sdstudio.core.errors import SdstudioError
+    from sdstudio.core.training import buckets as bk
 
     report = check_dataset(args.dir, captions=args.captions, resolution=args.resolution)
+    resolution, step = args.resolution or 512, args.bucket_reso_steps
+    if step < 8 or step % 8 or resolution % step:
+        raise SdstudioError(f"--bucket-reso-steps {step}: must be a multiple of 8 that divides the resolution ({resolution})")
+    placed = bk.place_files(report.usable, resolution, step, args.max_upscale)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, default=str))
+        data = report.to_json()
+        data["buckets"] = {"resolution": resolution, "step": step, "max_upscale": args.max_upscale,
+                           "counts": [{"bucket": f"{w}x{h}", "images": n}
+                                      for (w, h), n in bk.bucket_counts(p for p, why in placed.values() if not why)],
+                           "too_small": sum(why is not None for _, why in placed.values())}
+        for row in data["files"]:
+            if row["name"] in placed:
+                p, why = placed[row["name"]]
+                row["bucket"] = f"{p.bucket[0]}x{p.bucket[1]}"
+                row["bucket_too_small"] = why
+        print(json.dumps(data, indent=2, default=str))
         return 0 if report.usable else 1
     marks = {BAD: "BAD ", WARN: "warn"}
     width = max((len(f.name) for f in report.files), default=10)
     for f in report.files:
         size = f"{f.width}x{f.height}" if f.width else "-"
+        bucket = ""
+        if f.name in placed:
+            p, why = placed[f.name]
+            bucket = f"{p.bucket[0]}x{p.bucket[1]}" + ("!" if why else "")
         detail = f.reason or (f"\"{f.caption}\"" if f.caption else "")
-        print(f"{marks.get(f.status, 'ok  ')}  {f.name:<{width}}  {size:>10}  {detail}")
+        print(f"{marks.get(f.status, 'ok  ')}  {f.name:<{width}}  {size:>10}  {bucket:>10}  {detail}")
     s = report.summary()
     store = s["caption_store"] or "none (DreamBooth)"
     print(f"\n{s['usable_images']} usable images of {s['files']} files; {s['bad']} bad, {s['warnings']} warnings, "
           f"{s['duplicates']} duplicates, {s['missing_captions']} missing captions; captions: {store}; "
           f"sides {s['min_side']}-{s['max_side']} px (median {s['median_side']})")
+    ok = [p for p, why in placed.values() if not why]
+    print("\n" + bk.format_table(ok, resolution, step, args.max_upscale, len(placed) - len(ok)))
+    if len(ok) < len(placed):
+        print(f"  ('!' after a bucket: too small for it at {resolution} px; skipped when training with enable_bucket)")
     return 0 if report.usable else 1

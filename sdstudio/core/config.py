@@ -31,6 +31,7 @@ SCORERS = ("demo", "clip", "dino")  # image scorers by name (sdstudio/core/train
 class TrainConfig:
     # model
     pretrained_model_name_or_path: str = "demo"
+    pretrained_vae_model_name_or_path: str | None = None  # e.g. SDXL's fp16-fix VAE (it runs in fp32 anyway)
     method: str = "auto"
     # text-to-image data
     train_data_dir: str | None = None
@@ -49,6 +50,12 @@ class TrainConfig:
     center_crop: bool = False
     random_flip: bool = False
     cache_latents: bool = True  # cache VAE latents and text embeddings while they cannot change
+    # aspect-ratio buckets (kohya's names): about resolution**2 pixels, sides in steps of bucket_reso_steps
+    enable_bucket: bool = False
+    bucket_reso_steps: int = 64
+    min_bucket_reso: int | None = None  # default resolution / 2
+    max_bucket_reso: int | None = None  # default resolution * 2
+    max_upscale: float = 2.0  # an image needing more to cover its bucket is skipped, with the reason
     # optimisation
     train_batch_size: int = 1
     gradient_accumulation_steps: int = 1
@@ -223,7 +230,8 @@ def build_config(values: dict[str, Any], source: str | None = None, base_dir: Pa
         value = _coerce(name, value, source)
         if name in PATH_FIELDS and isinstance(value, str) and base_dir is not None:
             value = str((base_dir / os.path.expanduser(value)).resolve()) if not os.path.isabs(value) else value
-        if name == "pretrained_model_name_or_path" and base_dir is not None and value.startswith((".", "/", "~")):
+        if (name in ("pretrained_model_name_or_path", "pretrained_vae_model_name_or_path") and base_dir is not None
+                and isinstance(value, str) and value.startswith((".", "/", "~"))):
             value = str((base_dir / os.path.expanduser(value)).resolve())
         kwargs[name] = value
     cfg = TrainConfig(**kwargs)
@@ -294,6 +302,16 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
     _need(cfg.resolution >= 8 and cfg.resolution % 8 == 0, "resolution", f"must be a positive multiple of 8, got {cfg.resolution}", source)
     for name in ("num_validation_images", "validation_steps"):  # 0 turns sampling off
         _need(getattr(cfg, name) >= 0, name, f"must be 0 (no samples) or more, got {getattr(cfg, name)}", source)
+    if cfg.enable_bucket:
+        step = cfg.bucket_reso_steps
+        _need(step >= 8 and step % 8 == 0, "bucket_reso_steps", f"must be a positive multiple of 8, got {step}", source)
+        _need(cfg.resolution % step == 0, "resolution",
+              f"with enable_bucket, must be a multiple of bucket_reso_steps ({step}), got {cfg.resolution}", source)
+        lo = cfg.min_bucket_reso if cfg.min_bucket_reso is not None else cfg.resolution // 2
+        hi = cfg.max_bucket_reso if cfg.max_bucket_reso is not None else cfg.resolution * 2
+        _need(lo <= cfg.resolution, "min_bucket_reso", f"must be at most resolution ({cfg.resolution}), got {lo}", source)
+        _need(hi >= cfg.resolution, "max_bucket_reso", f"must be at least resolution ({cfg.resolution}), got {hi}", source)
+    _need(cfg.max_upscale >= 1.0, "max_upscale", f"must be 1 or more (1 = never upscale), got {cfg.max_upscale}", source)
     for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "rank",
                  "checkpointing_steps", "validation_num_inference_steps", "sample_batch_size",
                  "logging_steps"):

@@ -257,11 +257,15 @@ def crop_box(width: int, height: int, resolution: int, center_crop: bool, rng: A
     return scale, (left, top, left + resolution, top + resolution)
 
 
-def preprocess(image: Any, resolution: int, center_crop: bool = True, flip: bool = False, rng: Any = None) -> Any:
-    """What the model sees: resize the shortest side to `resolution`, crop a square, maybe flip."""
+def preprocess(image: Any, resolution: int, center_crop: bool = True, flip: bool = False, rng: Any = None,
+               left_top: tuple[int, int] | None = None) -> Any:
+    """What the model sees: resize the shortest side to `resolution`, crop a square (at `left_top`
+    when given, e.g. a crop drawn earlier), maybe flip."""
     from PIL import Image
 
     scale, box = crop_box(image.width, image.height, resolution, center_crop, rng)
+    if left_top is not None:
+        box = (left_top[0], left_top[1], left_top[0] + resolution, left_top[1] + resolution)
     size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
     out = image.resize(size, Image.Resampling.BILINEAR).crop(box)
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else out

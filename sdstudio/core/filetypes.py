@@ -11,4 +11,5 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 # The components of a diffusers pipeline that hold weights, in the order sdstudio walks them.
 COMPONENTS = ("unet", "text_encoder", "vae")
 # Weight file stem of each component in a diffusers folder (`<stem>.safetensors`, `.bin`, shards).
-WEIGHT_NAMES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+WEIGHT_NAMES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model",
+                "text_encoder_2": "model"}

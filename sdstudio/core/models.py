@@ -23,6 +23,13 @@ from sdstudio.core.paths import DEMO_MODEL_NAME, demo_model_dir
 DEFAULT_SINGLE_FILE_CONFIG = {
     "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sd2": "stabilityai/stable-diffusion-2-1",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+# Families sdstudio recognises but cannot train, and what to say about each.
+UNTRAINABLE = {
+    "sdxl-refiner": "an SDXL refiner (one OpenCLIP text encoder, no CLIP-L); sdstudio trains LoRAs on SDXL base models",
+    "sd3": "a Stable Diffusion 3 (MMDiT) model; sdstudio trains SD 1.x/2.x and SDXL",
+    "flux": "a Flux model; sdstudio trains SD 1.x/2.x and SDXL",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -33,7 +40,7 @@ class BaseModel:
 
     spec: str  # what the user wrote
     kind: str  # demo | folder | single_file | hub
-    family: str  # sd1 | sd2 (sd1 also covers small SD-1-architecture models like the demo)
+    family: str  # sd1 | sd2 | sdxl (sd1 also covers small SD-1-architecture models like the demo)
     location: str  # folder/file path or hub id
 
     @property
@@ -62,11 +69,17 @@ def safetensors_keys(path: Path) -> dict[str, Any]:
 def detect_family(keys: Iterable[str]) -> str:
     """The one model-family detector, from A1111/SGM-layout keys; never raises.
 
-    sd1 | sd2 | sdxl | lora | unet-only (UNet keys, no text encoder) | unknown.
+    sd1 | sd2 | sdxl | sdxl-refiner | sd3 | flux | lora | unet-only (UNet keys, no text encoder) | unknown.
+    SDXL base (SGM layout) has CLIP-L at `conditioner.embedders.0.transformer.` and OpenCLIP bigG at
+    `conditioner.embedders.1.model.`; the refiner has only the OpenCLIP one, as `embedders.0.model.`.
     """
     ks = list(keys)
     if any(k.startswith("conditioner.embedders.") for k in ks):
-        return "sdxl"
+        return "sdxl" if any(k.startswith("conditioner.embedders.1.") for k in ks) else "sdxl-refiner"
+    if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in ks):
+        return "sd3"
+    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in ks):
+        return "flux"
     if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or "lora_A" in k
            for k in ks[:2000]):
         return "lora"
@@ -80,12 +93,13 @@ def detect_family(keys: Iterable[str]) -> str:
 
 
 def family_from_keys(keys: Iterable[str], where: str) -> str:
-    """The family of a base model sdstudio can train (sd1/sd2); ModelError says what else it is."""
+    """The family of a base model sdstudio can train (sd1/sd2/sdxl); ModelError says what else it is."""
     ks = list(keys)
     family = detect_family(ks)
+    if family in UNTRAINABLE:
+        raise ModelError(f"{where}: {UNTRAINABLE[family]}")
     if family == "sdxl":
-        raise ModelError(f"{where}: this is an SDXL checkpoint; sdstudio trains SD 1.x/2.x models (expected "
-                         "'cond_stage_model.' text-encoder keys)")
+        return family
     if family == "lora":
         raise ModelError(f"{where}: this is a LoRA file, not a base model; pass it with --lora")
     if family == "unknown":
@@ -100,17 +114,47 @@ def _folder_family(folder: Path) -> str:
     if not index.exists():
         found = ", ".join(sorted(p.name for p in folder.iterdir())[:6]) or "nothing"
         raise ModelError(f"{folder}: not a diffusers model folder (no model_index.json; found {found})")
-    cls = str(_read_json(index).get("_class_name", ""))
-    if "XL" in cls or "Flux" in cls or "3" in cls:
-        raise ModelError(f"{folder}: a {cls} model; sdstudio trains Stable Diffusion 1.x/2.x "
-                         "(expected StableDiffusionPipeline)")
+    model_index = _read_json(index)
     unet_cfg = folder / "unet" / "config.json"
-    if not unet_cfg.exists():
-        raise ModelError(f"{folder}: model_index.json found but no unet/config.json")
-    cfg = _read_json(unet_cfg)
-    if cfg.get("addition_embed_type") == "text_time":
-        raise ModelError(f"{folder}: an SDXL UNet; sdstudio trains Stable Diffusion 1.x/2.x")
+    return _family_from_configs(model_index, lambda: _read_json(unet_cfg) if unet_cfg.exists() else None, str(folder),
+                                (folder / "text_encoder").is_dir())
+
+
+def _family_from_configs(model_index: dict[str, Any], unet_config: Any, where: str, has_text_encoder: bool) -> str:
+    """sd1 | sd2 | sdxl from a pipeline's model_index.json and (a callable giving) its unet config."""
+    cls = str(model_index.get("_class_name", ""))
+    if "Flux" in cls:
+        raise ModelError(f"{where}: {UNTRAINABLE['flux']} ({cls})")
+    if "StableDiffusion3" in cls:
+        raise ModelError(f"{where}: {UNTRAINABLE['sd3']} ({cls})")
+    if "3" in cls:
+        raise ModelError(f"{where}: a {cls} model; sdstudio trains SD 1.x/2.x and SDXL")
+    cfg = unet_config()
+    if cfg is None:
+        raise ModelError(f"{where}: model_index.json found but no unet/config.json")
+    if "XL" in cls or cfg.get("addition_embed_type") == "text_time":
+        if not (model_index.get("text_encoder") or [None])[-1] or not has_text_encoder:
+            raise ModelError(f"{where}: {UNTRAINABLE['sdxl-refiner']} ({cls}, no text_encoder)")
+        return "sdxl"
     return "sd2" if cfg.get("cross_attention_dim") == 1024 else "sd1"
+
+
+def _hub_family(repo: str) -> str:
+    """A hub model's family from its model_index.json and unet/config.json: from the local hub cache
+    (no network), else fetched (two small files) unless HF_HUB_OFFLINE; sd1 when neither works
+    (loading then says what is wrong)."""
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+        cache = os.environ.get("HF_HUB_CACHE")
+        files = [try_to_load_from_cache(repo, name, cache_dir=cache) for name in ("model_index.json", "unet/config.json")]
+        if not all(isinstance(f, str) for f in files) and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
+            files = [hf_hub_download(repo, name, cache_dir=cache) for name in ("model_index.json", "unet/config.json")]
+        index, unet = (Path(f) for f in files)  # type: ignore[arg-type]
+        model_index, unet_config = _read_json(index), _read_json(unet)
+    except Exception:  # noqa: BLE001 - offline and not cached, or no such repo
+        return "sd1"
+    return _family_from_configs(model_index, lambda: unet_config, repo, True)
 
 
 def _single_file_family(path: Path) -> str:
@@ -140,27 +184,41 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
                              f"single {'/'.join(SINGLE_FILE_SUFFIXES)} checkpoint")
         return BaseModel(text, "single_file", _single_file_family(path), str(path.resolve()))
     if _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
-        return BaseModel(text, "hub", "sd1", text)
+        return BaseModel(text, "hub", _hub_family(text), text)
     raise ModelError(f"{text}: no such file or folder (expected 'demo', a diffusers folder, a .safetensors/.ckpt "
                      "file or a hub id like 'org/name')")
 
 
-def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None) -> Any:
-    """Load a StableDiffusionPipeline (safety checker off) on the CPU."""
+def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None,
+                  vae: str | None = None) -> Any:
+    """Load the family's pipeline on the CPU: StableDiffusionPipeline (safety checker off) or
+    StableDiffusionXLPipeline (no watermarker). `vae`: another VAE (a diffusers VAE folder or hub
+    id), e.g. SDXL's fp16-fix VAE, as the diffusers scripts' --pretrained_vae_model_name_or_path."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     base = model if isinstance(model, BaseModel) else resolve_base_model(model)
     quiet_loading()
-    common = {"dtype": torch_dtype or torch.float32, "safety_checker": None, "requires_safety_checker": False}
+    common: dict[str, Any] = {"dtype": torch_dtype or torch.float32}
+    if vae:
+        try:
+            common["vae"] = AutoencoderKL.from_pretrained(os.path.expanduser(vae), torch_dtype=common["dtype"])
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{vae}: cannot load this VAE ({str(exc).strip().splitlines()[0]}); expected a diffusers "
+                             "AutoencoderKL folder or hub id") from None
+    pipeline_class = StableDiffusionXLPipeline if base.family == "sdxl" else StableDiffusionPipeline
+    if base.family == "sdxl":
+        common["add_watermarker"] = False
+    else:
+        common.update(safety_checker=None, requires_safety_checker=False)
     try:
         if base.kind in ("demo", "folder"):
-            pipe = StableDiffusionPipeline.from_pretrained(base.location, local_files_only=True, **common)
+            pipe = pipeline_class.from_pretrained(base.location, local_files_only=True, **common)
         elif base.kind == "single_file":
             cfg = config or os.environ.get("SDSTUDIO_SINGLE_FILE_CONFIG") or DEFAULT_SINGLE_FILE_CONFIG[base.family]
-            pipe = StableDiffusionPipeline.from_single_file(base.location, config=cfg, **common)
+            pipe = pipeline_class.from_single_file(base.location, config=cfg, **common)
         else:
-            pipe = StableDiffusionPipeline.from_pretrained(base.location, **common)
+            pipe = pipeline_class.from_pretrained(base.location, **common)
     except ModelError:
         raise
     except (OSError, ValueError, EnvironmentError) as exc:

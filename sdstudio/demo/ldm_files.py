@@ -18,6 +18,8 @@ def to_ldm_tensor(parts: list[Part], tensors: list[Any]) -> Any:
     if parts[0].op == "qkv":
         return torch.cat(tensors, dim=0)
     t = tensors[0]
+    if parts[0].op == "transpose":
+        return t.T.contiguous()
     if parts[0].op == "conv1x1" and t.ndim == 2:
         return t[:, :, None, None]
     return t
@@ -34,7 +36,7 @@ def diffusers_to_ldm(components: Mapping[str, Mapping[str, Any]], layout: LdmLay
 
 def ldm_to_diffusers(state_dict: Mapping[str, Any], layout: LdmLayout) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """One LDM state dict -> per-component diffusers state dicts, plus the LDM keys left out."""
-    out: dict[str, dict[str, Any]] = {comp: {} for comp in COMPONENTS}
+    out: dict[str, dict[str, Any]] = {comp: {} for comp in COMPONENTS + (("text_encoder_2",) if layout.family == "sdxl" else ())}
     skipped = []
     for key, tensor in state_dict.items():
         parts = layout.from_ldm(key)

@@ -124,3 +124,62 @@ def build_tiny_pipeline(out_dir: str | os.PathLike[str], seed: int = 0, words: I
     )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def tiny_sdxl_unet_config(sample_size: int = 16, text_dims: tuple[int, int] = (32, 48), pooled_dim: int = 32,
+                          time_dim: int = 8) -> dict[str, Any]:
+    """SDXL's UNet shape in miniature: no attention at the top level, two transformer layers
+    deeper down (SDXL's transformer_layers_per_block [1, 2, 10]), linear projections, and the
+    `text_time` added conditioning (pooled text + six size/crop numbers)."""
+    return {
+        "sample_size": sample_size,
+        "in_channels": 4,
+        "out_channels": 4,
+        "layers_per_block": 1,
+        "block_out_channels": [32, 64],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "transformer_layers_per_block": [1, 2],
+        "cross_attention_dim": sum(text_dims),  # both encoders' hidden states side by side
+        "attention_head_dim": [4, 8],
+        "use_linear_projection": True,
+        "norm_num_groups": 8,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": time_dim,
+        "projection_class_embeddings_input_dim": pooled_dim + 6 * time_dim,
+    }
+
+
+def build_tiny_sdxl_pipeline(out_dir: str | os.PathLike[str], seed: int = 0, words: Iterable[str] = (),
+                             resolution: int = 32) -> Path:
+    """Save a random-weight SDXL-architecture pipeline (two CLIP text encoders, the second with a
+    projection; VAE 2x downsampling) as a diffusers folder. The encoders differ in width (32 and
+    48), as CLIP-L and OpenCLIP bigG do (768, 1280): readers tell them apart by it."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    vocab = list(words) + "a photo of sks cat dog red blue circle square box wide tall".split()
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(out / "tokenizer", vocab))
+    tokenizer_2 = CLIPTokenizer.from_pretrained(write_clip_tokenizer(out / "tokenizer_2", vocab))
+
+    def text_config(act: str, width: int) -> Any:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act=act,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+
+    text_encoder = CLIPTextModel(text_config("quick_gelu", 32))  # CLIP ViT-L
+    text_encoder_2 = CLIPTextModelWithProjection(text_config("gelu", 48))  # OpenCLIP ViT-bigG
+    vae = AutoencoderKL(**{**tiny_vae_config(resolution), "scaling_factor": 0.13025, "force_upcast": True})
+    unet = UNet2DConditionModel(**tiny_sdxl_unet_config(resolution // 2))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
+                                     add_watermarker=False)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out

@@ -250,7 +250,8 @@ class Part:
     """One diffusers tensor's share of an LDM tensor.
 
     op: "copy" (same tensor), "conv1x1" (LDM adds two trailing 1-dims to a linear weight),
-    "qkv" (LDM concatenates q, k, v along dim 0; `index` says which third).
+    "qkv" (LDM concatenates q, k, v along dim 0; `index` says which third), "transpose"
+    (SDXL's OpenCLIP `text_projection` is stored transposed).
     """
 
     component: str
@@ -275,8 +276,13 @@ class LdmLayout:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> LdmLayout:
-        """Read unet/, vae/ and text_encoder/ config.json of a diffusers folder."""
+        """Read unet/, vae/ and text_encoder/ config.json of a diffusers folder (an SDXL folder
+        gets an `SgmLayout`)."""
         root = Path(folder)
+        if (root / "text_encoder_2" / "config.json").is_file():
+            from sdstudio.core.io.sgm_layout import SgmLayout
+
+            return SgmLayout.from_folder(root)
         cfgs = {}
         for comp in COMPONENTS:
             path = root / comp / "config.json"
@@ -291,6 +297,10 @@ class LdmLayout:
     def from_ldm_shapes(cls, shapes: Mapping[str, tuple[int, ...]]) -> LdmLayout:
         """Infer the layout of an A1111 single file from its tensor names and shapes alone
         (enough to place LoRA modules and split components; not a full diffusers config)."""
+        from sdstudio.core.io.sgm_layout import SgmLayout, is_sgm_shapes
+
+        if is_sgm_shapes(shapes):
+            return SgmLayout.from_ldm_shapes(shapes)
         unet, vae = _infer_unet_config(shapes), _infer_vae_config(shapes)
         if any(k.startswith(SD2_TEXT_PREFIX) for k in shapes):
             family, pat = "sd2", SD2_TEXT_PREFIX + "transformer.resblocks."
@@ -357,6 +367,8 @@ def from_ldm_tensor(part: Part, tensor: Any) -> Any:
     """The share of an LDM tensor that one diffusers tensor gets."""
     if part.op == "qkv":
         return tensor.chunk(3, dim=0)[part.index]
+    if part.op == "transpose":
+        return tensor.T.contiguous()
     if part.op == "conv1x1" and tensor.ndim == 4:
         return tensor[:, :, 0, 0]
     return tensor

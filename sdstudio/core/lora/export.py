@@ -83,6 +83,8 @@ def _base_identity(meta: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str,
 
 def _architecture(family: str, resolution: int) -> tuple[str, str]:
     """(modelspec architecture, prediction type); SD 2 at 768 px is the v-prediction model."""
+    if family == "sdxl":
+        return "stable-diffusion-xl-v1-base/lora", "epsilon"
     if family == "sd2":
         return ("stable-diffusion-v2-768-v/lora", "v") if resolution >= 768 else ("stable-diffusion-v2-512/lora", "epsilon")
     return "stable-diffusion-v1/lora", "epsilon"
@@ -104,19 +106,23 @@ def export_metadata(weights: LoraWeights, run: RunDir | None, step: int, title: 
     if n_images is None:
         n_images = _count_images(data_dir)
     dataset_dirs = {Path(data_dir).name: {"n_repeats": 1, "img_count": n_images or 0}} if data_dir else {}
-    unet_only = "text_encoder" not in weights.components()
+    unet_only = not {"text_encoder", "text_encoder_2"} & set(weights.components())
+    version = {"sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}.get(base["family"], "sd_v1")  # kohya's names
     ss: dict[str, Any] = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": rank,
         "ss_network_alpha": alpha,
         "ss_network_args": json.dumps({"sdstudio_ranks": ranks, "sdstudio_alphas": alphas}) if len(ranks) + len(alphas) > 2 else None,
         "ss_network_train_unet_only": unet_only,
-        "ss_base_model_version": "sd_v2" if base["family"] == "sd2" else "sd_v1",
+        "ss_base_model_version": version,
         "ss_v2": base["family"] == "sd2",
         "ss_sd_model_name": base["name"],
         "ss_new_sd_model_hash": base.get("sha256"),
         "ss_sd_model_hash": base.get("short_hash"),
         "ss_resolution": f"({resolution}, {resolution})",
+        "ss_enable_bucket": bool(cfg.get("enable_bucket", False)),
+        "ss_min_bucket_reso": (cfg.get("min_bucket_reso") or resolution // 2) if cfg.get("enable_bucket") else None,
+        "ss_max_bucket_reso": (cfg.get("max_bucket_reso") or resolution * 2) if cfg.get("enable_bucket") else None,
         "ss_steps": step,
         "ss_max_train_steps": cfg.get("max_train_steps"),
         "ss_learning_rate": cfg.get("learning_rate"),
@@ -175,7 +181,8 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
         if cfg.get("lora_alpha") is not None or cfg.get("rank") is not None:
             default_alpha = float(cfg.get("lora_alpha") or cfg["rank"])
     weights = read_lora_file(ckpt.weights, default_alpha=default_alpha)
-    tensors = to_kohya(weights, torch_dtype)
+    family = _base_identity(run.meta() if run else {}, run.config() if run else {})["family"]
+    tensors = to_kohya(weights, torch_dtype, sdxl=family == "sdxl" or None)
     target = Path(out) if out else default_export_path(run, ckpt)
     if target.suffix != ".safetensors":
         raise SdstudioError(f"{target}: the export is a .safetensors file; give -o a name ending in .safetensors")

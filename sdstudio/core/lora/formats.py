@@ -23,8 +23,8 @@ from typing import Any
 
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.filetypes import PICKLE_SUFFIXES
-from sdstudio.core.lora.keys import (TEXT_ENCODER, UNET, LoraKeyError, canonical_path, kohya_name,
-                                     path_from_attn_procs, path_from_kohya)
+from sdstudio.core.lora.keys import (TEXT_ENCODER, TEXT_ENCODER_2, TEXT_ENCODERS, UNET, LoraKeyError, canonical_path,
+                                     kohya_name, path_from_attn_procs, path_from_kohya)
 
 FORMATS = ("peft", "diffusers", "attn_procs", "kohya")
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # where diffusers keeps the LoraConfig of each component
@@ -36,7 +36,7 @@ _KEY_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("peft", re.compile(r"^(?P<mod>.+)\.(?P<role>lora_A|lora_B)(?:\.default)?\.weight$")),
     ("attn_procs", re.compile(r"^(?P<mod>.+\.(?:processor|self_attn)\.to_(?:q|k|v|out)_lora)\.(?P<role>down|up)\.weight$")),
     ("diffusers", re.compile(r"^(?P<mod>.+)\.(?:lora|lora_linear_layer)\.(?P<role>down|up)\.weight$")),
-    ("diffusers", re.compile(r"^(?P<mod>(?:unet|text_encoder)\..+)\.(?P<role>alpha)$")),
+    ("diffusers", re.compile(r"^(?P<mod>(?:unet|text_encoder|text_encoder_2)\..+)\.(?P<role>alpha)$")),
 ]
 _FAMILY = {"kohya": "kohya", "attn_procs": "attn_procs", "peft": "diffusers", "diffusers": "diffusers"}
 _ROLE = {"lora_down": "down", "lora_up": "up", "lora_A": "down", "lora_B": "up", "down": "down", "up": "up",
@@ -111,7 +111,7 @@ def detect_format(keys: Any, where: str = "state dict") -> str:
 
 def _diffusers_module(mod: str) -> tuple[str, str]:
     """`unet.<path>` / `text_encoder.<path>` / bare `<path>` -> (component, canonical path)."""
-    for head in (UNET, TEXT_ENCODER):
+    for head in (UNET, TEXT_ENCODER, TEXT_ENCODER_2):
         if mod.startswith(head + "."):
             return head, canonical_path(head, mod[len(head) + 1:])
     if mod.startswith(("text_model.", "encoder.layers.")):
@@ -148,7 +148,7 @@ def adapter_configs(metadata: Mapping[str, str] | None) -> dict[str, dict[str, A
     out: dict[str, dict[str, Any]] = {}
     for key, value in flat.items():
         head, _, name = key.partition(".")
-        if head in (UNET, TEXT_ENCODER) and name:
+        if head in (UNET, *TEXT_ENCODERS) and name:
             out.setdefault(head, {})[name] = value
     return out
 
@@ -198,13 +198,16 @@ def _cast(tensor: Any, dtype: Any) -> Any:
     return tensor.detach().to("cpu", dtype=dtype) if dtype is not None else tensor.detach().cpu()
 
 
-def to_kohya(weights: LoraWeights, dtype: Any = None) -> dict[str, Any]:
-    """kohya keys with the true alpha per module (A1111 / ComfyUI read it as alpha / rank)."""
+def to_kohya(weights: LoraWeights, dtype: Any = None, sdxl: bool | None = None) -> dict[str, Any]:
+    """kohya keys with the true alpha per module (A1111 / ComfyUI read it as alpha / rank).
+    SDXL (given, or seen from a second text encoder) names the encoders lora_te1_/lora_te2_."""
     import torch
 
+    if sdxl is None:
+        sdxl = TEXT_ENCODER_2 in weights.components()
     out: dict[str, Any] = {}
     for (component, path), m in sorted(weights.modules.items()):
-        name = kohya_name(component, path)
+        name = kohya_name(component, path, sdxl)
         out[f"{name}.lora_down.weight"] = _cast(m.down, dtype)
         out[f"{name}.lora_up.weight"] = _cast(m.up, dtype)
         out[f"{name}.alpha"] = torch.tensor(m.alpha, dtype=dtype or torch.float32)
@@ -231,7 +234,7 @@ def to_peft(weights: LoraWeights, dtype: Any = None) -> tuple[dict[str, Any], di
     out: dict[str, Any] = {}
     by_component: dict[str, dict[str, LoraModule]] = {}
     for (component, path), m in sorted(weights.modules.items()):
-        short = path.removeprefix("text_model.") if component == TEXT_ENCODER else path
+        short = path.removeprefix("text_model.") if component in TEXT_ENCODERS else path
         out[f"{component}.{path}.lora_A.weight"] = _cast(m.down, dtype)
         out[f"{component}.{path}.lora_B.weight"] = _cast(m.up, dtype)
         by_component.setdefault(component, {})[short] = m

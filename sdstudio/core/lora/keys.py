@@ -6,6 +6,7 @@ Every LoRA format names the layer it patches differently:
     attn-procs      down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.down.weight
     kohya           lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0.lora_down.weight
     (text encoder)  lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight
+    (SDXL)          lora_te1_… (CLIP-L, `text_encoder`) and lora_te2_… (OpenCLIP bigG, `text_encoder_2`)
 
 Inside sdstudio a module is `(component, path)`: component `unet` or `text_encoder`, path the
 diffusers/transformers module path, text-encoder paths always with the `text_model.` prefix
@@ -19,10 +20,15 @@ by longest match against it.
 
 from __future__ import annotations
 
+import functools
+
 from sdstudio.core.errors import SdstudioError
 
-UNET, TEXT_ENCODER = "unet", "text_encoder"
+UNET, TEXT_ENCODER, TEXT_ENCODER_2 = "unet", "text_encoder", "text_encoder_2"
+TEXT_ENCODERS = (TEXT_ENCODER, TEXT_ENCODER_2)
 KOHYA_PREFIX = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te_"}
+# SDXL names its two text encoders te1/te2 (kohya's sd-scripts, read by A1111 and ComfyUI).
+SDXL_KOHYA_PREFIX = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te1_", TEXT_ENCODER_2: "lora_te2_"}
 
 # Path segments that contain "_" (everything else is one word or a number).
 SEGMENTS = frozenset({
@@ -33,7 +39,13 @@ SEGMENTS = frozenset({
     # CLIPTextModel
     "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "final_layer_norm",
     "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
+    # SDXL additions
+    "add_embedding", "text_projection",
+    # the SGM/LDM UNet names kohya's sd-scripts uses for SDXL LoRAs (lora_unet_input_blocks_4_1_...)
+    "input_blocks", "middle_block", "output_blocks", "in_layers", "out_layers", "emb_layers", "skip_connection",
+    "time_embed", "label_emb",
 })
+_LDM_UNET_HEADS = ("input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "label_emb.", "out.")
 _MAX_SEGMENT_WORDS = max(s.count("_") + 1 for s in SEGMENTS)
 
 # Legacy attn-procs LoRA layers (`...attn1.processor.to_q_lora`) -> the module they patch.
@@ -47,14 +59,16 @@ class LoraKeyError(SdstudioError):
 
 def canonical_path(component: str, path: str) -> str:
     """Text-encoder paths carry `text_model.` (as in kohya names and the LDM layout)."""
-    if component == TEXT_ENCODER and not path.startswith("text_model."):
+    if component in TEXT_ENCODERS and not path.startswith("text_model.") and path != "text_projection":
         return "text_model." + path
     return path
 
 
-def kohya_name(component: str, path: str) -> str:
-    """`(unet, down_blocks.0....to_out.0)` -> `lora_unet_down_blocks_0_..._to_out_0`."""
-    return KOHYA_PREFIX[component] + canonical_path(component, path).replace(".", "_")
+def kohya_name(component: str, path: str, sdxl: bool = False) -> str:
+    """`(unet, down_blocks.0....to_out.0)` -> `lora_unet_down_blocks_0_..._to_out_0`; an SDXL
+    LoRA's text encoders are `lora_te1_` and `lora_te2_`."""
+    prefixes = SDXL_KOHYA_PREFIX if sdxl or component == TEXT_ENCODER_2 else KOHYA_PREFIX
+    return prefixes[component] + canonical_path(component, path).replace(".", "_")
 
 
 def _split_words(words: list[str]) -> list[str]:
@@ -72,18 +86,36 @@ def _split_words(words: list[str]) -> list[str]:
 
 def path_from_kohya(name: str) -> tuple[str, str]:
     """`lora_unet_down_blocks_0_..._to_out_0` -> `(unet, down_blocks.0....to_out.0)`."""
-    for component, prefix in KOHYA_PREFIX.items():
+    for component, prefix in [*KOHYA_PREFIX.items(), *list(SDXL_KOHYA_PREFIX.items())[1:]]:
         if name.startswith(prefix):
             body = name[len(prefix):]
             break
     else:
-        if name.startswith(("lora_te1_", "lora_te2_")):
-            raise LoraKeyError(f"{name}: an SDXL LoRA (two text encoders); sdstudio handles SD 1.x/2.x LoRAs")
-        raise LoraKeyError(f"{name}: not a kohya LoRA name (expected lora_unet_* or lora_te_*)")
+        raise LoraKeyError(f"{name}: not a kohya LoRA name (expected lora_unet_*, lora_te_* or SDXL's lora_te1_*/lora_te2_*)")
     if not body:
         raise LoraKeyError(f"{name}: kohya LoRA name without a module path")
     path = ".".join(_split_words(body.split("_")))
+    if component == UNET and path.startswith(_LDM_UNET_HEADS):
+        return component, sdxl_unet_path_from_ldm(path, name)
     return component, canonical_path(component, path)
+
+
+def sdxl_unet_path_from_ldm(path: str, name: str = "") -> str:
+    """An SGM-named UNet module of SDXL base (`input_blocks.4.1.transformer_blocks.0.attn1.to_q`, as
+    kohya's sd-scripts names SDXL LoRA layers) -> its diffusers path. SDXL LoRAs name standard SDXL
+    UNets, so the table is SDXL base 1.0's layout."""
+    table = _sdxl_ldm_table()
+    if path not in table:
+        raise LoraKeyError(f"{name or path}: an SGM-named UNet layer that SDXL base does not have ({path})")
+    return table[path]
+
+
+@functools.lru_cache(maxsize=1)
+def _sdxl_ldm_table() -> dict[str, str]:
+    from sdstudio.core.io.ldm_layout import UNET_PREFIX
+    from sdstudio.core.io.sgm_layout import SDXL_BASE_UNET, sdxl_unet_module_map
+
+    return {ldm[len(UNET_PREFIX):]: ours for ours, ldm in sdxl_unet_module_map(SDXL_BASE_UNET).items()}
 
 
 def path_from_attn_procs(prefix: str, lora_layer: str) -> tuple[str, str]:

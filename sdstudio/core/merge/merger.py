@@ -194,7 +194,7 @@ def merge_files(a: str | os.PathLike[str], out: str | os.PathLike[str], b: str |
         for role, src in (("B", src_b), ("C", src_c)):
             if src is not None:
                 check_compatible(src_a, src, role)
-        family_from_keys(src_a.keys(), str(src_a.path))  # A itself must be an SD 1.x/2.x model
+        family_from_keys(src_a.keys(), str(src_a.path))  # A itself must be an SD 1.x/2.x or SDXL model
         if src_vae is not None:
             for key in src_vae.keys():
                 if key in src_a.shapes and src_a.shapes[key] != src_vae.shapes[key]:

@@ -96,6 +96,8 @@ class DiffusersOutput:
                     pshape = (shape[0] // 3,) + shape[1:]
                 elif part.op == "conv1x1" and len(shape) == 4:
                     pshape = shape[:2]
+                elif part.op == "transpose":
+                    pshape = tuple(shape[::-1])
                 per_comp.setdefault(part.component, []).append((part.key, code, pshape))
         try:
             shutil.copytree(config_dir, self.tmp, dirs_exist_ok=True, ignore=self._skip_weights)

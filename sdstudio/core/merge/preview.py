@@ -33,7 +33,12 @@ from sdstudio.core.merge.merger import CONV_IN, add_difference, check_compatible
 
 
 def pipeline_layout(pipe: Any) -> LdmLayout:
-    """The single-file layout of a live StableDiffusionPipeline."""
+    """The single-file layout of a live StableDiffusionPipeline (or SDXL pipeline: SGM layout)."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        from sdstudio.core.io.sgm_layout import SgmLayout
+
+        return SgmLayout(dict(pipe.unet.config), dict(pipe.vae.config), int(pipe.text_encoder.config.num_hidden_layers),
+                         int(pipe.text_encoder_2.config.num_hidden_layers))
     family = "sd2" if pipe.unet.config.cross_attention_dim == 1024 else "sd1"
     return LdmLayout(dict(pipe.unet.config), dict(pipe.vae.config), family,
                      int(pipe.text_encoder.config.num_hidden_layers))
@@ -52,7 +57,7 @@ class PreviewMerger:
 
     def __init__(self, pipe: Any, model_b: str | os.PathLike[str] | None = None,
                  model_c: str | os.PathLike[str] | None = None, method: str = "weighted-sum",
-                 loras: Sequence[tuple[str, float]] = (), components: Sequence[str] = COMPONENTS):
+                 loras: Sequence[tuple[str, float]] = (), components: Sequence[str] | None = None):
         import torch
 
         if model_b is None and not loras:
@@ -61,6 +66,8 @@ class PreviewMerger:
             raise ModelError("add-difference needs models B and C")
         self.pipe, self.method = pipe, method
         self.layout = pipeline_layout(pipe)
+        if components is None:  # every weight-holding component (SDXL: both text encoders)
+            components = COMPONENTS + (("text_encoder_2",) if getattr(pipe, "text_encoder_2", None) is not None else ())
         self._params = _pipeline_params(pipe, components)
         with torch.no_grad():
             self._base = {k: p.detach().clone() for k, p in self._params.items()}

@@ -76,6 +76,8 @@ class ModelSource:
                 shape = (shape[0] * len(parts),) + shape[1:]
             elif parts[0].op == "conv1x1" and len(shape) == 2:
                 shape = shape + (1, 1)
+            elif parts[0].op == "transpose":
+                shape = tuple(shape[::-1])
             self.shapes[key], self.dtypes[key] = shape, info.dtype
 
     def keys(self) -> list[str]:
@@ -95,6 +97,8 @@ class ModelSource:
         import torch
 
         parts = self._pieces[key]
+        if parts[0].op == "transpose":  # a small matrix (SDXL's text_projection): read whole
+            return parts[0].reader.read(parts[0].key).T.contiguous()[start:stop]
         if parts[0].op != "qkv":
             t = parts[0].reader.read(parts[0].key, start, stop)
             return t[:, :, None, None] if parts[0].op == "conv1x1" and t.dim() == 2 else t
@@ -144,7 +148,7 @@ def _open_folder(folder: Path) -> ModelSource:
     resolve_base_model(str(folder))  # refuses non-SD and SDXL folders with a clear message
     layout = LdmLayout.from_folder(folder)
     comp_keys: dict[str, dict[str, Any]] = {}
-    for comp in ("unet", "vae", "text_encoder"):
+    for comp in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if layout.family == "sdxl" else ()):
         for f in _component_files(folder, comp):
             reader = open_reader(f)
             comp_keys.setdefault(comp, {}).update({k: reader for k in reader.tensors})

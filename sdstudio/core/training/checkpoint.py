@@ -63,85 +63,80 @@ def _adapter_metadata(model: Any) -> dict[str, Any] | None:
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()}
 
 
-def write_lora_weights(folder: Path, unet: Any, text_encoder: Any | None) -> None:
-    """The diffusers-format LoRA file of plain (unwrapped) models."""
-    from diffusers import StableDiffusionPipeline
+def write_lora_weights(folder: Path, trained: dict[str, Any]) -> None:
+    """The diffusers-format LoRA file of the plain (unwrapped) trained models, by component name
+    (`unet`, `text_encoder`, SDXL's `text_encoder_2`)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    unet_peft = get_peft_model_state_dict(unet)
-    te_peft = get_peft_model_state_dict(text_encoder) if text_encoder is not None else None
-    StableDiffusionPipeline.save_lora_weights(
-        folder,
-        unet_lora_layers=convert_state_dict_to_diffusers(unet_peft),
-        text_encoder_lora_layers=convert_state_dict_to_diffusers(te_peft) if te_peft else None,
-        unet_lora_adapter_metadata=_adapter_metadata(unet),
-        text_encoder_lora_adapter_metadata=_adapter_metadata(text_encoder) if te_peft else None,
-        weight_name=LORA_WEIGHTS_NAME,
-        safe_serialization=True,
-    )
+    unet = trained["unet"]
+    sdxl = "text_encoder_2" in trained or getattr(unet.config, "addition_embed_type", None) == "text_time"
+    kwargs: dict[str, Any] = {}
+    for name, model in trained.items():
+        kwargs[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+        kwargs[f"{name}_lora_adapter_metadata"] = _adapter_metadata(model)
+    pipeline_class = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
+    pipeline_class.save_lora_weights(folder, weight_name=LORA_WEIGHTS_NAME, safe_serialization=True, **kwargs)
 
 
-def write_peft_state(path: Path, unet: Any, text_encoder: Any | None) -> None:
+def write_peft_state(path: Path, trained: dict[str, Any]) -> None:
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    tensors = {f"unet.{k}": v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
-    if text_encoder is not None:
-        tensors.update({f"text_encoder.{k}": v.detach().float().cpu().contiguous()
-                        for k, v in get_peft_model_state_dict(text_encoder).items()})
+    tensors = {f"{name}.{k}": v.detach().float().cpu().contiguous()
+               for name, model in trained.items() for k, v in get_peft_model_state_dict(model).items()}
     save_file(tensors, str(path))
 
 
-def read_peft_state(path: Path, unet: Any, text_encoder: Any | None) -> None:
+def read_peft_state(path: Path, trained: dict[str, Any]) -> None:
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
-    for prefix, model in (("unet.", unet), ("text_encoder.", text_encoder)):
+    for name, model in trained.items():
+        prefix = name + "."
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if model is None or not sd:
+        if not sd:
             continue
         unexpected = getattr(set_peft_model_state_dict(model, sd), "unexpected_keys", None)
         if unexpected:
             raise RuntimeError(f"{path}: does not match the model: unexpected keys {unexpected[:3]}")
 
 
-def lora_digest(unet: Any, text_encoder: Any | None) -> str:
+def lora_digest(trained: dict[str, Any]) -> str:
     """sha256 of the adapter tensors (names and bytes, fp32): equal digests, equal weights."""
     import hashlib
 
     from peft.utils import get_peft_model_state_dict
 
     h = hashlib.sha256()
-    for prefix, model in (("unet.", unet), ("text_encoder.", text_encoder)):
-        if model is None:
-            continue
+    for name, model in trained.items():
         for key, value in sorted(get_peft_model_state_dict(model).items()):
-            h.update((prefix + key).encode())
+            h.update(f"{name}.{key}".encode())
             h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
-def rank_digests(unet: Any, text_encoder: Any | None) -> list[str]:
+def rank_digests(trained: dict[str, Any]) -> list[str]:
     """Every process's lora_digest, in rank order (a collective: all processes call it)."""
     from accelerate.utils import gather_object
 
-    return list(gather_object([lora_digest(unet, text_encoder)]))
+    return list(gather_object([lora_digest(trained)]))
 
 
 def install_hooks(accelerator: Any, models: Any) -> None:
     """Make save_state/load_state write and read only the adapters. `models()` returns the plain
-    (unet, text_encoder-or-None) pair."""
+    trained models by component name."""
 
     def save_hook(_models: list[Any], weights: list[Any], output_dir: str) -> None:
         weights.clear()  # no full-model files: the adapters are the trained part
         if accelerator.is_main_process:
-            write_peft_state(Path(output_dir) / PEFT_FILE, *models())
+            write_peft_state(Path(output_dir) / PEFT_FILE, models())
 
     def load_hook(loaded: list[Any], input_dir: str) -> None:
         loaded.clear()
-        read_peft_state(Path(input_dir) / PEFT_FILE, *models())
+        read_peft_state(Path(input_dir) / PEFT_FILE, models())
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)

@@ -19,7 +19,7 @@ from sdstudio.core.training.validation_loss import HeldOut, ValidationLoss, spli
 class CheckpointReview:
     """The validation loss at every checkpoint and the background image scorer of one run."""
 
-    def __init__(self, cfg: TrainConfig, log: Callable[[str], None], emit: Callable[[Event], None]) -> None:
+    def __init__(self, cfg: TrainConfig, log: Callable[..., None], emit: Callable[[Event], None]) -> None:
         self.cfg = cfg
         self.log = log
         self.emit = emit
@@ -39,6 +39,9 @@ class CheckpointReview:
         """After the models load: encode the held-out images once (frozen modules on the device)."""
         if self.held is None or not is_main:
             return
+        if models.text_encoder_2 is not None:
+            self.log("validation loss: not measured for SDXL yet (it needs both text encoders and time ids)", "warning")
+            return
         with models.sampling_pipeline() as pipe:
             self.val_loss = ValidationLoss(self.cfg, self.held, pipe.vae, pipe.text_encoder, pipe.tokenizer,
                                            models.noise_scheduler, models.device)
@@ -48,8 +51,8 @@ class CheckpointReview:
         log and the trackers."""
         if self.val_loss is None:
             return
-        unet, text_encoder = models.plain()
-        result = self.val_loss.evaluate(unet, text_encoder)
+        trained = models.plain()
+        result = self.val_loss.evaluate(trained["unet"], trained.get("text_encoder"))
         run_dir.append_metrics({**result.row(step), "val_set": self.val_loss.held.short})
         self.emit(ValidationLossEvent(step, result.loss, result.seconds, self.val_loss.held.short))
         if self.cfg.report_to != "none":

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.dataset import check_dataset, load_rgb, preprocess, require_usable
+from sdstudio.core.dataset import check_dataset, crop_box, load_rgb, preprocess, require_usable
+from sdstudio.core.errors import DatasetError
+from sdstudio.core.training import buckets as bk
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,29 @@ class Example:
     path: Path
     caption: str
     square: bool = True  # from the dataset check's size: on squares every crop is the centre crop
+    size: tuple[int, int] = (0, 0)  # (width, height) of the file
+    placement: bk.Placement | None = None  # its aspect-ratio bucket, when enable_bucket
+
+    @property
+    def fixed_crop(self) -> bool:
+        """Every crop of this image is the same crop (so its latents can be cached whatever center_crop says)."""
+        return self.placement.fixed if self.placement is not None else self.square
+
+
+def _examples(cfg: TrainConfig, root: Path, files: list, prompt: str | None) -> tuple[list[Example], list[str]]:
+    """Examples of usable files; with buckets, each placed, and those too small skipped with the reason."""
+    sizes = bk.config_buckets(cfg) if cfg.enable_bucket else None
+    out: list[Example] = []
+    skipped: list[str] = []
+    for f in files:
+        placement = bk.place(f.width, f.height, sizes) if sizes else None
+        reason = bk.too_small(placement, cfg.max_upscale) if placement else None
+        if reason:
+            skipped.append(f"skipped {root / f.name}: {reason}")
+            continue
+        out.append(Example(root / f.name, f.caption if prompt is None else prompt, f.width == f.height,
+                           (f.width, f.height), placement))
+    return out, skipped
 
 
 def instance_examples(cfg: TrainConfig) -> tuple[list[Example], list[str]]:
@@ -35,17 +60,39 @@ def instance_examples(cfg: TrainConfig) -> tuple[list[Example], list[str]]:
         report = check_dataset(root, captions=False)
     usable = require_usable(report, field_name)
     skipped = [f"skipped {root / f.name}: {f.reason}" for f in report.files if not f.usable]
-    prompt = cfg.instance_prompt or ""
-    examples = [Example(root / f.name, f.caption if cfg.resolved_method == "text2image" else prompt,
-                        f.width == f.height) for f in usable]
-    return examples, skipped
+    prompt = None if cfg.resolved_method == "text2image" else cfg.instance_prompt or ""
+    examples, too_small = _examples(cfg, root, usable, prompt)
+    if not examples:
+        raise DatasetError(f"{field_name} = {root}: every image is too small for its bucket ({too_small[0]})")
+    return examples, skipped + too_small
 
 
 def class_examples(cfg: TrainConfig) -> list[Example]:
-    report = check_dataset(Path(cfg.class_data_dir or ""), captions=False)
+    root = Path(cfg.class_data_dir or "")
+    report = check_dataset(root, captions=False)
     usable = require_usable(report, "class_data_dir")[: cfg.num_class_images]
-    return [Example(Path(cfg.class_data_dir or "") / f.name, cfg.class_prompt or "", f.width == f.height)
-            for f in usable]
+    examples, too_small = _examples(cfg, root, usable, cfg.class_prompt or "")
+    if not examples:
+        raise DatasetError(f"class_data_dir = {root}: every image is too small for its bucket ({too_small[0]})")
+    return examples
+
+
+def crop_geometry(ex: Example, resolution: int, center: bool, flip: bool, rng: Any) -> tuple[Any, tuple[int, int], tuple[int, ...]]:
+    """(how to render the image, (left, top), SDXL's size/crop conditioning).
+
+    The conditioning is (original height, width, crop top, crop left, target height, width),
+    as SDXL was trained: the crop's corner in the resized picture, mirrored when flipped.
+    """
+    w, h = ex.size
+    if ex.placement is not None:
+        p = ex.placement
+        left, top = p.crop(center, rng)
+        shown_left = bk.flipped_left(p, left) if flip else left
+        return p, (left, top), (h, w, top, shown_left, p.bucket[1], p.bucket[0])
+    scale, box = crop_box(w, h, resolution, center, rng)
+    rw = max(resolution, round(w * scale))
+    shown_left = rw - resolution - box[0] if flip else box[0]
+    return None, (box[0], box[1]), (h, w, box[1], shown_left, resolution, resolution)
 
 
 def stream_index(position: int, length: int, seed: int) -> int:
@@ -55,6 +102,20 @@ def stream_index(position: int, length: int, seed: int) -> int:
     epoch, offset = divmod(position, length)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return int(torch.randperm(length, generator=g)[offset])
+
+
+_BUCKET_BATCHES: dict[int, tuple[list[Example], bk.BucketBatches]] = {}
+
+
+def bucket_batch(stream: list[Example], batch_size: int, index: int, seed: int) -> list[Example]:
+    """Batch `index` of an endless stream of one-bucket batches of `stream` (see buckets.BucketBatches)."""
+    held = _BUCKET_BATCHES.get(id(stream))
+    if held is None or held[0] is not stream or held[1].batch_size != batch_size:
+        if len(_BUCKET_BATCHES) > 8:
+            _BUCKET_BATCHES.clear()
+        held = (stream, bk.BucketBatches([ex.placement.bucket for ex in stream], batch_size))  # type: ignore[union-attr]
+        _BUCKET_BATCHES[id(stream)] = held
+    return [stream[i] for i in held[1].batch(index, seed)]
 
 
 def micro_batch_generator(seed: int, micro_batch: int, rank: int) -> Any:
@@ -87,7 +148,7 @@ class ExampleSource:
         self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
         # A random crop changes every epoch: only a centre crop (with or without flip) can be cached;
         # on square images every crop is the centre crop.
-        self.cache_latents = bool(cfg.cache_latents and (cfg.center_crop or all_square))
+        self.cache_latents = bool(cfg.cache_latents and (cfg.center_crop or all_square))  # all_square: every fixed_crop
         self.cache_text = cfg.cache_latents and not cfg.train_text_encoder
         self._latent_cache: dict[tuple[Path, bool], Any] = {}
         self._text_cache: dict[str, Any] = {}
@@ -105,51 +166,72 @@ class ExampleSource:
         """True when training never calls the VAE nor the text encoder (both outputs cached)."""
         return self.cache_latents and self.cache_text
 
+    def _pixels(self, ex: Example, flip: bool, center: bool, rng: Any = None) -> tuple[Any, tuple[int, ...]]:
+        """(pixel tensor of what the model sees, SDXL size/crop conditioning) of one example."""
+        placement, left_top, cond = crop_geometry(ex, self.cfg.resolution, center, flip, rng)
+        image = load_rgb(ex.path)
+        if placement is not None:
+            return pixel_tensor(bk.render(image, placement, left_top, flip)), cond
+        return pixel_tensor(preprocess(image, self.cfg.resolution, True, flip, left_top=left_top)), cond
+
     def precompute(self, examples: list[Example], check: Callable[[], None] = lambda: None) -> None:
-        """Encode every (image, flip) once; text embeddings of every distinct caption once.
-        `check` is called between chunks (it raises to stop)."""
+        """Encode every (image, flip) once, a bucket at a time; text embeddings of every distinct
+        caption once. `check` is called between chunks (it raises to stop)."""
         import torch
 
         if self.cache_latents:
             flips = (False, True) if self.cfg.random_flip else (False,)
-            todo = [(ex.path, f) for ex in examples for f in flips if (ex.path, f) not in self._latent_cache]
-            for start in range(0, len(todo), 8):
-                check()
-                chunk = todo[start : start + 8]
-                pixels = torch.stack([pixel_tensor(preprocess(load_rgb(p), self.cfg.resolution, True, f)) for p, f in chunk])
-                moments = self._moments(pixels).cpu()
-                for key, m in zip(chunk, moments):
-                    self._latent_cache[key] = m
+            todo = [(ex, f) for ex in examples for f in flips if (ex.path, f) not in self._latent_cache]
+            by_shape: dict[Any, list[tuple[Example, bool]]] = {}
+            for ex, f in todo:
+                by_shape.setdefault(ex.placement.bucket if ex.placement else None, []).append((ex, f))
+            for group in by_shape.values():
+                for start in range(0, len(group), 8):
+                    check()
+                    chunk = group[start : start + 8]
+                    pixels = torch.stack([self._pixels(ex, f, True)[0] for ex, f in chunk])
+                    moments = self._moments(pixels).cpu()
+                    for (ex, f), m in zip(chunk, moments):
+                        self._latent_cache[(ex.path, f)] = m
         if self.cache_text:
             for caption in sorted({ex.caption for ex in examples} - set(self._text_cache)):
                 check()
                 self._text_cache[caption] = self._encode_text([caption])[0].cpu()
 
     def latents(self, examples: list[Example], generator: Any) -> Any:
-        """Latents for a micro-batch. The generator is drawn from identically whether the
-        latents come from the cache or from the VAE, so both paths see the same noise."""
+        return self.encode(examples, generator)[0]
+
+    def encode(self, examples: list[Example], generator: Any) -> tuple[Any, list[tuple[int, ...]]]:
+        """Latents for a micro-batch (all of one shape) and each item's size/crop conditioning.
+
+        The generator is drawn from identically whether the latents come from the cache or
+        from the VAE, so both paths see the same noise."""
         import torch
 
         flips = [bool(self.cfg.random_flip and torch.rand((), generator=generator) < 0.5) for _ in examples]
         crop_seed = int(torch.randint(0, 2**31, (), generator=generator))
+        crop_rng = random.Random(crop_seed)
+        center = self.cfg.center_crop
         if self.cache_latents:
+            conds = [crop_geometry(ex, self.cfg.resolution, True, f, None)[2] for ex, f in zip(examples, flips)]
             moments = torch.stack([self._latent_cache[(ex.path, f)] for ex, f in zip(examples, flips)])
         else:
-            crop_rng = random.Random(crop_seed)
-            pixels = torch.stack([
-                pixel_tensor(preprocess(load_rgb(ex.path), self.cfg.resolution, self.cfg.center_crop, f, crop_rng))
-                for ex, f in zip(examples, flips)
-            ])
-            moments = self._moments(pixels).cpu()
+            made = [self._pixels(ex, f, center, crop_rng) for ex, f in zip(examples, flips)]
+            conds = [c for _, c in made]
+            moments = self._moments(torch.stack([p for p, _ in made])).cpu()
         mean, std = moments.chunk(2, dim=1)
         sample = mean + std * torch.randn(mean.shape, generator=generator)
-        return ((sample - self.shift) * self.scaling).to(self.device, dtype=self.weight_dtype)
+        return ((sample - self.shift) * self.scaling).to(self.device, dtype=self.weight_dtype), conds
 
     # captions -> embeddings
     def _encode_text(self, captions: list[str]) -> Any:
         ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids.to(self.device)
         return self.text_encoder(ids, return_dict=False)[0]
+
+    def unet_inputs(self, examples: list[Example], conds: list[tuple[int, ...]]) -> dict[str, Any]:
+        """The UNet's conditioning keywords for these examples (SDXL adds pooled text and time ids)."""
+        return {"encoder_hidden_states": self.text(examples)}
 
     def text(self, examples: list[Example]) -> Any:
         import torch

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.training.examples import Example, ExampleSource, micro_batch_generator, stream_index
+from sdstudio.core.training.examples import Example, ExampleSource, bucket_batch, micro_batch_generator, stream_index
+
+
+def _shape(ex: Example) -> Any:
+    return ex.placement.bucket if ex.placement is not None else None
 
 
 @dataclass
@@ -36,50 +40,67 @@ class StepLoss:
 
     def _batch(self, stream: list[Example], micro: int, seed: int) -> list[Example]:
         b = self.cfg.train_batch_size
+        if stream and stream[0].placement is not None:  # buckets: the whole micro-batch from one bucket
+            return bucket_batch(stream, b, micro * self.num_processes + self.process_index, seed)
         first = (micro * self.num_processes + self.process_index) * b
         return [stream[stream_index(first + j, len(stream), seed)] for j in range(b)]
 
     def __call__(self, micros: list[int]) -> Any:
-        """Mean loss of the given micro-batches, computed in one forward pass.
+        """Mean loss of the given micro-batches, computed in one forward pass per latent shape.
 
         Each micro-batch draws its examples, noise and timesteps from its own generator, so
         folding micro-batches together gives the same loss (and gradient) as running them
         one by one.
         """
         import torch
-        import torch.nn.functional as F
 
         cfg = self.cfg
-        latents, noise, timesteps, batch, weights = [], [], [], [], []
+        # Parts of one latent shape go through the UNet together; with buckets (or prior
+        # preservation whose class images sit in another bucket) there is one pass per shape.
+        groups: dict[tuple[int, ...], dict[str, list[Any]]] = {}
         for micro in micros:
             g = micro_batch_generator(cfg.seed, micro, self.process_index)
-            items = self._batch(self.examples, micro, cfg.seed)
-            item_w = [1.0] * len(items)
-            if cfg.with_prior_preservation:
-                items = items + self._batch(self.class_examples, micro, cfg.seed + 1)
-                item_w += [cfg.prior_loss_weight] * cfg.train_batch_size
-            lat = self.source.latents(items, g)
-            n = torch.randn(lat.shape, generator=g)
-            if cfg.noise_offset:
-                n = n + cfg.noise_offset * torch.randn((lat.shape[0], lat.shape[1], 1, 1), generator=g)
-            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (lat.shape[0],), generator=g)
-            latents.append(lat)
-            noise.append(n.to(lat))
-            timesteps.append(t)
-            batch += items
-            weights += [w / (cfg.train_batch_size * len(micros)) for w in item_w]
-        lat = torch.cat(latents)
-        eps = torch.cat(noise)
-        t = torch.cat(timesteps).to(self.device)
+            inst = self._batch(self.examples, micro, cfg.seed)
+            cls = self._batch(self.class_examples, micro, cfg.seed + 1) if cfg.with_prior_preservation else []
+            inst_w, cls_w = [1.0] * len(inst), [cfg.prior_loss_weight] * len(cls)
+            if not cls or _shape(cls[0]) == _shape(inst[0]):
+                parts = [(inst + cls, inst_w + cls_w)]  # one draw for both, as without buckets
+            else:
+                parts = [(inst, inst_w), (cls, cls_w)]
+            for items, item_w in parts:
+                lat, conds = self.source.encode(items, g)
+                n = torch.randn(lat.shape, generator=g)
+                if cfg.noise_offset:
+                    n = n + cfg.noise_offset * torch.randn((lat.shape[0], lat.shape[1], 1, 1), generator=g)
+                t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (lat.shape[0],), generator=g)
+                group = groups.setdefault(tuple(lat.shape[1:]), {"lat": [], "eps": [], "t": [], "items": [], "conds": [], "w": []})
+                group["lat"].append(lat)
+                group["eps"].append(n.to(lat))
+                group["t"].append(t)
+                group["items"] += items
+                group["conds"] += conds
+                group["w"] += [w / (cfg.train_batch_size * len(micros)) for w in item_w]
+        total = None
+        for group in groups.values():
+            part = self._group_loss(torch.cat(group["lat"]), torch.cat(group["eps"]), torch.cat(group["t"]).to(self.device),
+                                    group["items"], group["conds"], group["w"])
+            total = part if total is None else total + part
+        return total
+
+    def _group_loss(self, lat: Any, eps: Any, t: Any, items: list[Example], conds: list[Any], weights: list[float]) -> Any:
+        """Weighted denoising loss of items that share one latent shape: one UNet pass."""
+        import torch
+        import torch.nn.functional as F
+
         noisy = self.noise_scheduler.add_noise(lat, eps, t)
         target = self.noise_scheduler.get_velocity(lat, eps, t) if self.prediction_type == "v_prediction" else eps
-        context = self.source.text(batch)
+        inputs = self.source.unet_inputs(items, conds)
         if self.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         # autocast, where the config asks for it, is Accelerate's wrapper of the forward (see precision.py)
-        pred = self.unet(noisy, t, context, return_dict=False)[0]
+        pred = self.unet(noisy, t, return_dict=False, **inputs)[0]
         per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        if cfg.snr_gamma:
+        if self.cfg.snr_gamma:
             per_item = per_item * self.snr_weights(t)
         return (per_item * torch.tensor(weights, device=per_item.device)).sum()
 

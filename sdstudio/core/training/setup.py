@@ -34,6 +34,7 @@ class TrainingModels:
         self.noise_scheduler: Any = None
         self.unet: Any = None  # the prepared (and possibly compiled) UNet
         self.text_encoder: Any = None  # prepared when it is trained
+        self.text_encoder_2: Any = None  # SDXL's second text encoder (prepared when trained), else None
         self.params: list[Any] = []
         self.optimizer: Any = None
         self.lr_scheduler: Any = None
@@ -56,10 +57,11 @@ class TrainingModels:
         from diffusers import DDPMScheduler
 
         cfg, acc = self.cfg, self.accelerator
-        self.pipe = load_pipeline(self.base)
+        self.pipe = load_pipeline(self.base, vae=cfg.pretrained_vae_model_name_or_path)
         self.check()
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
-        for module in (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder):
+        self.text_encoder_2 = getattr(self.pipe, "text_encoder_2", None)  # SDXL, else None
+        for module in (self.pipe.unet, self.pipe.vae, *self.text_encoders):
             module.requires_grad_(False)
         if cfg.with_prior_preservation:
             from sdstudio.core.training.class_images import ensure_class_images
@@ -69,8 +71,8 @@ class TrainingModels:
                 ensure_class_images(cfg, self.pipe, self.log, self.check)
             acc.wait_for_everyone()
             self.class_examples = class_examples(cfg)
-        self.pipe.vae.to(self.device)  # the VAE stays fp32: fp16 SD VAEs overflow
-        for module in (self.pipe.text_encoder, self.pipe.unet):
+        self.pipe.vae.to(self.device)  # the VAE stays fp32: fp16 SD and SDXL VAEs overflow (see sdxl.py)
+        for module in (*self.text_encoders, self.pipe.unet):
             module.to(self.device)
             if self.weight_dtype != torch.float32:
                 module.to(dtype=self.weight_dtype)
@@ -81,24 +83,32 @@ class TrainingModels:
         from diffusers.training_utils import cast_training_params
 
         cfg = self.cfg
-        unet, text_encoder = self.pipe.unet, self.pipe.text_encoder
+        unet = self.pipe.unet
         torch.manual_seed(cfg.seed)  # LoRA init is part of the run's determinism
         unet.add_adapter(checkpoint.lora_config(cfg.rank, cfg.effective_alpha, checkpoint.UNET_TARGETS))
         trained = [unet]
-        if cfg.train_text_encoder:
-            text_encoder.add_adapter(checkpoint.lora_config(cfg.rank, cfg.effective_alpha, checkpoint.TEXT_ENCODER_TARGETS))
-            trained.append(text_encoder)
+        if cfg.train_text_encoder:  # SDXL: both encoders, as in the diffusers SDXL script
+            for text_encoder in self.text_encoders:
+                text_encoder.add_adapter(checkpoint.lora_config(cfg.rank, cfg.effective_alpha,
+                                                                checkpoint.TEXT_ENCODER_TARGETS))
+                trained.append(text_encoder)
         cast_training_params(trained, dtype=torch.float32)
         self.params = [p for m in trained for p in m.parameters() if p.requires_grad]
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             if cfg.train_text_encoder:
-                text_encoder.gradient_checkpointing_enable()
+                for text_encoder in self.text_encoders:
+                    text_encoder.gradient_checkpointing_enable()
         self.channels_last = self.cuda_fast
         if self.cuda_fast:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             unet.to(memory_format=torch.channels_last)
+
+    @property
+    def text_encoders(self) -> tuple[Any, ...]:
+        """The base pipeline's text encoders: one, or SDXL's two."""
+        return tuple(m for m in (self.pipe.text_encoder, getattr(self.pipe, "text_encoder_2", None)) if m is not None)
 
     @property
     def cuda_fast(self) -> bool:
@@ -117,35 +127,49 @@ class TrainingModels:
         """Accelerate wraps what trains (DDP, autocast, loss scaling) and checkpoints the rest: the LR
         scheduler is registered rather than prepared, so it steps once per optimizer step."""
         acc = self.accelerator
-        models = [self.pipe.unet] + ([self.pipe.text_encoder] if self.cfg.train_text_encoder else [])
+        trained_te = self.cfg.train_text_encoder
+        models = [self.pipe.unet, *(self.text_encoders if trained_te else ())]
         *prepared, self.optimizer = acc.prepare(*models, self.optimizer)
         self.unet = prepared[0]
-        self.text_encoder = prepared[1] if self.cfg.train_text_encoder else self.pipe.text_encoder
+        self.text_encoder = prepared[1] if trained_te else self.pipe.text_encoder
+        if self.text_encoder_2 is not None:
+            self.text_encoder_2 = prepared[2] if trained_te else self.pipe.text_encoder_2
         acc.register_for_checkpointing(self.lr_scheduler, self.counters)
         checkpoint.install_hooks(acc, self.plain)
 
-    def plain(self) -> tuple[Any, Any | None]:
-        """The trained models without DDP or compile wrappers (plain keys)."""
+    def plain(self) -> dict[str, Any]:
+        """The trained models by component name, without DDP or compile wrappers (plain keys)."""
         acc = self.accelerator
-        return (checkpoint.plain(acc, self.unet),
-                checkpoint.plain(acc, self.text_encoder) if self.cfg.train_text_encoder else None)
+        trained = {"unet": checkpoint.plain(acc, self.unet)}
+        if self.cfg.train_text_encoder:
+            trained["text_encoder"] = checkpoint.plain(acc, self.text_encoder)
+            if self.text_encoder_2 is not None:
+                trained["text_encoder_2"] = checkpoint.plain(acc, self.text_encoder_2)
+        return trained
 
     def _build_caches(self) -> None:
         """Latents and text embeddings computed once; frozen modules off the GPU when both are cached.
         Prompts are encoded by the prepared text encoder, so a trained one's gradients are all-reduced."""
         import torch
 
-        vae, text_encoder = self.pipe.vae, self.pipe.text_encoder
+        vae = self.pipe.vae
         everything = self.examples + self.class_examples
-        self.source = ExampleSource(self.cfg, vae, self.text_encoder, self.pipe.tokenizer, self.device, self.weight_dtype,
-                                    all_square=all(ex.square for ex in everything))
+        fixed = all(ex.fixed_crop for ex in everything)
+        if self.text_encoder_2 is not None:  # SDXL: two encoders, pooled text, size/crop time ids
+            from sdstudio.core.training.sdxl import SdxlSource
+
+            self.source = SdxlSource(self.cfg, vae, (self.text_encoder, self.text_encoder_2),
+                                     (self.pipe.tokenizer, self.pipe.tokenizer_2), self.device, self.weight_dtype, fixed)
+        else:
+            self.source = ExampleSource(self.cfg, vae, self.text_encoder, self.pipe.tokenizer, self.device,
+                                        self.weight_dtype, all_square=fixed)
         if self.source.cache_latents:
             self.log(f"caching latents of {len(everything)} images")
         self.source.precompute(everything, self.check)
         self.offloaded = self.cuda_fast and self.source.frozen_modules_idle
-        if self.offloaded:  # both outputs cached: free their GPU memory until sampling
-            vae.to("cpu")
-            text_encoder.to("cpu")
+        if self.offloaded:  # their outputs cached: free their GPU memory until sampling
+            for module in self.frozen_modules:
+                module.to("cpu")
             torch.cuda.empty_cache()
 
     def _compile(self) -> None:
@@ -182,12 +206,16 @@ class TrainingModels:
 
         unet = checkpoint.plain(self.accelerator, self.unet)
         text_encoder = checkpoint.plain(self.accelerator, self.text_encoder)
-        if self.offloaded:
-            self.pipe.vae.to(self.device)
-            self.pipe.text_encoder.to(self.device)
+        text_encoder_2 = checkpoint.plain(self.accelerator, self.text_encoder_2) if self.text_encoder_2 is not None else None
+        for module in self.frozen_modules if self.offloaded else ():
+            module.to(self.device)
         try:
-            yield make_pipeline(self.pipe, unet, text_encoder, self.pipe.vae)
+            yield make_pipeline(self.pipe, unet, text_encoder, self.pipe.vae, text_encoder_2)
         finally:
-            if self.offloaded:
-                self.pipe.vae.to("cpu")
-                self.pipe.text_encoder.to("cpu")
+            for module in self.frozen_modules if self.offloaded else ():
+                module.to("cpu")
+
+    @property
+    def frozen_modules(self) -> tuple[Any, ...]:
+        """The VAE and text encoders (offloaded from the GPU while their outputs are cached)."""
+        return (self.pipe.vae, *self.text_encoders)

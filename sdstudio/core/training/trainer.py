@@ -239,11 +239,11 @@ class Trainer:
             checkpoint.begin(self.run_dir, self.step)
         acc.wait_for_everyone()
         staging = checkpoint.staging_path(self.run_dir, self.step)
-        unet, text_encoder = self.models.plain()
+        trained = self.models.plain()
         if not self._single_process:
-            self._check_ranks_agree(unet, text_encoder)
+            self._check_ranks_agree(trained)
         if self.is_main:
-            checkpoint.write_lora_weights(staging, unet, text_encoder)
+            checkpoint.write_lora_weights(staging, trained)
         acc.save_state(str(staging / "state"))
         acc.wait_for_everyone()
         if self.is_main:
@@ -254,9 +254,9 @@ class Trainer:
             self.log(f"saved checkpoint {rec.path.name}" + (f" (removed step {removed})" if removed else ""))
         acc.wait_for_everyone()
 
-    def _check_ranks_agree(self, unet: Any, text_encoder: Any | None) -> None:
+    def _check_ranks_agree(self, trained: dict[str, Any]) -> None:
         """Every process must hold the same LoRA weights (DDP all-reduces every trained module)."""
-        digests = checkpoint.rank_digests(unet, text_encoder)
+        digests = checkpoint.rank_digests(trained)
         line = ", ".join(f"rank {i} {d[:16]}" for i, d in enumerate(digests))
         self.log(f"LoRA digests at step {self.step}: {line}")
         if len(set(digests)) > 1:
@@ -317,7 +317,7 @@ class Trainer:
             self._stop_cleanly()
             return
         saved_at, sampled_at = -1, 0 if self.step == 0 else -1
-        self._lora_probe = precision.LoraDtypeProbe(self.models.plain()[0])  # armed after sampling: a step's forward
+        self._lora_probe = precision.LoraDtypeProbe(self.models.plain()["unet"])  # armed after sampling: a step's forward
         while self.step < cfg.max_train_steps:
             t0 = time.perf_counter()
             loss = self._optimizer_step()

@@ -41,9 +41,15 @@ def validation_seeds(cfg: TrainConfig) -> list[int]:
     return [cfg.seed + i for i in range(cfg.num_validation_images)]
 
 
-def make_pipeline(base_pipe: Any, unet: Any, text_encoder: Any, vae: Any) -> Any:
-    """A pipeline sharing the training modules (no copies), with the model's own sampler."""
+def make_pipeline(base_pipe: Any, unet: Any, text_encoder: Any, vae: Any, text_encoder_2: Any = None) -> Any:
+    """A pipeline sharing the training modules (no copies), with the model's own sampler
+    (an SDXL pipeline when there is a second text encoder)."""
     from diffusers import StableDiffusionPipeline
+
+    if text_encoder_2 is not None:
+        from sdstudio.core.training.sdxl import make_pipeline as make_sdxl_pipeline
+
+        return make_sdxl_pipeline(base_pipe, unet, text_encoder, text_encoder_2, vae)
 
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=base_pipe.tokenizer, unet=unet,
@@ -56,7 +62,10 @@ def make_pipeline(base_pipe: Any, unet: Any, text_encoder: Any, vae: Any) -> Any
 def sample(pipe: Any, run: RunDir, step: int, cfg: TrainConfig, prompts: list[str], device: Any,
            autocast_dtype: Any = None, check: Callable[[], None] = lambda: None) -> list[Path]:
     """Generate every (prompt, seed) image for `step`; returns the written paths.
-    `check` is called at every denoising step (it raises to stop)."""
+    `check` is called at every denoising step (it raises to stop).
+
+    With mixed precision the UNet and text encoders run under autocast, but the VAE decodes
+    outside it in fp32: SD and SDXL VAEs overflow in fp16 (black or NaN pictures)."""
     import contextlib
 
     import torch
@@ -72,13 +81,26 @@ def sample(pipe: Any, run: RunDir, step: int, cfg: TrainConfig, prompts: list[st
         with torch.no_grad(), ctx:
             for pi, prompt in enumerate(prompts):
                 gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-                images = pipe([prompt] * len(seeds), height=cfg.resolution, width=cfg.resolution,
-                              num_inference_steps=cfg.validation_num_inference_steps,
-                              guidance_scale=cfg.validation_guidance_scale, generator=gens,
-                              callback_on_step_end=step_check(check)).images
+                out = pipe([prompt] * len(seeds), height=cfg.resolution, width=cfg.resolution,
+                           num_inference_steps=cfg.validation_num_inference_steps,
+                           guidance_scale=cfg.validation_guidance_scale, generator=gens,
+                           callback_on_step_end=step_check(check),
+                           output_type="latent" if autocast_dtype is not None else "pil")
+                images = decode_fp32(pipe, out.images, device) if autocast_dtype is not None else out.images
                 for seed, image in zip(seeds, images):
                     paths.append(run.add_sample(step, pi, prompt, seed, image))
     finally:
         if was_training:
             pipe.unet.train()
     return paths
+
+
+def decode_fp32(pipe: Any, latents: Any, device: Any) -> list[Any]:
+    """Latents -> PIL images with the VAE in fp32 and autocast off."""
+    import torch
+
+    vae = pipe.vae
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    with torch.autocast(device.type, enabled=False):
+        pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor + shift, return_dict=False)[0]
+    return pipe.image_processor.postprocess(pixels.float(), output_type="pil")

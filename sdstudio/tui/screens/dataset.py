@@ -22,6 +22,7 @@ from textual.worker import get_current_worker
 
 from sdstudio.core.paths import data_dir
 from sdstudio.core.models import sampler_defaults as model_defaults
+from sdstudio.core.training import buckets as bk
 from sdstudio.tui.widgets.class_folder import ClassFolderPanel
 from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
@@ -120,7 +121,8 @@ class DatasetScreen(Screen):
             yield Button("Open", id="ds-open", compact=True)
             yield Label("res")
             yield Input(str(self.initial_resolution), type="integer", compact=True, id="ds-res")
-            yield Select([("center crop", True), ("random crop", False)], value=True, allow_blank=False,
+            yield Select([("center crop", True), ("random crop", False), ("buckets", "bucket")], value=True,
+                         allow_blank=False,
                          compact=True, id="ds-crop")
             yield Button("Train →", id="ds-train", variant="primary", compact=True)
         yield Static("Open a folder of images (captions in metadata.jsonl or .txt files, or none for DreamBooth).",
@@ -160,7 +162,12 @@ class DatasetScreen(Screen):
 
     @property
     def center_crop(self) -> bool:
-        return bool(self.query_one("#ds-crop", Select).value)
+        """Centre (or, with buckets, centred-in-bucket) crops; False for random square crops."""
+        return self.query_one("#ds-crop", Select).value is not False
+
+    @property
+    def bucketed(self) -> bool:
+        return self.query_one("#ds-crop", Select).value == "bucket"
 
     def open_folder(self, folder: str | Path) -> None:
         path = Path(folder).expanduser()
@@ -209,7 +216,7 @@ class DatasetScreen(Screen):
         self.report = report
         self.shown = sorted(report.files, key=lambda f: (not f.width, f.name))[:MAX_TILES]  # images first
         more = len(report.files) - len(self.shown)
-        text = summary_text(report.summary())
+        text = summary_text(report.summary()) + " · " + bk.bucket_line(report.usable, self.resolution)
         if more > 0:
             text += f" · grid shows the first {len(self.shown)}"
         self.query_one("#ds-summary", Static).update(text)
@@ -248,7 +255,12 @@ class DatasetScreen(Screen):
         colour = {"ok": "success", "warning": "warning"}.get(rep.status, "error")
         size = f"{rep.width}x{rep.height} {rep.mode}" if rep.width else "not an image"
         reason = f" — {rep.reason}" if rep.reason else ""
-        info.update(f"[b]{_escape(rep.name)}[/]  {size}  [${colour}]{rep.status}{_escape(reason)}[/]")
+        placed = bk.place_files([rep], self.resolution) if rep.usable else {}
+        bucket = ""
+        if rep.name in placed:  # the aspect-ratio bucket it trains in with enable_bucket
+            p, why = placed[rep.name]
+            bucket = f"  bucket {p.bucket[0]}x{p.bucket[1]}" + (" (too small)" if why else "")
+        info.update(f"[b]{_escape(rep.name)}[/]  {size}  [${colour}]{rep.status}{_escape(reason)}[/]{bucket}")
         caption.load_text(rep.caption or "")
         caption.disabled = not rep.width
         if rep.width:
@@ -263,9 +275,17 @@ class DatasetScreen(Screen):
         if rep is None or not rep.width or self.folder is None:
             return
         res = self.resolution
-        self.query_one("#ds-model-label", Label).update(
-            f"model sees {res}x{res} ({'center' if self.center_crop else 'random'} crop)")
-        self._crop_preview(self.folder / rep.name, res, self.center_crop, self.crop_seed)
+        if self.bucketed:
+            placed = bk.place_files([rep], res)
+            if rep.name in placed:
+                p, why = placed[rep.name]
+                w, h = p.bucket
+                self.query_one("#ds-model-label", Label).update(
+                    f"model sees {w}x{h} (bucket, {p.scale:.2f}x)" + (" — too small, skipped" if why else ""))
+        else:
+            self.query_one("#ds-model-label", Label).update(
+                f"model sees {res}x{res} ({'center' if self.center_crop else 'random'} crop)")
+        self._crop_preview(self.folder / rep.name, res, self.center_crop, self.crop_seed, self.bucketed)
 
     def action_reroll_crop(self) -> None:
         self.crop_seed += 1
@@ -279,7 +299,7 @@ class DatasetScreen(Screen):
         self.action_reroll_crop()
 
     @work(thread=True, exclusive=True, group="dataset-crop")
-    def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int) -> None:
+    def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int, bucketed: bool = False) -> None:
         from sdstudio.core.dataset import crop_box, load_rgb, preprocess
 
         try:
@@ -287,9 +307,15 @@ class DatasetScreen(Screen):
         except (OSError, ValueError) as exc:
             self.app.call_from_thread(self.notify, f"{path.name}: {exc}", severity="error")
             return
-        scale, box = crop_box(image.width, image.height, resolution, center, random.Random(seed))
-        original = marked_original(image, box, scale, PREVIEW_PX)
-        seen = preprocess(image, resolution, center_crop=center, rng=random.Random(seed))
+        if bucketed:  # the same placement and render the trainer uses
+            p = bk.place(image.width, image.height, bk.bucket_sizes(resolution))
+            left, top = p.crop(True)
+            original = marked_original(image, (left, top, left + p.bucket[0], top + p.bucket[1]), p.scale, PREVIEW_PX)
+            seen = bk.render(image, p, (left, top))
+        else:
+            scale, box = crop_box(image.width, image.height, resolution, center, random.Random(seed))
+            original = marked_original(image, box, scale, PREVIEW_PX)
+            seen = preprocess(image, resolution, center_crop=center, rng=random.Random(seed))
         seen.thumbnail((PREVIEW_PX, PREVIEW_PX))
         if get_current_worker().is_cancelled:
             return
@@ -342,7 +368,8 @@ class DatasetScreen(Screen):
         """The Train form fields this folder implies (DreamBooth when it has no captions)."""
         if self.folder is None:
             return {}
-        fields: dict[str, Any] = {"resolution": self.resolution, "center_crop": self.center_crop}
+        fields: dict[str, Any] = {"resolution": self.resolution, "center_crop": self.center_crop,
+                                  "enable_bucket": self.bucketed}
         if self.report is not None and self.report.caption_store is None:
             fields.update(method="dreambooth", instance_data_dir=str(self.folder), train_data_dir=None)
             class_fields = self.class_fields()

@@ -26,6 +26,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("learning_rate", "Learning rate", ""),
     ("rank", "LoRA rank", ""),
     ("resolution", "Resolution", ""),
+    ("enable_bucket", "Buckets", "true: keep aspect ratios (64 px buckets)"),
     ("train_batch_size", "Batch size", ""),
     ("validation_steps", "Sample every", "steps"),
     ("checkpointing_steps", "Checkpoint every", "steps"),
@@ -40,6 +41,8 @@ def to_text(name: str, value: Any) -> str:
         return ""
     if name == "validation_prompts":
         return PROMPT_SEPARATOR.join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
