@@ -157,3 +157,18 @@ def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sdstudio.demo.tiny import build_tiny_sdxl_pipeline
 
     return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("tiny-sdxl") / "tiny-sdxl", seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_dreambooth_run(tmp_path_factory: pytest.TempPathFactory):
+    """The shipped demo DreamBooth config, trained once for the learning and recommendation tests,
+    with a checkpoint (scored by the demo judge) every 50 steps. Checkpoints and samples do not
+    change the training: its noise and data order come from per-micro-batch generators."""
+    from sdstudio.core.config import load_config
+    from sdstudio.core.paths import data_dir
+    from sdstudio.core.training.trainer import train
+    from sdstudio.demo import evaluation
+
+    out = tmp_path_factory.mktemp("demo-dreambooth") / "run"
+    cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", evaluation.recommend_run_overrides(out))
+    return train(cfg)

@@ -51,26 +51,32 @@ def base_figures(generator) -> dict[str, float]:
 
 
 def _train_and_measure(config: str, tmp_path: Path, generator, **overrides) -> dict[str, float]:
-    from sdstudio.core.generation.generator import LoraSpec
     from sdstudio.core.training.trainer import train
 
     cfg = load_config(data_dir() / "configs" / config, {"output_dir": str(tmp_path / "run"), **overrides})
-    run = train(cfg)
+    return _measure(train(cfg), cfg.max_train_steps, cfg.instance_prompt or "", generator)
+
+
+def _measure(run, max_train_steps: int, prompt: str, generator) -> dict[str, float]:
+    from sdstudio.core.generation.generator import LoraSpec
+
     final = run.checkpoints()[-1]
-    assert final.step == cfg.max_train_steps
+    assert final.step == max_train_steps
     assert list((run.path / "samples").glob("**/*.png")), "the run keeps validation samples"
     generator.set_loras([LoraSpec(final.path / "pytorch_lora_weights.safetensors")])
     try:
-        return {"subject": _subject_rate(generator.pipe, cfg.instance_prompt or ""),
+        return {"subject": _subject_rate(generator.pipe, prompt),
                 "ordinary": _ordinary_accuracy(generator.pipe)}
     finally:
         generator.forget_loras()
 
 
 @pytest.fixture(scope="module")
-def no_prior_figures(tmp_path_factory: pytest.TempPathFactory, generator) -> dict[str, float]:
-    """The plain DreamBooth run (no prior preservation), trained once for both tests."""
-    return _train_and_measure("demo-dreambooth.toml", tmp_path_factory.mktemp("dreambooth"), generator)
+def no_prior_figures(demo_dreambooth_run, generator) -> dict[str, float]:
+    """The plain DreamBooth run (no prior preservation; conftest trains it once for these tests and
+    the recommendation's), measured at its last checkpoint."""
+    cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml")
+    return _measure(demo_dreambooth_run, cfg.max_train_steps, cfg.instance_prompt or "", generator)
 
 
 def test_dreambooth_teaches_the_subject(no_prior_figures, base_figures) -> None:

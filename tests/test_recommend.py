@@ -72,15 +72,8 @@ FRESH_CAPTIONS = 4
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory):
-    from sdstudio.core.config import load_config
-    from sdstudio.core.paths import data_dir
-    from sdstudio.core.training.trainer import train
-    from sdstudio.demo import evaluation
-
-    out = tmp_path_factory.mktemp("recommend") / "run"
-    cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", evaluation.recommend_run_overrides(out))
-    return train(cfg)
+def demo_run(demo_dreambooth_run):
+    return demo_dreambooth_run  # conftest: shared with the learning tests
 
 
 @pytest.mark.slow

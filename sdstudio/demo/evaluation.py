@@ -68,7 +68,7 @@ def subject_rate(images: list[Any], subject: tuple[str, str] = SUBJECT) -> float
 
 def ordinary_fidelity(samples: list[tuple[str, int, Any]]) -> float:
     """Share of samples showing their caption's colour and shape (backgrounds aside)."""
-    ok = [checker.check_caption(im, p) for p, _, im in samples]
+    ok = [judge.check_caption(im, p) for p, _, im in samples]
     return sum(r["colour"] and r["shape"] for r in ok) / max(1, len(ok))
 
 

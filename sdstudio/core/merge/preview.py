@@ -28,7 +28,7 @@ from typing import Any
 from sdstudio.core.errors import ModelError
 from sdstudio.core.filetypes import COMPONENTS
 from sdstudio.core.io.ldm_layout import LdmLayout, canonical_text_key, from_ldm_tensor
-from sdstudio.core.merge.merger import CONV_IN, add_difference, check_compatible, weighted_sum
+from sdstudio.core.merge.merger import CONV_IN, add_difference, weighted_sum
 
 
 
