@@ -64,6 +64,7 @@ def marked_original(image: Any, box: tuple[int, int, int, int], scale: float, si
 class DatasetScreen(Screen):
     """Open a dataset folder, check it, edit captions, preview crops, hand it to training."""
 
+    AUTO_FOCUS = "#ds-grid"  # the sample folder is open on entry: its files come first
     DEFAULT_CSS = """
     DatasetScreen #ds-top { height: 1; margin-bottom: 1; }
     DatasetScreen #ds-top Input { width: 1fr; }
@@ -222,7 +223,8 @@ class DatasetScreen(Screen):
             self._show_file(None)
 
     def _set_thumbnail(self, index: int, image: Any) -> None:
-        self.query_one(ThumbGrid).set_thumbnail(index, image)
+        for grid in self.query(ThumbGrid):  # none once the studio is closing
+            grid.set_thumbnail(index, image)
 
     # the selected file
     @on(ThumbGrid.Selected, "#ds-grid")

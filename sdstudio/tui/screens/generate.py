@@ -30,6 +30,7 @@ from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
 class GenerateScreen(Screen):
     """Sample the base model with LoRAs; save what is worth keeping."""
 
+    AUTO_FOCUS = "#gen-prompt"  # the first keystroke lands in the prompt
     DEFAULT_CSS = """
     GenerateScreen #gen-body { height: 1fr; }
     GenerateScreen #gen-form { width: 44; padding: 0 1 0 0; }

@@ -34,6 +34,7 @@ _METHOD = {m[1]: m for m in METHODS}
 class MergeScreen(Screen):
     """Merge two or three models, or fuse a LoRA, at a multiplier chosen by eye."""
 
+    AUTO_FOCUS = "#mg-b"  # A is the demo already: B is the first choice to make
     DEFAULT_CSS = """
     MergeScreen #mg-inputs { height: auto; padding: 0 1; }
     MergeScreen .mg-row { height: 1; }

@@ -42,7 +42,7 @@ def initial_config(path: Path | None) -> tuple[dict[str, Any], str]:
 
 
 class TrainScreen(Screen[None]):
-    AUTO_FOCUS = None  # digits switch screens until you Tab into the form
+    AUTO_FOCUS = "#field-method"  # the first choice; a Select leaves the digits to the screen switch
     DEFAULT_CSS = """
     TrainScreen #train-body { height: 1fr; }
     TrainScreen #setup { width: 44; min-width: 36; border-right: solid $panel; padding: 0 1; }
