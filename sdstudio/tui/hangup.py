@@ -103,3 +103,4 @@ class HangupGuard:
         self._trainer_idle.wait(max(0.0, start + TRAINER_GRACE_S - time.monotonic()))
         time.sleep(max(0.0, start + EXIT_DEADLINE_S - time.monotonic()))
         os._exit(0 if self._trainer_idle.is_set() else 1)  # Textual's shutdown blocked: leave anyway
+
