@@ -67,7 +67,8 @@ def detect_family(keys: Iterable[str]) -> str:
     ks = list(keys)
     if any(k.startswith("conditioner.embedders.") for k in ks):
         return "sdxl"
-    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or "lora_A" in k
+    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or "lora.down." in k
+           or "lora_A" in k
            for k in ks[:2000]):
         return "lora"
     if not any(k.startswith("model.diffusion_model.") for k in ks):
