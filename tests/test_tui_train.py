@@ -12,6 +12,7 @@ from sdstudio.tui.images import LazyImage
 from sdstudio.tui.screens.checkpoints import CheckpointsScreen
 from sdstudio.tui.settings import load_settings
 from sdstudio.tui.widgets.sample_preview import SamplePreview
+from sdstudio.tui.widgets.loss_chart import LossChart
 from sdstudio.tui.widgets.train_live import TrainingView
 from test_tui_fixtures import make_dataset, wait_for, write_settings
 
@@ -39,6 +40,9 @@ async def test_train_watch_then_export_a_checkpoint(tiny_model_dir: Path, runs_r
         assert app.session.state == "finished", app.session.error
         live = app.screen.query_one(TrainingView)
         assert len(live.query_one("#loss", Sparkline).data) == 4  # every step reached the curve
+        chart = live.query_one(LossChart)  # and the chart: raw and smoothed, with the numbers
+        assert [s for s, _ in chart._data[0]] == [1, 2, 3, 4]
+        assert chart.numbers.startswith("loss ") and "(step 4)" in chart.numbers and " min " in chart.numbers
         assert len(live.shown_samples) == 2  # newest samples: one per prompt, as thumbnails
         assert live.query_one("#thumb-0 LazyImage", LazyImage).image is not None
 

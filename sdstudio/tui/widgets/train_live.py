@@ -10,6 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, RichLog, Sparkline, Static
 
 from sdstudio.tui.images import Picture
+from sdstudio.tui.widgets.loss_chart import LossChart
 from sdstudio.tui.session import FAILED, IDLE, STARTING, STOPPING, TrainingSession, format_eta
 
 THUMBS = 3
@@ -49,7 +50,8 @@ class TrainingView(Vertical):
     TrainingView #state { text-style: bold; }
     TrainingView #state.-failed { color: $error; }
     TrainingView #state.-stopping { color: $warning; }
-    TrainingView #loss { height: 3; margin: 0; }
+    TrainingView #loss { height: 1; margin: 0; }
+    TrainingView LossChart { height: 1fr; min-height: 8; }
     TrainingView #thumbs { height: auto; max-height: 8; }
     TrainingView #thumbs Picture { width: 14; height: auto; max-height: 7; margin-right: 1; }
     TrainingView #log { height: 1fr; min-height: 3; border-top: solid $panel; }
@@ -60,12 +62,14 @@ class TrainingView(Vertical):
         self._version = -1
         self._log_seen = 0
         self._samples: tuple[Path, ...] = ()
+        self._val_stamp: Any = None
+        self._val: list[tuple[int, float]] = []
 
     def compose(self) -> ComposeResult:
         yield Static(STATE_TEXT[IDLE], id="state")
         yield Static("", id="stats", classes="muted")
-        yield Label("loss (smoothed)", classes="muted")
-        yield Sparkline([], id="loss")
+        yield Sparkline([], id="loss")  # the compact form
+        yield LossChart(id="loss-chart")
         yield Label("samples", id="samples-label", classes="muted")
         with Horizontal(id="thumbs"):
             for i in range(THUMBS):
@@ -87,6 +91,7 @@ class TrainingView(Vertical):
         state.set_class(s.state == STOPPING, "-stopping")
         self.query_one("#stats", Static).update(stats_line(s))
         self.query_one("#loss", Sparkline).data = list(s.losses)
+        self.query_one(LossChart).update_data(s.raw_points, s.smooth_points, self._val_points(s))
         if s.samples != self._samples:
             self._samples = s.samples
             for i in range(THUMBS):
@@ -100,6 +105,24 @@ class TrainingView(Vertical):
         for line in s.log[self._log_seen:]:
             log.write(line)
         self._log_seen = len(s.log)
+
+    def _val_points(self, s: TrainingSession) -> list[tuple[int, float]]:
+        """Validation loss from the run's metrics.jsonl (rows with `val_loss`), re-read when it changed."""
+        if s.run_dir is None:
+            return []
+        metrics = s.run_dir / "metrics.jsonl"
+        try:
+            stamp = (metrics, metrics.stat().st_mtime_ns)
+        except OSError:
+            return []
+        if stamp != self._val_stamp:
+            from sdstudio.core.runs import RunDir
+
+            self._val_stamp = stamp
+            rows = RunDir(s.run_dir).metrics()
+            self._val = [(int(r["step"]), float(r["val_loss"])) for r in rows
+                         if isinstance(r.get("val_loss"), (int, float)) and "step" in r]
+        return self._val
 
     @property
     def shown_samples(self) -> tuple[Path, ...]:
