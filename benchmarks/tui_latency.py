@@ -94,10 +94,10 @@ async def _measure(settings_path: Path, presses: int) -> dict[str, list[float]]:
         await pilot.pause(0.5)
         screen = app.screen
         for i in range(presses):
-            before = screen.query_one("#grid").cursor_coordinate.row
+            before = screen.query_one("#grid").cursor[0]
             key = "k" if i % 2 == 0 else "j"
             results["move in grid (j/k)"].append(
-                await press_until(app, key, lambda b=before: screen.query_one("#grid").cursor_coordinate.row != b))
+                await press_until(app, key, lambda b=before: screen.query_one("#grid").cursor[0] != b))
             await asyncio.sleep(0.2)
         steps = app.session.step
         app.session.request_stop()

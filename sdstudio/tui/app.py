@@ -50,7 +50,7 @@ class StudioApp(App[None]):
         # F1-F5 work from anywhere, inside a text field too (priority), and pass through SSH and tmux;
         # the digits work wherever no field has the focus (Escape leaves a field).
         *(Binding(f"f{key}", f"app.switch_mode('{mode}')", label, id=f"screen.{mode}.fkey", priority=True,
-                  tooltip=f"Go to the {mode.title()} screen") for mode, _, _, key, label in SCREENS),
+                  key_display=f"F{key}", tooltip=f"Go to the {mode.title()} screen") for mode, _, _, key, label in SCREENS),
         *(Binding(key, f"app.switch_mode('{mode}')", label, id=f"screen.{mode}", show=False,
                   tooltip=f"Go to the {mode.title()} screen") for mode, _, _, key, label in SCREENS),
         Binding("escape", "leave_field", "Leave field", id="app.leave_field", show=False,
