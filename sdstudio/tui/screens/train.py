@@ -70,6 +70,7 @@ class TrainScreen(Screen[None]):
         settings = getattr(self.app, "settings", None)
         self._base, self._toml_path = initial_config(getattr(settings, "train_config", None))
         self._error_text = ""
+        self._validation_pending = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -119,9 +120,20 @@ class TrainScreen(Screen[None]):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id != "toml-path":
-            self.validate()
+            self._validate_soon()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        self._validate_soon()
+
+    def _validate_soon(self) -> None:
+        """One validation per burst of changes: every field posts Changed when the form is filled
+        (14 at mount, before the first paint), and each validation restyles the rows."""
+        if not self._validation_pending:
+            self._validation_pending = True
+            self.call_after_refresh(self._validate_now)
+
+    def _validate_now(self) -> None:
+        self._validation_pending = False
         self.validate()
 
     # actions

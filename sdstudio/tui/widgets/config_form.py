@@ -133,4 +133,6 @@ class ConfigForm(VerticalScroll):
     def mark(self, field: str | None) -> None:
         """Highlight the row of the field an error names (None clears)."""
         for row in self.query(".form-row"):
-            row.set_class(row.id == f"row-{field}", "-invalid")
+            invalid = row.id == f"row-{field}"
+            if row.has_class("-invalid") != invalid:  # no restyle when nothing changes
+                row.set_class(invalid, "-invalid")

@@ -48,10 +48,18 @@ class LossChart(Vertical):
         self._pending = False
 
     def compose(self) -> ComposeResult:
+        yield Static(loss_numbers([], []), id="loss-numbers")  # the plot is mounted with the first points
+
+    def _plot(self) -> Any:
+        """The PlotextPlot, created on first use: plotext's import stays out of the studio's first paint."""
         from textual_plotext import PlotextPlot
 
-        yield Static(loss_numbers([], []), id="loss-numbers")
-        yield PlotextPlot(id="loss-plot")
+        plots = self.query(PlotextPlot)
+        if plots:
+            return plots.first()
+        plot = PlotextPlot(id="loss-plot")
+        self.mount(plot)
+        return plot
 
     @property
     def numbers(self) -> str:
@@ -70,15 +78,15 @@ class LossChart(Vertical):
         self._draw()
 
     def _draw(self) -> None:
-        from textual_plotext import PlotextPlot
-
         self._pending = False
         raw, smoothed, val = self._data
+        if not raw:
+            return
         key = (len(raw), raw[-1] if raw else None, len(val))
         if key == self._drawn_key:
             return
         self._drawn_key, self._drawn_at = key, time.monotonic()
-        plot = self.query_one(PlotextPlot)
+        plot = self._plot()
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, RichLog, Sparkline, Static
+from textual.widgets import Label, Log, Sparkline, Static
 
 from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.loss_chart import LossChart
@@ -74,7 +74,7 @@ class TrainingView(Vertical):
         with Horizontal(id="thumbs"):
             for i in range(THUMBS):
                 yield Picture(None, id=f"thumb-{i}")
-        yield RichLog(id="log", max_lines=1000, wrap=True, markup=False)
+        yield Log(id="log", max_lines=1000)  # plain lines; RichLog would import rich.pretty before the first paint
 
     def sync(self, s: TrainingSession) -> None:
         if s.version == self._version:
@@ -98,12 +98,12 @@ class TrainingView(Vertical):
                 self.query_one(f"#thumb-{i}", Picture).show(s.samples[i] if i < len(s.samples) else None)
             if s.sample_step is not None:
                 self.query_one("#samples-label", Label).update(f"samples at step {s.sample_step}")
-        log = self.query_one("#log", RichLog)
+        log = self.query_one("#log", Log)
         if len(s.log) < self._log_seen:  # a new run started
             log.clear()
             self._log_seen = 0
         for line in s.log[self._log_seen:]:
-            log.write(line)
+            log.write_line(line)
         self._log_seen = len(s.log)
 
     def _val_points(self, s: TrainingSession) -> list[tuple[int, float]]:
