@@ -23,6 +23,7 @@ from textual.widgets import Static
 from sdstudio.tui.images import Picture
 
 CELL_W, CELL_H = 12, 6  # one thumbnail: 12 columns x 6 rows (12 x 12 pixels of half-cells, more with Sixel)
+ROW_W, ROW_H = 20, 10  # a thumbnail in the row view: every sample of one step, wrapped to the width
 LABEL_W = 10
 
 
@@ -36,7 +37,7 @@ class SheetRow:
 class Cell(Vertical):
     DEFAULT_CSS = f"""
     Cell {{ width: {CELL_W}; height: {CELL_H}; border: none; }}
-    Cell.-cursor {{ tint: $accent 45%; }}
+    Cell.-cursor, Cell.-cursor * {{ tint: $accent 40%; }}
     Cell > Picture {{ width: {CELL_W}; height: {CELL_H}; }}
     Cell > Picture > .picture-image {{ width: 100%; height: 100%; }}
     """
@@ -67,11 +68,13 @@ class ContactSheet(Vertical, can_focus=True):
     ContactSheet .sheet-label {{ width: {LABEL_W}; height: 100%; color: $text-muted; }}
     ContactSheet .sheet-title {{ width: {CELL_W}; height: 1; color: $text-muted; }}
     ContactSheet .sheet-line.-cursor-row .sheet-label {{ color: $text; text-style: bold; }}
-    ContactSheet.-row-mode .sheet-line {{ display: none; }}
-    ContactSheet.-row-mode .sheet-line.-cursor-row {{ display: block; height: 1fr; }}
-    ContactSheet.-row-mode Cell {{ width: 24; height: 100%; }}
-    ContactSheet.-row-mode Cell > Picture {{ width: 24; height: 100%; }}
-    ContactSheet.-row-mode .sheet-title {{ width: 24; }}
+    ContactSheet.-row-mode .sheet-line, ContactSheet.-row-mode .sheet-head {{ display: none; }}
+    ContactSheet.-row-mode .sheet-line.-cursor-row {{
+        display: block; layout: grid; grid-columns: {ROW_W}; grid-rows: {ROW_H}; height: auto; width: 100%;
+    }}
+    ContactSheet.-row-mode .sheet-label {{ display: none; }}
+    ContactSheet.-row-mode Cell {{ width: {ROW_W}; height: {ROW_H}; }}
+    ContactSheet.-row-mode Cell > Picture {{ width: {ROW_W}; height: {ROW_H}; }}
     """
     BINDINGS = [
         Binding("left,h", "move(0, -1)", "Left", show=False),
@@ -155,9 +158,11 @@ class ContactSheet(Vertical, can_focus=True):
     # the window of columns in view
     @property
     def visible_columns(self) -> int:
-        width = CELL_W * (2 if self.row_mode else 1)
+        """Columns in view: those that fit beside the step labels; in the row view, all of them."""
+        if self.row_mode:
+            return max(1, len(self.titles))
         view = self.query_one("#sheet-scroll", ScrollableContainer).scrollable_content_region.width - LABEL_W
-        return max(1, view // width)
+        return max(1, view // CELL_W)
 
     def _apply_window(self, force: bool = False) -> None:
         """Show the columns [first, first + visible) so that the cursor's column is among them."""
@@ -198,6 +203,9 @@ class ContactSheet(Vertical, can_focus=True):
         self.call_after_refresh(self._after_mode_change)
 
     def _after_mode_change(self) -> None:
+        per_line = max(1, self.query_one("#sheet-scroll", ScrollableContainer).scrollable_content_region.width // ROW_W)
+        for line in self._lines:
+            line.styles.grid_size_columns = per_line
         self._apply_window(force=True)
         cell = self._cells.get(self.cursor)
         if cell is not None:
@@ -219,7 +227,10 @@ class ContactSheet(Vertical, can_focus=True):
         shown = max(1, min(total - first, self.visible_columns))
         left = "← " if first > 0 else ""
         right = " →" if first + shown < total else ""
-        mode = " · row view (w: sheet)" if self.row_mode else " · w: row view"
+        if self.row_mode:
+            step = self.rows[self.cursor[0]].step if self.rows else "-"
+            return f"step {step}: all {total} samples · w: back to the sheet"
+        mode = " · w: row view"
         return f"{left}{total} samples, {shown} shown{right}{mode}"
 
     def _update_hint(self) -> None:
@@ -227,4 +238,4 @@ class ContactSheet(Vertical, can_focus=True):
             self.query_one("#sheet-hint", Static).update(self.hint)
 
     def on_resize(self) -> None:
-        self.call_after_refresh(self._apply_window, True)
+        self.call_after_refresh(self._after_mode_change)
