@@ -36,7 +36,7 @@ _METHOD = {m[1]: m for m in METHODS}
 class MergeScreen(Screen):
     """Merge two or three models, or fuse a LoRA, at a multiplier chosen by eye."""
 
-    AUTO_FOCUS = "#mg-b"  # A is the demo already: B is the first choice to make
+    AUTO_FOCUS = "#mg-b Select"  # A is the demo already: B is the first choice to make
     DEFAULT_CSS = """
     MergeScreen #mg-inputs { height: auto; padding: 0 1; }
     MergeScreen .mg-row { height: 1; }
@@ -348,7 +348,7 @@ def default_output(inputs: dict[str, Any], multiplier: float) -> Path:
     what = {"weighted-sum": "ws", "add-difference": "ad", "lora-fuse": "lora"}[inputs["method"]]
     name = f"{stem(inputs['a'])}+{stem(inputs['b'])}" + (f"-{stem(inputs['c'])}" if inputs.get("c") else "")
     base = runs_root() / "merges" / f"{name}-{what}{multiplier:.2f}"
-    out, n = base.with_suffix(".safetensors"), 1
+    out, n = base.parent / f"{base.name}.safetensors", 1  # not with_suffix: "0.30" is no suffix
     while out.exists():
         n += 1
         out = base.parent / f"{base.name}-{n}.safetensors"
