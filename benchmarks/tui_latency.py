@@ -3,9 +3,9 @@
     python benchmarks/tui_latency.py [--presses 20] [--threads N] [--sizes 80x24,120x40]
 
 Builds the tiny random-weight model in a temporary folder, starts a long run from the Train
-screen (the real trainer, in the App's worker thread) with 2 prompts x 4 seeds sampled every
-5 steps, waits until the contact sheet holds 6 steps x 8 samples (48 thumbnails), then presses
-keys headlessly at each terminal size: `3`/`2` (switch Train <-> Checkpoints), `j`/`k` (move
+screen (the real trainer, in the App's worker thread), opens a run of 6 steps x 8 samples
+(48 thumbnails, pictures from the sample data) on the Checkpoints screen while that training
+goes on, then presses keys headlessly at each terminal size: `3`/`2` (switch Train <-> Checkpoints), `j`/`k` (move
 between steps) and `l`/`h` (move between samples, paging the columns). Each figure is the wall
 time from posting the key to the end of the first compositor update that shows its effect.
 """
@@ -40,11 +40,30 @@ def _setup(tmp: Path) -> Path:
     (data / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp / "train.toml").write_text(
         f'pretrained_model_name_or_path = "{model}"\ntrain_data_dir = "{data}"\nresolution = 32\n'
-        'max_train_steps = 100000\nvalidation_steps = 5\ncheckpointing_steps = 25\nnum_validation_images = 4\n'
+        'max_train_steps = 100000\nvalidation_steps = 25\ncheckpointing_steps = 25\nnum_validation_images = 1\n'
         'validation_num_inference_steps = 2\nvalidation_prompts = ["a red circle", "a blue square"]\n')
+    _sheet_run(Path(os.environ["SDSTUDIO_RUNS"]) / "sheet-48")
     settings = tmp / "config.toml"
     settings.write_text('train_config = "train.toml"\n')
     return settings
+
+
+def _sheet_run(folder: Path) -> None:
+    """A finished run with 6 steps x (2 prompts x 4 seeds) = 48 samples: the contact sheet to move in."""
+    from PIL import Image
+
+    from sdstudio.core.paths import data_dir
+    from sdstudio.core.runs import RunDir
+
+    pictures = sorted((data_dir() / "shapes").glob("*.png"))
+    run = RunDir(folder)
+    run.write_config({"pretrained_model_name_or_path": "demo", "max_train_steps": 50}, {"version": "bench"})
+    for r, step in enumerate(range(0, 60, 10)):
+        for p, prompt in enumerate(("a red circle", "a blue square")):
+            for seed in range(4):
+                picture = pictures[(r * 8 + p * 4 + seed) % len(pictures)]
+                run.add_sample(step, p, prompt, seed, Image.open(picture).convert("RGB"))
+    run.write_status("finished", 50, 50)
 
 
 def _summary(name: str, values: list[float]) -> str:
@@ -83,10 +102,18 @@ async def _measure(settings_path: Path, presses: int, size: tuple[int, int]) -> 
         await pilot.pause()
         await pilot.press("ctrl+r")
         deadline = time.monotonic() + 600
-        while app.session.step < 27:  # samples at steps 0, 5, ..., 25: 6 x 8 = 48 thumbnails
+        while app.session.step < 30:  # past the first samples and checkpoint
             if time.monotonic() > deadline or app.session.state == "failed":
                 raise SystemExit(f"training did not get going: {app.session.state} {app.session.error}")
             await asyncio.sleep(0.2)
+        await pilot.press("3")
+        await pilot.pause(0.5)
+        from sdstudio.core.runs import RunDir
+
+        app.screen.open(RunDir(Path(os.environ["SDSTUDIO_RUNS"]) / "sheet-48"))  # the 48 thumbnails
+        await pilot.pause(1.0)
+        await pilot.press("2")
+        await pilot.pause(0.5)
         for i in range(presses):
             target = "checkpoints" if i % 2 == 0 else "train"
             results["switch screen (2/3)"].append(

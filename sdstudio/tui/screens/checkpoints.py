@@ -13,8 +13,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, Select, Static
+from textual.widgets import Header, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from sdstudio.core.paths import runs_root
@@ -23,6 +22,8 @@ from sdstudio.tui.review import RunSnapshot, load_favourites, read_snapshot, sig
 from sdstudio.tui.screens.resume import is_resumable
 from sdstudio.tui.widgets.contact_sheet import ContactSheet, SheetRow
 from sdstudio.tui.widgets.sample_preview import SamplePreview, Shown
+from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.widgets.footer import StudioFooter
 
 POLL_SECONDS = 1.5
 
@@ -35,7 +36,7 @@ def run_label(run: RunDir) -> str:
     return f"{run.name}  [{state} {st.get('step', 0)}/{st.get('total', 0)}]"
 
 
-class CheckpointsScreen(Screen[None]):
+class CheckpointsScreen(StudioScreen):
     AUTO_FOCUS = "#grid"
     DEFAULT_CSS = """
     CheckpointsScreen #run-bar { height: 1; }
@@ -82,7 +83,7 @@ class CheckpointsScreen(Screen[None]):
         with Horizontal(id="review-body"):
             yield ContactSheet(id="grid")
             yield SamplePreview(id="preview")
-        yield Footer(compact=True)
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Checkpoints"

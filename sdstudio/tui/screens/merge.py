@@ -15,14 +15,15 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Header, Input, Label, ProgressBar, Select, Static
 
 from sdstudio.core.catalog import merge_candidates
 from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.model_picker import ModelPicker
 from sdstudio.tui.widgets.slider import FloatSlider
+from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.widgets.footer import StudioFooter
 
 DEBOUNCE_S = 0.25
 METHODS = (  # (label, method, needs C, slider range, what the slider means)
@@ -33,7 +34,7 @@ METHODS = (  # (label, method, needs C, slider range, what the slider means)
 _METHOD = {m[1]: m for m in METHODS}
 
 
-class MergeScreen(Screen):
+class MergeScreen(StudioScreen):
     """Merge two or three models, or fuse a LoRA, at a multiplier chosen by eye."""
 
     AUTO_FOCUS = "#mg-b Select"  # A is the demo already: B is the first choice to make
@@ -116,7 +117,7 @@ class MergeScreen(Screen):
                 yield Button("Save merge", id="mg-save", variant="primary", compact=True)
                 yield ProgressBar(total=100, id="mg-save-progress", show_eta=False)
                 yield Static("", id="mg-save-status")
-        yield Footer()
+        yield StudioFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "Merge"

@@ -12,14 +12,15 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label, Select, Static
+from textual.widgets import Header, Input, Label, Select, Static
 
 from sdstudio.core.config import TrainConfig, build_config, load_config, save_toml
 from sdstudio.core.errors import ConfigError, SdstudioError
 from sdstudio.core.paths import data_dir
 from sdstudio.tui.widgets.config_form import ConfigForm
 from sdstudio.tui.widgets.train_live import TrainingView
+from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.widgets.footer import StudioFooter
 
 DEFAULT_TOML = "train.toml"
 
@@ -41,7 +42,7 @@ def initial_config(path: Path | None) -> tuple[dict[str, Any], str]:
     return cfg.to_dict(), DEFAULT_TOML
 
 
-class TrainScreen(Screen[None]):
+class TrainScreen(StudioScreen):
     AUTO_FOCUS = "#field-method"  # the first choice; a Select leaves the digits to the screen switch
     DEFAULT_CSS = """
     TrainScreen #train-body { height: 1fr; }
@@ -83,7 +84,7 @@ class TrainScreen(Screen[None]):
                     yield Label("File")
                     yield Input(self._toml_path, compact=True, id="toml-path")
             yield TrainingView(id="live")
-        yield Footer(compact=True)
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Train"

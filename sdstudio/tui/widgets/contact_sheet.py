@@ -61,13 +61,12 @@ class ContactSheet(Vertical, can_focus=True):
     DEFAULT_CSS = f"""
     ContactSheet {{ height: 1fr; }}
     ContactSheet:focus #sheet-hint {{ color: $accent; }}
-    ContactSheet #sheet-hint {{ height: 1; color: $text-muted; }}
+    ContactSheet #sheet-hint {{ height: 1; width: 1fr; color: $text-muted; }}
     ContactSheet #sheet-scroll {{ height: 1fr; overflow-x: hidden; overflow-y: auto; }}
     ContactSheet .sheet-line {{ height: {CELL_H}; width: auto; }}
     ContactSheet .sheet-head {{ height: 1; width: auto; }}
     ContactSheet .sheet-label {{ width: {LABEL_W}; height: 100%; color: $text-muted; }}
     ContactSheet .sheet-title {{ width: {CELL_W}; height: 1; color: $text-muted; }}
-    ContactSheet .sheet-line.-cursor-row .sheet-label {{ color: $text; text-style: bold; }}
     ContactSheet.-row-mode .sheet-line, ContactSheet.-row-mode .sheet-head {{ display: none; }}
     ContactSheet.-row-mode .sheet-line.-cursor-row {{
         display: block; layout: grid; grid-columns: {ROW_W}; grid-rows: {ROW_H}; height: auto; width: 100%;
@@ -187,12 +186,16 @@ class ContactSheet(Vertical, can_focus=True):
     def _mark(self, old: tuple[int, int] | None, new: tuple[int, int]) -> None:
         if old is not None and old in self._cells:
             self._cells[old].remove_class("-cursor")
-        if old is not None and old[0] < len(self._lines) and (new is None or old[0] != new[0]):
-            self._lines[old[0]].remove_class("-cursor-row")
         if new in self._cells:
             self._cells[new].add_class("-cursor")
-        if new[0] < len(self._lines):
-            self._lines[new[0]].add_class("-cursor-row")
+        # the row class restyles a whole line: only the row view needs it, and it sets it when entered
+        if self.row_mode and (old is None or old[0] != new[0]):
+            self._mark_row(new[0])
+
+    def _mark_row(self, row: int | None) -> None:
+        for r, line in enumerate(self._lines):
+            if line.has_class("-cursor-row") != (r == row):
+                line.set_class(r == row, "-cursor-row")
 
     def action_move(self, drow: int, dcol: int) -> None:
         if self.rows:
@@ -200,6 +203,7 @@ class ContactSheet(Vertical, can_focus=True):
 
     def action_toggle_rows(self) -> None:
         self.toggle_class("-row-mode")
+        self._mark_row(self.cursor[0] if self.row_mode else None)
         self.call_after_refresh(self._after_mode_change)
 
     def _after_mode_change(self) -> None:
@@ -235,7 +239,10 @@ class ContactSheet(Vertical, can_focus=True):
 
     def _update_hint(self) -> None:
         if self.is_mounted:
-            self.query_one("#sheet-hint", Static).update(self.hint)
+            text = self.hint
+            if text != getattr(self, "_hint_shown", None):  # an update costs a repaint: only on change
+                self._hint_shown = text
+                self.query_one("#sheet-hint", Static).update(text)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._after_mode_change)
