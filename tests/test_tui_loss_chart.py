@@ -32,6 +32,7 @@ async def test_chart_shows_raw_smoothed_and_validation_loss(tmp_path: Path) -> N
 
     app = Host()
     async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()  # the chart is built after the first paint
         view = app.query_one(TrainingView)
         view.sync(session)
         await pilot.pause(1.2)  # the chart redraws at most once a second

@@ -139,6 +139,12 @@ class ContactSheet(Vertical, can_focus=True):
         self.cursor = self._clamp(target)
         self._mark(None, self.cursor)
         self._apply_window(force=True)
+        self.call_after_refresh(self._scroll_to_cursor)  # new cells have no place until laid out
+
+    def _scroll_to_cursor(self) -> None:
+        cell = self._cells.get(self.cursor)
+        if cell is not None:
+            self.query_one("#sheet-scroll", ScrollableContainer).scroll_to_widget(cell, animate=False)
 
     def _clamp(self, rc: tuple[int, int]) -> tuple[int, int]:
         if not self.rows:
@@ -211,9 +217,7 @@ class ContactSheet(Vertical, can_focus=True):
         for line in self._lines:
             line.styles.grid_size_columns = per_line
         self._apply_window(force=True)
-        cell = self._cells.get(self.cursor)
-        if cell is not None:
-            self.query_one("#sheet-scroll", ScrollableContainer).scroll_to_widget(cell, animate=False)
+        self._scroll_to_cursor()
         self._update_hint()
 
     @property

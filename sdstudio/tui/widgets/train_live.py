@@ -68,16 +68,24 @@ class TrainingView(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(STATE_TEXT[IDLE], id="state")
         yield Static("", id="stats", classes="muted")
-        yield Sparkline([], id="loss")  # the compact form
-        yield LossChart(id="loss-chart")
-        yield Label("samples", id="samples-label", classes="muted")
-        with Horizontal(id="thumbs"):
-            for i in range(THUMBS):
-                yield Picture(None, id=f"thumb-{i}")
-        yield Log(id="log", max_lines=1000)  # plain lines; RichLog would import rich.pretty before the first paint
+
+    def on_mount(self) -> None:
+        # The rest is empty until a run starts: it is built after the first paint, which it would slow.
+        self.call_after_refresh(self._build_rest)
+
+    def _build_rest(self) -> None:
+        self.mount_all([
+            Sparkline([], id="loss"),  # the compact form
+            LossChart(id="loss-chart"),
+            Label("samples", id="samples-label", classes="muted"),
+            Horizontal(*(Picture(None, id=f"thumb-{i}") for i in range(THUMBS)), id="thumbs"),
+            Log(id="log", max_lines=1000),  # plain lines: RichLog imports rich.pretty (and attrs)
+        ])
+        self._built = True
+        self._version = -1  # draw everything on the next sync
 
     def sync(self, s: TrainingSession) -> None:
-        if s.version == self._version:
+        if s.version == self._version or not getattr(self, "_built", False):
             return
         self._version = s.version
         state = self.query_one("#state", Static)
