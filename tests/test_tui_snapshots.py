@@ -83,7 +83,11 @@ def test_checkpoints_contact_sheet_shows_thumbnails(snap_compare, runs_root: Pat
         shown = [c for c in sheet.query("Cell") if c.display]
         assert shown and all(c.query_one("LazyImage").image is not None for c in shown)
         assert sheet.hint.startswith("8 samples, ") and sheet.hint.split(" shown")[1].startswith(" →")
-        await pilot.pause(0.5)  # the pictures' widgets are mounted and painted
-        await pilot.wait_for_scheduled_animations()
+        scroll = sheet.query_one("#sheet-scroll")
+        for _ in range(50):  # the cursor follows the newest step: the sheet scrolls down to it
+            if scroll.scroll_y > 0 and scroll.scroll_y == scroll.max_scroll_y:
+                break
+            await pilot.pause(0.1)
+        await pilot.pause(0.3)  # the pictures' widgets are mounted and painted
 
     assert snap_compare(StudioApp(start_screen="checkpoints"), terminal_size=(80, 24), run_before=look)

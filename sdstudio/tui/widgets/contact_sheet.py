@@ -49,6 +49,10 @@ class Cell(Vertical):
     def compose(self) -> ComposeResult:
         yield Picture(self.path)
 
+    def on_mount(self) -> None:
+        if self.has_class("-cursor"):  # the cursor's cell came with new rows: bring it into view once placed
+            self.call_after_refresh(self.scroll_visible, animate=False, immediate=True)
+
     def set_path(self, path: Path | None) -> None:
         if path != self.path:
             self.path = path
