@@ -7,6 +7,7 @@ screen; torch and diffusers load inside the training worker, after the first pai
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -235,4 +236,6 @@ def run_app(run_dir: str | None = None, images: str | None = None) -> int | None
     tui_images.init_images(tui_images.choose_renderer(images, settings.images))
     app = StudioApp(settings=settings, run_dir=run_dir)
     app.run()
+    if app.hung_up:  # nobody is watching: skip the slow interpreter teardown (see tui/hangup.py)
+        os._exit(0)
     return 0

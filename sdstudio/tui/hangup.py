@@ -11,7 +11,10 @@ orphan re-parented to init, holding the GPU if a model was loaded). So the guard
 * does the hang-up contract for a running training at once, from the handler (the trainer's flags
   are thread-safe): save a checkpoint, stop, mark the run stopped;
 * asks the app to exit normally, and starts a watchdog that waits for the trainer (at most
-  TRAINER_GRACE_S) and then ends the process with `os._exit` if Textual's shutdown has not.
+  TRAINER_GRACE_S) and then ends the process with `os._exit` if Textual's shutdown has not;
+* after a hang-up, `run_app` also leaves with `os._exit` once Textual has closed: tearing down
+  torch and a loaded model at interpreter exit can take seconds, and everything worth keeping
+  (checkpoint, status) is on disk by then.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Callable
 
 TRAINER_GRACE_S = 3.8  # a step plus a LoRA checkpoint; the checkpoint write is atomic either way
 EXIT_DEADLINE_S = 4.5  # from the hang-up to the forced exit: under the 5 s a user may rely on
+SHUTDOWN_GRACE_S = 1.0  # once the trainer is idle, Textual's own exit gets this long
 
 
 def detach_from_terminal() -> None:
@@ -101,6 +105,8 @@ class HangupGuard:
     def _watchdog(self) -> None:
         start = self.triggered_at or time.monotonic()
         self._trainer_idle.wait(max(0.0, start + TRAINER_GRACE_S - time.monotonic()))
-        time.sleep(max(0.0, start + EXIT_DEADLINE_S - time.monotonic()))
+        # the trainer has saved and stopped (or ran out of time): Textual gets a moment to close
+        end = min(start + EXIT_DEADLINE_S, time.monotonic() + SHUTDOWN_GRACE_S)
+        time.sleep(max(0.0, end - time.monotonic()))
         os._exit(0 if self._trainer_idle.is_set() else 1)  # Textual's shutdown blocked: leave anyway
 
