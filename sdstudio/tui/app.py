@@ -27,7 +27,7 @@ SCREENS = (  # mode, module, class, key, footer label (short: all five fit in 80
     ("dataset", "dataset", "DatasetScreen", "1", "Data"),
     ("train", "train", "TrainScreen", "2", "Train"),
     ("checkpoints", "checkpoints", "CheckpointsScreen", "3", "Ckpts"),
-    ("generate", "generate", "GenerateScreen", "4", "Generate"),
+    ("generate", "generate", "GenerateScreen", "4", "Gen"),
     ("merge", "merge", "MergeScreen", "5", "Merge"),
 )
 

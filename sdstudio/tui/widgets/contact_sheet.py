@@ -84,7 +84,7 @@ class ContactSheet(Vertical, can_focus=True):
         Binding("right,l", "move(0, 1)", "Right", show=False),
         Binding("up,k", "move(-1, 0)", "Up", show=False),
         Binding("down,j", "move(1, 0)", "Down", show=False),
-        Binding("w", "toggle_rows", "Row view", id="checkpoints.row_view",
+        Binding("w", "toggle_rows", "Row view", id="checkpoints.row_view", show=False,  # the sheet's hint shows it
                 tooltip="Show every sample of the selected step side by side (w again: the whole sheet)"),
     ]
 
