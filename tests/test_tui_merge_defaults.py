@@ -12,7 +12,6 @@ from textual.widgets import Input, Select
 from sdstudio.core.errors import ModelError
 from sdstudio.core.runs import RunDir
 from sdstudio.tui.app import StudioApp
-from test_tui_fixtures import wait_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
