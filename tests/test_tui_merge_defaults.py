@@ -111,3 +111,25 @@ async def test_a_lora_as_b_fuses_and_preview_and_save_agree(demo_lora_run: Path,
     assert not (tmp_path / "ws.safetensors").exists()
     with pytest.raises(ModelError, match="LoRA fuse"):  # the command line says the same
         merge_files("demo", tmp_path / "cli.safetensors", demo_lora_run)
+
+
+async def test_b_can_be_a_typed_path(runs_root: Path) -> None:
+    """The list's last choice opens a path field; enter adds the path to the list and selects it."""
+    from sdstudio.core.models import locate_model
+    from sdstudio.tui.widgets.model_picker import TYPED
+
+    folder = locate_model("demo")[1]
+    app = StudioApp()
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await _open_merge(app, pilot)
+        screen.query_one("#mg-steps", Input).value = "1"
+        picker = screen.query_one("#mg-b")
+        picker.query_one(Select).value = TYPED
+        await pilot.pause()
+        field = picker.query_one(Input)
+        assert screen.focused is field and field.display
+        field.value = folder
+        await pilot.press("enter")
+        await _settle(app, pilot)
+        assert picker.value == folder and (f"{folder}  (path)", folder) in picker.options
+        assert screen.method == "weighted-sum" and screen.preview_multiplier == pytest.approx(0.3)
