@@ -92,9 +92,10 @@ def test_closing_the_terminal_ends_the_studio_on_every_screen(screen: str, runs_
     try:
         _wait(lambda: studio.seen_after(b"Run setup", 0), 60, "the studio's first screen")
         key, mark = SCREEN_MARK[screen]
-        start = len(studio.screen)
-        os.write(studio.master, key)
-        _wait(lambda: studio.seen_after(mark, start), 60, f"the {screen} screen")
+        if screen != "train":  # the studio opens on Train; the others are one key away
+            start = len(studio.screen)
+            os.write(studio.master, key)
+            _wait(lambda: studio.seen_after(mark, start), 60, f"the {screen} screen")
         time.sleep(0.5)
         assert studio.proc.poll() is None
         gone_after = studio.close_terminal()
