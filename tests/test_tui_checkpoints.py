@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 from PIL import Image
-from textual.widgets import DataTable
 
 from sdstudio.core.runs import RunDir
 from sdstudio.tui.app import StudioApp
 from sdstudio.tui.screens.checkpoints import CheckpointsScreen
+from sdstudio.tui.widgets.contact_sheet import ContactSheet
 from sdstudio.tui.widgets.sample_preview import SamplePreview
 from test_tui_fixtures import make_run
 
@@ -22,8 +22,8 @@ async def test_grid_preview_favourites_compare_and_follow(runs_root: Path) -> No
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, CheckpointsScreen)
-        table = screen.query_one("#grid", DataTable)
-        assert (table.row_count, len(table.columns)) == (3, 2)  # steps 0, 10, 20 x two prompts
+        sheet = screen.query_one("#grid", ContactSheet)
+        assert (len(sheet.rows), len(sheet.titles)) == (3, 2)  # steps 0, 10, 20 x two prompts
         preview = screen.query_one(SamplePreview)
         assert (preview.current.step, preview.current.seed, preview.current.loss) == (20, 7, 0.025)
 
@@ -43,7 +43,7 @@ async def test_grid_preview_favourites_compare_and_follow(runs_root: Path) -> No
         RunDir(run.path).add_sample(30, 0, "a red circle", 7, Image.new("RGB", (32, 32), "red"))
         screen.poll()
         await pilot.pause()
-        assert table.row_count == 4 and preview.current.step == 30
+        assert len(sheet.rows) == 4 and preview.current.step == 30
 
 
 async def test_export_on_a_step_without_checkpoint_says_which_exist(runs_root: Path) -> None:

@@ -139,7 +139,7 @@ async def test_missing_inputs_are_named(tiny_model_dir: Path) -> None:
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert any("B:" in n.message for n in app._notifications)
-        screen.query_one("#mg-b", Input).value = "other"
+        screen.query_one("#mg-b").value = "other"
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert any("C:" in n.message for n in app._notifications)

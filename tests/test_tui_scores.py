@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import DataTable, Label, Sparkline
+from textual.widgets import DataTable, Label
 
 from sdstudio.core.events import ValidationLossEvent
 from sdstudio.core.training.scoring import RunScorer
 from sdstudio.tui.app import StudioApp
 from sdstudio.tui.screens.checkpoints import CheckpointsScreen
+from sdstudio.tui.widgets.contact_sheet import ContactSheet
+from sdstudio.tui.widgets.loss_chart import LossChart
 from sdstudio.tui.widgets.scores_table import ScoresPanel
 from sdstudio.tui.widgets.train_live import TrainingView
 from test_scores import drift_run
@@ -38,11 +40,11 @@ async def test_checkpoints_screen_shows_scores_sorts_and_jumps_to_the_pick(tmp_p
         await pilot.press("s", "s")
         assert panel.sort_key == "val_loss" and panel.ordered_steps() == [0, 20, 10]
 
-        grid = screen.query_one("#grid", DataTable)
+        grid = screen.query_one("#grid", ContactSheet)
         assert screen.selected()[0] == 20  # a freshly opened run shows its newest step
         await pilot.press("b")
         assert screen.selected()[0] == 10 and scores.cursor_row == panel.ordered_steps().index(10)
-        assert grid.cursor_row == 1
+        assert grid.cursor[0] == 1  # the contact sheet's row of step 10
         chart = panel.query_one("#score-chart")
         assert chart.size.width > 20 and chart.size.height > 5
 
@@ -63,11 +65,11 @@ async def test_train_screen_shows_the_validation_loss_per_checkpoint(runs_root: 
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         view = app.screen.query_one(TrainingView)
-        assert not view.query_one("#val-loss", Sparkline).display or not view.has_class("-has-validation")
+        await pilot.pause(0.2)
+        assert str(view.query_one("#val-label", Label).render()) == ""
         for step, loss in ((50, 0.036), (100, 0.026), (150, 0.027)):
             app.session.apply(ValidationLossEvent(step, loss, 1.2, "training images at fixed noise"))
         await pilot.pause(0.4)
-        assert view.has_class("-has-validation")
-        assert view.query_one("#val-loss", Sparkline).data == [0.036, 0.026, 0.027]
+        assert view.query_one(LossChart)._data[2] == [(50, 0.036), (100, 0.026), (150, 0.027)]
         label = str(view.query_one("#val-label", Label).render())
         assert "0.0270 at 150" in label and "lowest 0.0260 at 100" in label and "training images at fixed noise" in label

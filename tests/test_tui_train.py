@@ -12,6 +12,7 @@ from sdstudio.tui.images import LazyImage
 from sdstudio.tui.screens.checkpoints import CheckpointsScreen
 from sdstudio.tui.settings import load_settings
 from sdstudio.tui.widgets.sample_preview import SamplePreview
+from sdstudio.tui.widgets.loss_chart import LossChart
 from sdstudio.tui.widgets.train_live import TrainingView
 from test_tui_fixtures import make_dataset, wait_for, write_settings
 
@@ -39,6 +40,9 @@ async def test_train_watch_then_export_a_checkpoint(tiny_model_dir: Path, runs_r
         assert app.session.state == "finished", app.session.error
         live = app.screen.query_one(TrainingView)
         assert len(live.query_one("#loss", Sparkline).data) == 4  # every step reached the curve
+        chart = live.query_one(LossChart)  # and the chart: raw and smoothed, with the numbers
+        assert [s for s, _ in chart._data[0]] == [1, 2, 3, 4]
+        assert chart.numbers.startswith("loss ") and "(step 4)" in chart.numbers and " min " in chart.numbers
         assert len(live.shown_samples) == 2  # newest samples: one per prompt, as thumbnails
         assert live.query_one("#thumb-0 LazyImage", LazyImage).image is not None
 
@@ -76,3 +80,23 @@ async def test_a_failing_run_leaves_the_studio_up_with_the_message(tiny_model_di
         assert shown.startswith("Failed: ") and "broken" in shown
         assert any(n.title == "Training failed" for n in app._notifications)
         assert app.is_running and app.screen.check_action("start", ()) is True  # ready for another try
+
+
+async def test_form_shows_the_fields_of_the_chosen_method(runs_root: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from textual.widgets import Input, Select
+
+    monkeypatch.setenv("SDSTUDIO_CONFIG", str(tmp_path / "none.toml"))
+    app = StudioApp(settings=load_settings())
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.pause()
+        form = app.screen.query_one("#form")
+        shown = lambda name: form.query_one(f"#row-{name}").display  # noqa: E731
+        form.query_one("#field-method", Select).value = "text2image"
+        await pilot.pause()
+        assert shown("train_data_dir") and not shown("instance_data_dir") and not shown("instance_prompt")
+        assert "sks" not in form.query_one("#field-validation_prompts", Input).placeholder
+        form.query_one("#field-method", Select).value = "dreambooth"
+        await pilot.pause()
+        assert not shown("train_data_dir") and shown("instance_data_dir") and shown("instance_prompt")
+        assert form.query_one("#field-instance_data_dir", Input).placeholder == "data/dreambooth/pink-heart"

@@ -80,7 +80,8 @@ def detect_family(keys: Iterable[str]) -> str:
         return "sd3"
     if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in ks):
         return "flux"
-    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or "lora_A" in k
+    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) or ".lora_down." in k or "lora.down." in k
+           or "lora_A" in k
            for k in ks[:2000]):
         return "lora"
     if not any(k.startswith("model.diffusion_model.") for k in ks):
@@ -166,27 +167,44 @@ def _single_file_family(path: Path) -> str:
     return family_from_keys(sd, str(path))
 
 
-def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
-    """Find and recognise a base model; ModelError says what was found and what is expected."""
-    text = str(spec) if spec is not None else DEMO_MODEL_NAME
+def locate_model(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
+    """The one place a model name becomes a location: (kind, folder/file path or hub id).
+
+    kind is demo | folder | single_file | hub. Nothing is read beyond `stat`, so every command and
+    screen (train, generate, merge, the merge preview) can afford to call it; `resolve_base_model`
+    adds the family check on top. ModelError says what was expected.
+    """
+    text = str(spec).strip() if spec is not None else DEMO_MODEL_NAME
     if text in (DEMO_MODEL_NAME, ""):
         folder = demo_model_dir()
         if not (folder / "model_index.json").exists():
             raise ModelError(f"the built-in demo model is missing at {folder} (reinstall from a full clone, "
                              "or pass a model folder)")
-        return BaseModel(text, "demo", _folder_family(folder), str(folder))
+        return "demo", str(folder)
     path = Path(os.path.expanduser(text))
     if path.is_dir():
-        return BaseModel(text, "folder", _folder_family(path), str(path.resolve()))
+        return "folder", str(path.resolve())
     if path.is_file():
-        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-            raise ModelError(f"{path}: a '{path.suffix}' file is not a model; expected a diffusers folder or a "
-                             f"single {'/'.join(SINGLE_FILE_SUFFIXES)} checkpoint")
-        return BaseModel(text, "single_file", _single_file_family(path), str(path.resolve()))
+        return "single_file", str(path.resolve())
     if _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
-        return BaseModel(text, "hub", _hub_family(text), text)
+        return "hub", text
     raise ModelError(f"{text}: no such file or folder (expected 'demo', a diffusers folder, a .safetensors/.ckpt "
                      "file or a hub id like 'org/name')")
+
+
+def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
+    """Find and recognise a base model; ModelError says what was found and what is expected."""
+    text = str(spec).strip() if spec is not None else DEMO_MODEL_NAME
+    kind, location = locate_model(text)
+    if kind in ("demo", "folder"):
+        return BaseModel(text or DEMO_MODEL_NAME, kind, _folder_family(Path(location)), location)
+    if kind == "single_file":
+        path = Path(location)
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ModelError(f"{text}: a '{path.suffix}' file is not a model; expected a diffusers folder or a "
+                             f"single {'/'.join(SINGLE_FILE_SUFFIXES)} checkpoint")
+        return BaseModel(text, kind, _single_file_family(path), location)
+    return BaseModel(text, "hub", _hub_family(text), text)
 
 
 def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None,

@@ -6,10 +6,9 @@ screen; torch and diffusers load inside the training worker, after the first pai
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
-import signal
+import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -20,6 +19,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from sdstudio.core.events import TrainerControl
+from sdstudio.tui.hangup import HangupGuard
 from sdstudio.tui.session import TrainerMessage, TrainingSession
 from sdstudio.tui.settings import Settings, load_settings
 
@@ -27,7 +27,7 @@ SCREENS = (  # mode, module, class, key, footer label (short: all five fit in 80
     ("dataset", "dataset", "DatasetScreen", "1", "Data"),
     ("train", "train", "TrainScreen", "2", "Train"),
     ("checkpoints", "checkpoints", "CheckpointsScreen", "3", "Ckpts"),
-    ("generate", "generate", "GenerateScreen", "4", "Generate"),
+    ("generate", "generate", "GenerateScreen", "4", "Gen"),
     ("merge", "merge", "MergeScreen", "5", "Merge"),
 )
 
@@ -48,8 +48,14 @@ class StudioApp(App[None]):
     """
     MODES = {mode: _screen_factory(module, cls) for mode, module, cls, _, _ in SCREENS}
     BINDINGS = [
-        *(Binding(key, f"app.switch_mode('{mode}')", label, id=f"screen.{mode}", tooltip=f"Go to the {mode.title()} screen")
-          for mode, _, _, key, label in SCREENS),
+        # F1-F5 work from anywhere, inside a text field too (priority), and pass through SSH and tmux;
+        # the digits work wherever no field has the focus (Escape leaves a field).
+        *(Binding(f"f{key}", f"app.switch_mode('{mode}')", label, id=f"screen.{mode}.fkey", priority=True,
+                  key_display=f"F{key}", tooltip=f"Go to the {mode.title()} screen") for mode, _, _, key, label in SCREENS),
+        *(Binding(key, f"app.switch_mode('{mode}')", label, id=f"screen.{mode}", show=False,
+                  tooltip=f"Go to the {mode.title()} screen") for mode, _, _, key, label in SCREENS),
+        Binding("escape", "leave_field", "Leave field", id="app.leave_field", show=False,
+                tooltip="Leave the text field (then 1-5 switch screens)"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", id="app.toggle_theme", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
     ]
@@ -65,6 +71,9 @@ class StudioApp(App[None]):
         self._exit_when_idle = False
         self.hung_up = False
         self.remote = None  # a RemoteRun while the session follows a run trained by another process
+        self._trainer_idle = threading.Event()
+        self._trainer_idle.set()
+        self.hangup_guard = HangupGuard(self.on_hangup, self._stop_training_for_hangup, self._trainer_idle)
 
     # lifecycle
     def on_mount(self) -> None:
@@ -80,25 +89,26 @@ class StudioApp(App[None]):
         self.call_after_refresh(self._attach_or_offer_resume)
 
     def _install_hangup_handler(self) -> None:
-        if not hasattr(signal, "SIGHUP"):
-            return
-        try:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.on_hangup)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread (embedded, tests) or no signal support
+        self.hangup_guard.install()
+
+    def _stop_training_for_hangup(self) -> None:
+        """The hang-up contract, from any thread: checkpoint now, then stop (flags are thread-safe)."""
+        self.hung_up = True
+        control = self.session.control
+        if control is not None and not self._trainer_idle.is_set():
+            control.request_save()
+            control.request_stop()
+            self._exit_when_idle = True
 
     def on_hangup(self) -> None:
-        """The terminal is gone (SSH dropped): save a checkpoint, stop cleanly, exit.
+        """The terminal is gone (SSH dropped): exit as soon as the trainer has saved and stopped.
 
-        The screen output goes to /dev/null from here on so that drawing cannot fail on the
-        dead terminal while the trainer finishes its step and writes the checkpoint.
+        `HangupGuard` has already pointed the output at /dev/null and told the trainer; its
+        watchdog ends the process if this shutdown blocks.
         """
-        self.hung_up = True
-        _detach_from_terminal()
-        if self.session.busy and self.session.control is not None and self.remote is None:
-            self.session.control.request_save()
+        self._stop_training_for_hangup()
+        if self.session.busy and not self._trainer_idle.is_set() and self.remote is None:
             self.session.request_stop()
-            self._exit_when_idle = True
         else:
             self.exit()
 
@@ -177,6 +187,7 @@ class StudioApp(App[None]):
             self.notify("A training run is already going: stop it first.", severity="warning")
             return False
         control = TrainerControl()
+        self._trainer_idle.clear()
         self.session.begin(control, total=int(getattr(cfg, "max_train_steps", 0) or 0))
         if resume is not None:
             self.session.run_dir = Path(resume)
@@ -202,8 +213,11 @@ class StudioApp(App[None]):
         # let `sdstudio stop|sample|save` and other studios reach this run too
         from sdstudio.core.run_control import train_with_commands
 
-        return train_with_commands(cfg, on_event=lambda event: self.post_message(TrainerMessage(event)),
-                                   control=control, resume=resume)
+        try:
+            return train_with_commands(cfg, on_event=lambda event: self.post_message(TrainerMessage(event)),
+                                       control=control, resume=resume)
+        finally:
+            self._trainer_idle.set()
 
     def on_dataset_screen_use_dataset(self, message: object) -> None:
         """The Dataset screen hands its folder over: open Train with those fields filled in."""
@@ -240,9 +254,23 @@ class StudioApp(App[None]):
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 
+    def action_leave_field(self) -> None:
+        """Escape from a text field: focus goes to the screen, so the digits switch screens again."""
+        from textual.widgets import Input, TextArea
+
+        from sdstudio.tui.widgets.slider import FloatSlider
+
+        if isinstance(self.screen.focused, (Input, TextArea, FloatSlider)):
+            self.screen.set_focus(None)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every action bound on the screen and the app, under its footer label (context-aware)."""
+        """The five screens, then every action bound on the screen and the app (context-aware)."""
         seen: set[str] = set()
+        for mode, _, _, key, _ in SCREENS:
+            action = f"app.switch_mode('{mode}')"
+            seen.add(action)
+            yield SystemCommand(f"Go to the {mode.title()} screen", f"key: F{key}, or {key} outside a text field",
+                                partial(self.switch_mode, mode))
         for key, active in screen.active_bindings.items():
             binding = active.binding
             if active.node not in (screen, self) or not active.enabled or not binding.description \
@@ -253,16 +281,6 @@ class StudioApp(App[None]):
             yield SystemCommand(title, f"key: {self.get_key_display(binding)}",
                                 partial(active.node.run_action, binding.action))
         yield from super().get_system_commands(screen)
-
-
-def _detach_from_terminal() -> None:
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (1, 2):
-        try:
-            os.dup2(devnull, fd)
-        except OSError:
-            pass
-    os.close(devnull)
 
 
 def run_app(run_dir: str | None = None, images: str | None = None) -> int | None:
@@ -278,4 +296,6 @@ def run_app(run_dir: str | None = None, images: str | None = None) -> int | None
     tui_images.init_images(tui_images.choose_renderer(images, settings.images))
     app = StudioApp(settings=settings, run_dir=run_dir)
     app.run()
+    if app.hung_up:  # nobody is watching: skip the slow interpreter teardown (see tui/hangup.py)
+        os._exit(0)
     return 0

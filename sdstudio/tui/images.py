@@ -240,8 +240,8 @@ class Picture(Container):
     def show_image(self, image: Any) -> None:
         """Display a PIL image that never touched the disk (shrunk for the renderer); None clears."""
         self._image, self._path = image, None
-        if not self.is_mounted:
-            return
+        if not self.is_mounted or not self.query(".picture-text"):
+            return  # on_mount shows it once the box is composed
         shown = None
         if image is not None:
             limit = (PREVIEW_PX if self._large else THUMB_PX)[renderer()]
@@ -258,6 +258,8 @@ class Picture(Container):
     def show(self, path: Path | None) -> None:
         """Display `path` (None clears the box)."""
         self._path, self._image = path, None
+        if not self.query(".picture-text"):
+            return  # on_mount shows it once the box is composed
         sizes = PREVIEW_PX if self._large else THUMB_PX
         image = load_thumbnail(path, sizes[renderer()]) if path is not None else None
         text = self.query_one(".picture-text", Static)

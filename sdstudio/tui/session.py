@@ -62,6 +62,8 @@ class TrainingSession:
     losses: list[float] = field(default_factory=list)  # smoothed, one per step received
     val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss) per checkpoint
     val_set: str = ""  # what the validation loss is measured on
+    raw_points: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) as the trainer reported
+    smooth_points: list[tuple[int, float]] = field(default_factory=list)  # (step, smoothed loss)
     log: list[str] = field(default_factory=list)
     samples: tuple[Path, ...] = ()
     sample_step: int | None = None
@@ -96,12 +98,16 @@ class TrainingSession:
             return None
         return (self.total - self.step) * (t1 - t0) / (s1 - s0)
 
-    def _add_loss(self, loss: float) -> None:
+    def _add_loss(self, step: int, loss: float) -> None:
         beta = 0.9  # exponential moving average started at the first loss (no warm-up bias)
         self._ema = loss if self._ema is None else beta * self._ema + (1 - beta) * loss
         self.losses.append(self._ema)
+        self.raw_points.append((step, loss))
+        self.smooth_points.append((step, self._ema))
         if len(self.losses) > MAX_POINTS:
             self.losses = self.losses[::2]
+            self.raw_points = self.raw_points[::2]
+            self.smooth_points = self.smooth_points[::2]
 
     def apply(self, event: Any) -> None:
         """Fold one trainer event into the session."""
@@ -113,7 +119,7 @@ class TrainingSession:
             self.images_per_s, self.gpu_mem_gib = event.images_per_s, event.gpu_mem_gib
             self._times.append((time.monotonic(), event.step))
             if event.loss == event.loss:  # skip NaN in the curve; the trainer reports it as a failure
-                self._add_loss(float(event.loss))
+                self._add_loss(int(event.step), float(event.loss))
         elif isinstance(event, SampleEvent):
             self.samples, self.sample_step = tuple(event.paths), event.step
             if self.run_dir is None and event.paths:

@@ -1,7 +1,8 @@
 """Merge inputs, whatever their format, seen as one A1111/LDM-named state dict read on demand.
 
-`open_model(path)` accepts an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt`
-(unpickled with weights_only, so held in memory) or a diffusers folder (its component files
+`open_model(spec)` accepts `demo` (named through `models.locate_model`, like every command),
+an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt` (unpickled with weights_only,
+so held in memory) or a diffusers folder (its component files
 read tensor by tensor and renamed/reshaped through `ldm_layout`). `open_vae(path)` does the
 same for a standalone VAE (A1111 `vae-*.safetensors`/`.ckpt`, diffusers VAE file or folder).
 Each key can be read whole or by blocks of rows, so a merge never holds a whole model.
@@ -159,13 +160,43 @@ def _open_folder(folder: Path) -> ModelSource:
     return ModelSource(folder.name, folder, "folder", pieces, layout, folder, unet_file)
 
 
-def open_model(path: str | os.PathLike[str]) -> ModelSource:
-    """Open a merge input; ModelError names the file and what was expected."""
+def is_lora_file(path: str | os.PathLike[str]) -> bool:
+    """A `.safetensors` whose tensor names are a LoRA's (kohya or diffusers/PEFT), read from the header."""
+    from sdstudio.core.models import detect_family, safetensors_keys
+
     p = Path(os.path.expanduser(str(path)))
-    if p.is_dir():
+    if not (p.is_file() and p.suffix.lower() == ".safetensors"):
+        return False
+    try:
+        return detect_family(safetensors_keys(p)) == "lora"
+    except ModelError:
+        return False
+
+
+def lora_as_model_error(path: str | os.PathLike[str]) -> ModelError:
+    """The one refusal of a LoRA where a model is merged (file merge and live preview say the same)."""
+    return ModelError(f"{path}: this is a LoRA file, not a model to merge; choose the method 'LoRA fuse' "
+                      f"(command line: sdstudio merge A --lora {path}:M)")
+
+
+def open_model(spec: str | os.PathLike[str]) -> ModelSource:
+    """Open a merge input named as every command names a model (`demo`, a folder, a file);
+    ModelError names the input and what was expected."""
+    from sdstudio.core.models import locate_model
+
+    text = str(spec)
+    try:
+        kind, location = locate_model(text)
+    except ModelError:
+        raise ModelError(f"{text}: no such file or folder (expected 'demo', an A1111 .safetensors/.ckpt or a "
+                         "diffusers folder)") from None
+    if kind == "hub":
+        raise ModelError(f"{text}: a hub id cannot be merged directly; download it to a local folder first")
+    p = Path(location)
+    if kind in ("demo", "folder"):
         return _open_folder(p)
-    if not p.is_file():
-        raise ModelError(f"{p}: no such file or folder (expected an A1111 .safetensors/.ckpt or a diffusers folder)")
+    if is_lora_file(p):
+        raise lora_as_model_error(text)
     reader = open_reader(p)
     pieces = {_canonical_ldm_key(k): [_Piece(reader, k)] for k in reader.tensors}
     return ModelSource(p.stem, p, "single_file", pieces, hash_file=p)

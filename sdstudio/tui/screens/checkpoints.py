@@ -13,15 +13,17 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, Select, Static
+from textual.widgets import Header, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from sdstudio.core.paths import runs_root
 from sdstudio.core.runs import RunDir, list_runs
 from sdstudio.tui.review import RunSnapshot, load_favourites, read_snapshot, signature, toggle_favourite
 from sdstudio.tui.screens.resume import is_resumable
+from sdstudio.tui.widgets.contact_sheet import ContactSheet, SheetRow
 from sdstudio.tui.widgets.sample_preview import SamplePreview, Shown
+from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.widgets.footer import StudioFooter
 from sdstudio.tui.widgets.scores_table import ScoresPanel
 
 POLL_SECONDS = 1.5
@@ -35,15 +37,15 @@ def run_label(run: RunDir) -> str:
     return f"{run.name}  [{state} {st.get('step', 0)}/{st.get('total', 0)}]"
 
 
-class CheckpointsScreen(Screen[None]):
+class CheckpointsScreen(StudioScreen):
     AUTO_FOCUS = "#grid"
     DEFAULT_CSS = """
     CheckpointsScreen #run-bar { height: 1; }
     CheckpointsScreen #run-bar Label { width: 5; color: $text-muted; }
     CheckpointsScreen #run-select { width: 1fr; }
     CheckpointsScreen #review-body { height: 1fr; }
-    CheckpointsScreen #grid { width: 2fr; max-width: 60; min-width: 30; height: 1fr; }
-    CheckpointsScreen SamplePreview { width: 3fr; }
+    CheckpointsScreen #grid { width: 3fr; min-width: 34; height: 1fr; }
+    CheckpointsScreen SamplePreview { width: 2fr; }
     CheckpointsScreen #run-hint { height: 1; color: $text-muted; }
     """
     BINDINGS = [
@@ -84,10 +86,10 @@ class CheckpointsScreen(Screen[None]):
             yield Select([], prompt="no runs yet", compact=True, id="run-select")
         yield Static("", id="run-hint")
         with Horizontal(id="review-body"):
-            yield DataTable(id="grid", cursor_type="cell", zebra_stripes=True)
+            yield ContactSheet(id="grid")
             yield SamplePreview(id="preview")
         yield ScoresPanel(id="scores-panel")
-        yield Footer(compact=True)
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Checkpoints"
@@ -136,7 +138,7 @@ class CheckpointsScreen(Screen[None]):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "run-select" and isinstance(event.value, str):
             self.open(RunDir(event.value))
-            self.query_one("#grid", DataTable).focus()
+            self.query_one("#grid", ContactSheet).focus()
 
     def poll(self, force_table: bool = False) -> None:
         """Re-read the run folder if anything in it changed (a running run, another process)."""
@@ -170,33 +172,26 @@ class CheckpointsScreen(Screen[None]):
         return Text(f"{step:>6} {ckpt}{fav}")
 
     def _fill_table(self) -> None:
-        table = self.query_one("#grid", DataTable)
+        sheet = self.query_one("#grid", ContactSheet)
         snap = self.snapshot
         assert snap is not None
-        old = table.cursor_coordinate
-        was_last = self._follow or (table.row_count and old.row >= table.row_count - 1)
+        old = sheet.cursor
+        was_last = self._follow or (sheet.rows and old[0] >= len(sheet.rows) - 1)
         self._follow = False
-        table.clear(columns=True)
-        table.show_row_labels = True
-        for col in snap.columns or []:
-            table.add_column(col.title, key=f"c{snap.columns.index(col)}")
-        if not snap.columns:
-            table.add_column("samples", key="none")
-        for step in snap.steps:
-            cells = [Text("■" if snap.sample(step, i) else "·", justify="center") for i in range(len(snap.columns))]
-            table.add_row(*(cells or [Text("·")]), key=str(step), label=self._row_label(step))
-        if table.row_count:
-            row = table.row_count - 1 if (was_last or old.row >= table.row_count) else old.row
-            table.cursor_coordinate = table.cursor_coordinate.__class__(row, min(old.column, max(len(snap.columns) - 1, 0)))
+        rows = [SheetRow(step, self._row_label(step).plain,
+                         tuple((rec.path if (rec := snap.sample(step, i)) else None) for i in range(len(snap.columns))))
+                for step in snap.steps]
+        row = len(rows) - 1 if (was_last or old[0] >= len(rows)) else old[0]
+        sheet.set_rows([c.title for c in snap.columns], rows, cursor=(max(row, 0), old[1]))
         self._update_preview()
 
     def selected(self) -> tuple[int, int] | None:
         """(step, column index) under the cursor."""
-        table = self.query_one("#grid", DataTable)
-        if self.snapshot is None or not self.snapshot.steps or not table.row_count:
+        sheet = self.query_one("#grid", ContactSheet)
+        if self.snapshot is None or not self.snapshot.steps or not sheet.rows:
             return None
-        coord = table.cursor_coordinate
-        return self.snapshot.steps[min(coord.row, len(self.snapshot.steps) - 1)], coord.column
+        row, column = sheet.cursor
+        return self.snapshot.steps[min(row, len(self.snapshot.steps) - 1)], column
 
     def _shown(self, step: int, column: int) -> Shown:
         snap = self.snapshot
@@ -217,7 +212,7 @@ class CheckpointsScreen(Screen[None]):
         pinned = self._shown(self.pinned_step, column) if self.pinned_step is not None else None
         preview.show(self._shown(step, column), pinned)
 
-    def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+    def on_contact_sheet_selected(self, event: ContactSheet.Selected) -> None:
         self._update_preview()
 
     # actions
@@ -233,15 +228,15 @@ class CheckpointsScreen(Screen[None]):
         return True
 
     def action_move(self, direction: str) -> None:
-        table = self.query_one("#grid", DataTable)
-        getattr(table, f"action_cursor_{direction}")()
+        drow, dcol = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[direction]
+        self.query_one("#grid", ContactSheet).action_move(drow, dcol)
 
     def action_best(self) -> None:
         """Put the grid's cursor (and the scores table's) on the recommended checkpoint."""
         step = self.query_one(ScoresPanel).jump_to_recommended()
         if step is not None and self.snapshot is not None and step in self.snapshot.steps:
-            table = self.query_one("#grid", DataTable)
-            table.move_cursor(row=self.snapshot.steps.index(step))
+            sheet = self.query_one("#grid", ContactSheet)
+            sheet.cursor = (self.snapshot.steps.index(step), sheet.cursor[1])
             self.notify(f"step {step}: the recommended checkpoint (the reason is above its row)")
 
     def action_sort_scores(self) -> None:
@@ -260,10 +255,7 @@ class CheckpointsScreen(Screen[None]):
         now = toggle_favourite(self.run, sel[0])
         self.favourites = load_favourites(self.run)
         self._signature = signature(self.run)
-        table = self.query_one("#grid", DataTable)
-        table.rows[table.coordinate_to_cell_key(table.cursor_coordinate).row_key].label = self._row_label(sel[0])
-        table.refresh()
-        self._update_preview()
+        self._fill_table()  # same shape: only the row label changes
         self.notify(f"step {sel[0]} {'marked as favourite' if now else 'unmarked'}")
 
     def action_compare(self) -> None:

@@ -16,8 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import Button, Collapsible, Footer, Header, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, Collapsible, Header, Input, Label, Select, Static, TextArea
 from textual.worker import get_current_worker
 
 from sdstudio.core.paths import data_dir
@@ -26,6 +25,8 @@ from sdstudio.core.training import buckets as bk
 from sdstudio.tui.widgets.class_folder import ClassFolderPanel
 from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
+from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.widgets.footer import StudioFooter
 
 MAX_TILES = 400  # a grid of thousands of widgets would make the screen sluggish; the summary counts all
 THUMB_PX = 48
@@ -62,9 +63,10 @@ def marked_original(image: Any, box: tuple[int, int, int, int], scale: float, si
     return shown
 
 
-class DatasetScreen(Screen):
+class DatasetScreen(StudioScreen):
     """Open a dataset folder, check it, edit captions, preview crops, hand it to training."""
 
+    AUTO_FOCUS = "#ds-grid"  # the sample folder is open on entry: its files come first
     DEFAULT_CSS = """
     DatasetScreen #ds-top { height: 1; margin-bottom: 1; }
     DatasetScreen #ds-top Input { width: 1fr; }
@@ -144,7 +146,7 @@ class DatasetScreen(Screen):
                     yield Button("New random crop", id="ds-reroll", compact=True)
                 with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
                     yield ClassFolderPanel(id="ds-class-panel")
-        yield Footer()
+        yield StudioFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "Dataset"
@@ -229,7 +231,8 @@ class DatasetScreen(Screen):
             self._show_file(None)
 
     def _set_thumbnail(self, index: int, image: Any) -> None:
-        self.query_one(ThumbGrid).set_thumbnail(index, image)
+        for grid in self.query(ThumbGrid):  # none once the studio is closing
+            grid.set_thumbnail(index, image)
 
     # the selected file
     @on(ThumbGrid.Selected, "#ds-grid")

@@ -18,18 +18,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Header, Input, Label, ProgressBar, Select, Static
 
 from sdstudio.core.models import sampler_defaults as model_defaults
 from sdstudio.tui.widgets.lora_list import LoraChoice, LoraList, find_loras
 from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
+from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.widgets.footer import StudioFooter
 
 
-class GenerateScreen(Screen):
+class GenerateScreen(StudioScreen):
     """Sample the base model with LoRAs; save what is worth keeping."""
 
+    AUTO_FOCUS = "#gen-prompt"  # the first keystroke lands in the prompt
     DEFAULT_CSS = """
     GenerateScreen #gen-body { height: 1fr; }
     GenerateScreen #gen-form { width: 44; padding: 0 1 0 0; }
@@ -112,7 +114,7 @@ class GenerateScreen(Screen):
                     yield Static("", id="gen-status")
                 yield Picture(large=True, id="gen-preview")
                 yield ThumbGrid(id="gen-thumbs")
-        yield Footer()
+        yield StudioFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "Generate"

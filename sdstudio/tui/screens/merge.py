@@ -15,12 +15,15 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Header, Input, Label, ProgressBar, Select, Static
 
+from sdstudio.core.catalog import merge_candidates
 from sdstudio.tui.images import Picture
+from sdstudio.tui.widgets.model_picker import ModelPicker
 from sdstudio.tui.widgets.slider import FloatSlider
+from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.widgets.footer import StudioFooter
 
 DEBOUNCE_S = 0.25
 METHODS = (  # (label, method, needs C, slider range, what the slider means)
@@ -31,9 +34,10 @@ METHODS = (  # (label, method, needs C, slider range, what the slider means)
 _METHOD = {m[1]: m for m in METHODS}
 
 
-class MergeScreen(Screen):
+class MergeScreen(StudioScreen):
     """Merge two or three models, or fuse a LoRA, at a multiplier chosen by eye."""
 
+    AUTO_FOCUS = "#mg-b Select"  # A is the demo already: B is the first choice to make
     DEFAULT_CSS = """
     MergeScreen #mg-inputs { height: auto; padding: 0 1; }
     MergeScreen .mg-row { height: 1; }
@@ -71,6 +75,7 @@ class MergeScreen(Screen):
         self._live: Any = None  # (key, pipeline, merger): built once per A/B/C/method
         self.preview_multiplier: float | None = None  # what the image on screen shows
         self.saving = False
+        self.lora_switch_note = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -81,10 +86,11 @@ class MergeScreen(Screen):
         with Vertical(id="mg-inputs"):
             yield _row("A (base)", Input(self.initial["a"], placeholder="demo, a folder or a .safetensors",
                                          compact=True, id="mg-a"))
-            yield _row("B", Input(self.initial["b"], placeholder="second model, or the LoRA file to fuse",
-                                  compact=True, id="mg-b"))
-            yield _row("C", Input(self.initial["c"], placeholder="the model to subtract (add difference)",
-                                  compact=True, id="mg-c"), row_id="mg-c-row")
+            candidates = merge_candidates()
+            yield _row("B", ModelPicker(candidates, self.initial["b"], prompt="choose the model to merge in, or a LoRA",
+                                        id="mg-b"))
+            yield _row("C", ModelPicker(candidates, self.initial["c"], prompt="the model to subtract",
+                                        id="mg-c"), row_id="mg-c-row")
             yield _row("Method", Select([(m[0], m[1]) for m in METHODS], value=self.initial["method"],
                                         allow_blank=False, compact=True, id="mg-method"))
         with Horizontal(id="mg-slider-row"):
@@ -103,7 +109,7 @@ class MergeScreen(Screen):
                 yield _row("Steps", Input(str(self.initial["steps"] or self.defaults["steps"]), type="integer",
                                           compact=True, id="mg-steps"))
                 yield Label("[b]Save[/b] (streaming merge)")
-                yield _row("File", Input("", placeholder="x.safetensors, or a folder name",
+                yield _row("File", Input("", placeholder="empty: a new file in <runs>/merges/",
                                          compact=True, tooltip="A name ending in .safetensors writes an A1111 single "
                                          "file; any other name writes a diffusers folder", id="mg-out"))
                 yield _row("Dtype", Select([("fp16", "fp16"), ("fp32", "fp32"), ("bf16", "bf16")], value="fp16",
@@ -111,13 +117,13 @@ class MergeScreen(Screen):
                 yield Button("Save merge", id="mg-save", variant="primary", compact=True)
                 yield ProgressBar(total=100, id="mg-save-progress", show_eta=False)
                 yield Static("", id="mg-save-status")
-        yield Footer()
+        yield StudioFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "Merge"
         self._sync_method()
         if self.initial["b"]:
-            self.request_preview()
+            self.use_b(self.initial["b"])
 
     # inputs
     @property
@@ -130,7 +136,8 @@ class MergeScreen(Screen):
 
     def inputs(self) -> dict[str, Any]:
         """A, B, C, method as typed; ValueError names what is missing."""
-        a, b, c = (self.query_one(f"#mg-{k}", Input).value.strip() for k in "abc")
+        a = self.query_one("#mg-a", Input).value.strip()
+        b, c = (self.query_one(f"#mg-{k}", ModelPicker).value for k in "bc")
         method = self.method
         if not a:
             raise ValueError("A: choose the base model")
@@ -166,7 +173,29 @@ class MergeScreen(Screen):
         slider.value = min(hi, max(lo, slider.value if method != "lora-fuse" else max(slider.value, 1.0)))
         slider.refresh()
 
-    @on(Input.Submitted, "#mg-a, #mg-b, #mg-c")
+    @on(ModelPicker.Changed, "#mg-b")
+    def _b_chosen(self, event: ModelPicker.Changed) -> None:
+        self.use_b(event.value)
+
+    def use_b(self, value: str) -> None:
+        """B chosen: a LoRA file switches the method to LoRA fuse, and the status line says so."""
+        from sdstudio.core.merge.sources import is_lora_file
+
+        picker = self.query_one("#mg-b", ModelPicker)
+        if picker.value != value:
+            picker.value = value
+        if value and is_lora_file(value) and self.method != "lora-fuse":
+            with self.prevent(Select.Changed):
+                self.query_one("#mg-method", Select).value = "lora-fuse"
+            self._sync_method()
+            self.notify("B is a LoRA file: the method is now LoRA fuse", title="LoRA fuse")
+            self.lora_switch_note = "B is a LoRA: method switched to LoRA fuse · "
+        else:
+            self.lora_switch_note = ""
+        self._models_changed()
+
+    @on(Input.Submitted, "#mg-a")
+    @on(ModelPicker.Changed, "#mg-c")
     def _models_changed(self) -> None:
         self._live = None
         self.request_preview()
@@ -235,7 +264,7 @@ class MergeScreen(Screen):
         self._rendering = False
         self.query_one("#mg-preview").image = image
         self.preview_multiplier = multiplier
-        self._status(f"preview at {_METHOD[inputs['method']][4]} = {multiplier:.2f}")
+        self._status(f"{self.lora_switch_note}preview at {_METHOD[inputs['method']][4]} = {multiplier:.2f}")
         if self._wanted is not None and self._wanted != multiplier:
             self.request_preview()  # the slider moved while this one rendered
 
@@ -258,11 +287,7 @@ class MergeScreen(Screen):
         except ValueError as exc:
             self.notify(str(exc), severity="error")
             return
-        out = self.query_one("#mg-out", Input).value.strip()
-        if not out:
-            self.notify("Save as: type the output file (.safetensors) or folder", severity="error")
-            self.query_one("#mg-out").focus()
-            return
+        out = self.query_one("#mg-out", Input).value.strip() or str(default_output(inputs, self.multiplier))
         self.saving = True
         self.query_one("#mg-save-progress", ProgressBar).update(total=None, progress=0)
         self.query_one("#mg-save-status", Static).update(f"writing {out} …")
@@ -312,6 +337,23 @@ class MergeScreen(Screen):
             return
         status.update(f"saved {path}")
         self.notify(f"merged model written to {path}")
+
+
+def default_output(inputs: dict[str, Any], multiplier: float) -> Path:
+    """Where Save writes when no file is named: a new file under the runs folder's merges/."""
+    from sdstudio.core.paths import runs_root
+
+    def stem(spec: str | None) -> str:
+        return Path(spec).stem if spec else ""
+
+    what = {"weighted-sum": "ws", "add-difference": "ad", "lora-fuse": "lora"}[inputs["method"]]
+    name = f"{stem(inputs['a'])}+{stem(inputs['b'])}" + (f"-{stem(inputs['c'])}" if inputs.get("c") else "")
+    base = runs_root() / "merges" / f"{name}-{what}{multiplier:.2f}"
+    out, n = base.parent / f"{base.name}.safetensors", 1  # not with_suffix: "0.30" is no suffix
+    while out.exists():
+        n += 1
+        out = base.parent / f"{base.name}-{n}.safetensors"
+    return out
 
 
 def _row(label: str, widget: Any, row_id: str | None = None) -> Horizontal:

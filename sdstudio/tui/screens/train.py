@@ -12,8 +12,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label, Select, Static
+from textual.widgets import Header, Input, Label, Select, Static
 
 from sdstudio.core.config import TrainConfig, build_config, load_config, save_toml
 from sdstudio.core.errors import ConfigError, SdstudioError
@@ -21,6 +20,8 @@ from sdstudio.core.paths import data_dir
 from sdstudio.tui.widgets.config_form import ConfigForm
 from sdstudio.tui.widgets.queue_panel import QueuePanel
 from sdstudio.tui.widgets.train_live import TrainingView
+from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.widgets.footer import StudioFooter
 
 DEFAULT_TOML = "train.toml"
 
@@ -42,8 +43,8 @@ def initial_config(path: Path | None) -> tuple[dict[str, Any], str]:
     return cfg.to_dict(), DEFAULT_TOML
 
 
-class TrainScreen(Screen[None]):
-    AUTO_FOCUS = None  # digits switch screens until you Tab into the form
+class TrainScreen(StudioScreen):
+    AUTO_FOCUS = "#field-method"  # the first choice; a Select leaves the digits to the screen switch
     DEFAULT_CSS = """
     TrainScreen #train-body { height: 1fr; }
     TrainScreen #setup { width: 44; min-width: 36; border-right: solid $panel; padding: 0 1; }
@@ -75,6 +76,7 @@ class TrainScreen(Screen[None]):
         settings = getattr(self.app, "settings", None)
         self._base, self._toml_path = initial_config(getattr(settings, "train_config", None))
         self._error_text = ""
+        self._validation_pending = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -88,7 +90,7 @@ class TrainScreen(Screen[None]):
                     yield Input(self._toml_path, compact=True, id="toml-path")
                 yield QueuePanel(id="queue")
             yield TrainingView(id="live")
-        yield Footer(compact=True)
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Train"
@@ -125,9 +127,20 @@ class TrainScreen(Screen[None]):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id != "toml-path":
-            self.validate()
+            self._validate_soon()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        self._validate_soon()
+
+    def _validate_soon(self) -> None:
+        """One validation per burst of changes: every field posts Changed when the form is filled
+        (14 at mount, before the first paint), and each validation restyles the rows."""
+        if not self._validation_pending:
+            self._validation_pending = True
+            self.call_after_refresh(self._validate_now)
+
+    def _validate_now(self) -> None:
+        self._validation_pending = False
         self.validate()
 
     # actions

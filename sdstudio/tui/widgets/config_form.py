@@ -18,10 +18,10 @@ from sdstudio.core.config import METHODS, parse_cli_value
 FIELDS: tuple[tuple[str, str, str], ...] = (
     ("method", "Method", ""),
     ("pretrained_model_name_or_path", "Base model", "demo, a folder, a .safetensors or a hub id"),
-    ("train_data_dir", "Dataset", "captioned image folder"),
-    ("instance_data_dir", "Instance images", "DreamBooth image folder"),
-    ("instance_prompt", "Instance prompt", "a photo of sks cat"),
-    ("validation_prompts", "Sample prompts", "prompt one | prompt two"),
+    ("train_data_dir", "Dataset", "data/shapes (images + metadata.jsonl captions)"),
+    ("instance_data_dir", "Instance images", "data/dreambooth/pink-heart"),
+    ("instance_prompt", "Instance prompt", "a sks shape (sks: the new word)"),
+    ("validation_prompts", "Sample prompts", ""),
     ("max_train_steps", "Steps", ""),
     ("learning_rate", "Learning rate", ""),
     ("rank", "LoRA rank", ""),
@@ -33,6 +33,17 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("seed", "Seed", ""),
 )
 FIELD_NAMES = tuple(name for name, _, _ in FIELDS)
+# Rows only one method uses, and sample prompts that fit each method (real ones, from the shipped configs).
+METHOD_ONLY = {"text2image": ("train_data_dir",), "dreambooth": ("instance_data_dir", "instance_prompt")}
+PROMPT_EXAMPLE = {"text2image": "a red circle on a white background | a blue square",
+                  "dreambooth": "a sks shape | a red circle on a white background"}
+
+
+def effective_method(method: str, instance_dir: str) -> str:
+    """`auto` is DreamBooth when an instance folder is given (as `build_config` decides), else text-to-image."""
+    if method in METHOD_ONLY:
+        return method
+    return "dreambooth" if instance_dir.strip() else "text2image"
 PROMPT_SEPARATOR = " | "
 
 
@@ -84,11 +95,32 @@ class ConfigForm(VerticalScroll):
                 else:
                     yield Input(to_text(name, value), placeholder=placeholder, compact=True, id=f"field-{name}")
 
+    def on_mount(self) -> None:
+        self.show_method_fields()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "field-method":
+            self.show_method_fields()
+
+    @property
+    def shown_method(self) -> str:
+        return effective_method(str(self.query_one("#field-method", Select).value),
+                                self.query_one("#field-instance_data_dir", Input).value)
+
+    def show_method_fields(self) -> None:
+        """Only the rows of the chosen method, with that method's example sample prompts."""
+        method = self.shown_method
+        for other, names in METHOD_ONLY.items():
+            for name in names:
+                self.query_one(f"#row-{name}").display = other == method
+        self.query_one("#field-validation_prompts", Input).placeholder = PROMPT_EXAMPLE[method]
+
     def values(self) -> dict[str, Any]:
         """Typed values of every row (ConfigError on the first row that does not parse)."""
         out: dict[str, Any] = {"method": self.query_one("#field-method", Select).value}
         for name in FIELD_NAMES[1:]:
-            out[name] = from_text(name, self.query_one(f"#field-{name}", Input).value)
+            row_shown = self.query_one(f"#row-{name}").display
+            out[name] = from_text(name, self.query_one(f"#field-{name}", Input).value if row_shown else "")
         return out
 
     def fill(self, values: dict[str, Any]) -> None:
@@ -99,8 +131,11 @@ class ConfigForm(VerticalScroll):
                 self.query_one("#field-method", Select).value = values[name] or "auto"
             else:
                 self.query_one(f"#field-{name}", Input).value = to_text(name, values[name])
+        self.show_method_fields()
 
     def mark(self, field: str | None) -> None:
         """Highlight the row of the field an error names (None clears)."""
         for row in self.query(".form-row"):
-            row.set_class(row.id == f"row-{field}", "-invalid")
+            invalid = row.id == f"row-{field}"
+            if row.has_class("-invalid") != invalid:  # no restyle when nothing changes
+                row.set_class(invalid, "-invalid")

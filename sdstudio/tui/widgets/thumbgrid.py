@@ -61,7 +61,11 @@ class Tile(Vertical):
         self.query_one(".tile--label", Static).update(self._label_markup())
 
     def set_thumbnail(self, image: Any) -> None:
-        self.query_one(".tile--pic").image = image
+        pictures = self.query(".tile--pic")
+        if pictures:
+            pictures.first().image = image
+        else:  # the thumbnail came before the tile was composed: show it when it is
+            self.call_after_refresh(self.set_thumbnail, image)
 
     def on_click(self, event: events.Click) -> None:
         grid = self.parent

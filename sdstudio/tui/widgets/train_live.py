@@ -7,9 +7,10 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, RichLog, Sparkline, Static
+from textual.widgets import Label, Log, Sparkline, Static
 
 from sdstudio.tui.images import Picture
+from sdstudio.tui.widgets.loss_chart import LossChart
 from sdstudio.tui.session import FAILED, IDLE, STARTING, STOPPING, TrainingSession, format_eta
 
 THUMBS = 3
@@ -49,10 +50,8 @@ class TrainingView(Vertical):
     TrainingView #state { text-style: bold; }
     TrainingView #state.-failed { color: $error; }
     TrainingView #state.-stopping { color: $warning; }
-    TrainingView #loss { height: 3; margin: 0; }
-    TrainingView .-validation { display: none; }
-    TrainingView.-has-validation .-validation { display: block; }
-    TrainingView #val-loss { height: 2; margin: 0; }
+    TrainingView #loss { height: 1; margin: 0; }
+    TrainingView LossChart { height: 1fr; min-height: 8; }
     TrainingView #thumbs { height: auto; max-height: 8; }
     TrainingView #thumbs Picture { width: 14; height: auto; max-height: 7; margin-right: 1; }
     TrainingView #log { height: 1fr; min-height: 3; border-top: solid $panel; }
@@ -63,22 +62,31 @@ class TrainingView(Vertical):
         self._version = -1
         self._log_seen = 0
         self._samples: tuple[Path, ...] = ()
+        self._val_stamp: Any = None
+        self._val: list[tuple[int, float]] = []
 
     def compose(self) -> ComposeResult:
         yield Static(STATE_TEXT[IDLE], id="state")
         yield Static("", id="stats", classes="muted")
-        yield Label("loss (smoothed)", classes="muted")
-        yield Sparkline([], id="loss")
-        yield Label("", id="val-label", classes="muted -validation")
-        yield Sparkline([], id="val-loss", classes="-validation")
-        yield Label("samples", id="samples-label", classes="muted")
-        with Horizontal(id="thumbs"):
-            for i in range(THUMBS):
-                yield Picture(None, id=f"thumb-{i}")
-        yield RichLog(id="log", max_lines=1000, wrap=True, markup=False)
+
+    def on_mount(self) -> None:
+        # The rest is empty until a run starts: it is built after the first paint, which it would slow.
+        self.call_after_refresh(self._build_rest)
+
+    def _build_rest(self) -> None:
+        self.mount_all([
+            Sparkline([], id="loss"),  # the compact form
+            LossChart(id="loss-chart"),
+            Label("", id="val-label", classes="muted"),
+            Label("samples", id="samples-label", classes="muted"),
+            Horizontal(*(Picture(None, id=f"thumb-{i}") for i in range(THUMBS)), id="thumbs"),
+            Log(id="log", max_lines=1000),  # plain lines: RichLog imports rich.pretty (and attrs)
+        ])
+        self._built = True
+        self._version = -1  # draw everything on the next sync
 
     def sync(self, s: TrainingSession) -> None:
-        if s.version == self._version:
+        if s.version == self._version or not getattr(self, "_built", False):
             return
         self._version = s.version
         state = self.query_one("#state", Static)
@@ -92,26 +100,46 @@ class TrainingView(Vertical):
         state.set_class(s.state == STOPPING, "-stopping")
         self.query_one("#stats", Static).update(stats_line(s))
         self.query_one("#loss", Sparkline).data = list(s.losses)
-        self.set_class(bool(s.val_losses), "-has-validation")
-        if s.val_losses:
-            step, last = s.val_losses[-1]
-            low_step, low = min(s.val_losses, key=lambda p: p[1])
+        val = self._val_points(s)
+        self.query_one(LossChart).update_data(s.raw_points, s.smooth_points, val)
+        if val:
+            step, last = val[-1]
+            low_step, low = min(val, key=lambda p: p[1])
             self.query_one("#val-label", Label).update(
-                f"validation loss {last:.4f} at {step} · lowest {low:.4f} at {low_step} · on {s.val_set or 'fixed noise'}")
-            self.query_one("#val-loss", Sparkline).data = [v for _, v in s.val_losses]
+                f"validation loss {last:.4f} at {step} · lowest {low:.4f} at {low_step}"
+                + (f" · on {s.val_set}" if s.val_set else ""))
         if s.samples != self._samples:
             self._samples = s.samples
             for i in range(THUMBS):
                 self.query_one(f"#thumb-{i}", Picture).show(s.samples[i] if i < len(s.samples) else None)
             if s.sample_step is not None:
                 self.query_one("#samples-label", Label).update(f"samples at step {s.sample_step}")
-        log = self.query_one("#log", RichLog)
+        log = self.query_one("#log", Log)
         if len(s.log) < self._log_seen:  # a new run started
             log.clear()
             self._log_seen = 0
         for line in s.log[self._log_seen:]:
-            log.write(line)
+            log.write_line(line)
         self._log_seen = len(s.log)
+
+    def _val_points(self, s: TrainingSession) -> list[tuple[int, float]]:
+        """Validation loss: from the trainer's events in-process, else from the run's metrics.jsonl
+        (rows with `val_loss`, re-read when it changed) for a run another process trains."""
+        if s.val_losses:
+            return list(s.val_losses)
+        if s.run_dir is None:
+            return []
+        metrics = s.run_dir / "metrics.jsonl"
+        try:
+            stamp = (metrics, metrics.stat().st_mtime_ns)
+        except OSError:
+            return []
+        if stamp != self._val_stamp:
+            from sdstudio.core.runs import RunDir
+
+            self._val_stamp = stamp
+            self._val = sorted(RunDir(s.run_dir).validation_losses().items())
+        return self._val
 
     @property
     def shown_samples(self) -> tuple[Path, ...]:

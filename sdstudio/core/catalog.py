@@ -1,0 +1,110 @@
+"""What a user can pick as a model or a LoRA without typing a path: the list behind the pickers.
+
+Known models: the built-in demo, diffusers folders and single files in the models folder and in
+`$SDSTUDIO_MODELS` (if set); LoRAs: every run's checkpoints and exports. Only directory listings
+and file names are read (no headers, no weights), so the list is cheap to build when a screen
+opens. Every entry's `value` is what `models.locate_model` / `merge.sources.open_model` accept.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdstudio.core.filetypes import SINGLE_FILE_SUFFIXES
+from sdstudio.core.paths import DEMO_MODEL_NAME, PROJECT_ROOT, runs_root
+
+MODELS_ENV = "SDSTUDIO_MODELS"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One pickable item: `kind` is model | checkpoint | export; `value` is the name or path to use."""
+
+    label: str
+    value: str
+    kind: str
+
+
+def model_folders() -> list[Path]:
+    """Where models are looked for: the project's models/ and the runs folder, then $SDSTUDIO_MODELS
+    (a path list, like PATH)."""
+    folders = [PROJECT_ROOT / "models", runs_root()]
+    for part in os.environ.get(MODELS_ENV, "").split(os.pathsep):
+        if part.strip():
+            folders.append(Path(os.path.expanduser(part.strip())))
+    seen: dict[Path, None] = {}
+    for f in folders:
+        seen.setdefault(f.resolve() if f.exists() else f, None)
+    return list(seen)
+
+
+def _models_in(folder: Path) -> list[CatalogEntry]:
+    try:
+        items = sorted(folder.iterdir())
+    except OSError:
+        return []
+    out = []
+    for item in items:
+        if item.is_dir() and (item / "model_index.json").is_file():
+            out.append(CatalogEntry(f"{item.name}  (folder, {_short(folder)})", str(item), "model"))
+        elif item.is_file() and item.suffix.lower() in SINGLE_FILE_SUFFIXES:
+            out.append(CatalogEntry(f"{item.name}  ({_short(folder)})", str(item), "model"))
+    return out
+
+
+def _short(path: Path) -> str:
+    home = Path.home()
+    try:
+        return "~/" + str(path.relative_to(home))
+    except ValueError:
+        pass
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def known_models() -> list[CatalogEntry]:
+    """The demo first, then the models found in the model folders (the demo's own folder skipped)."""
+    from sdstudio.core.paths import demo_model_dir
+
+    entries = [CatalogEntry("demo  (built-in demo model)", DEMO_MODEL_NAME, "model")]
+    demo = demo_model_dir().resolve()
+    for folder in model_folders():
+        entries += [e for e in _models_in(folder) if Path(e.value).resolve() != demo]
+    return _unique(entries)
+
+
+def run_loras(root: Path | None = None) -> list[CatalogEntry]:
+    """Every run's checkpoints (newest run first, highest step first) and its exports."""
+    from sdstudio.core.runs import list_runs
+
+    entries: list[CatalogEntry] = []
+    for run in list_runs(root or runs_root()):
+        for ckpt in sorted(run.checkpoints(), key=lambda c: -c.step):
+            if ckpt.weights.is_file():
+                entries.append(CatalogEntry(f"{run.name} · step {ckpt.step}  (LoRA checkpoint)", str(ckpt.weights),
+                                            "checkpoint"))
+        try:
+            exports = sorted(run.exports_dir.glob("*.safetensors"))
+        except OSError:
+            exports = []
+        entries += [CatalogEntry(f"{run.name} · {e.name}  (LoRA export)", str(e), "export") for e in exports]
+    return entries
+
+
+def merge_candidates() -> list[CatalogEntry]:
+    """What the Merge screen offers for B and C: models, then LoRAs (a LoRA as B means LoRA fuse)."""
+    return known_models() + run_loras()
+
+
+def _unique(entries: list[CatalogEntry]) -> list[CatalogEntry]:
+    seen: set[str] = set()
+    out = []
+    for e in entries:
+        if e.value not in seen:
+            seen.add(e.value)
+            out.append(e)
+    return out
