@@ -65,19 +65,19 @@ async def test_merge_with_the_default_a_saves_a_file_that_loads(runs_root: Path)
 
 
 @pytest.fixture()
-def demo_lora_run(runs_root: Path) -> Path:
-    """A run on the demo model with one real LoRA checkpoint (what a demo training leaves)."""
-    import torch
-    from diffusers import StableDiffusionPipeline
+def demo_lora_run(runs_root: Path, tmp_path: Path) -> Path:
+    """What a demo training leaves: the real trainer, two steps of a UNet LoRA on the demo model,
+    one checkpoint in the runs folder (so the picker lists it)."""
+    from conftest import draw_shape_images
+    from sdstudio.core.config import build_config
+    from sdstudio.core.training.trainer import train
 
-    from sdstudio.core.models import locate_model
-    from tests.lora_helpers import add_adapters, save_checkpoint, write_run_toml
-
-    pipe = StableDiffusionPipeline.from_pretrained(locate_model("demo")[1], torch_dtype=torch.float32)
-    unet_cfg, _ = add_adapters(pipe, rank=4, unet_alpha=4.0, text_alpha=None, seed=3)
-    run = RunDir(runs_root / "demo-lora")
-    write_run_toml(run, "demo", rank=4, alpha=4.0, steps=10)
-    return save_checkpoint(pipe, run, 10, unet_cfg, None) / "pytorch_lora_weights.safetensors"
+    draw_shape_images(tmp_path / "instance", 2, (230, 30, 30), size=64)
+    cfg = build_config({"pretrained_model_name_or_path": "demo", "instance_data_dir": str(tmp_path / "instance"),
+                        "instance_prompt": "a sks shape", "resolution": 64, "rank": 4, "lora_alpha": 4.0,
+                        "max_train_steps": 2, "checkpointing_steps": 2, "num_validation_images": 0,
+                        "learning_rate": 1e-2, "output_dir": str(runs_root / "demo-lora")})
+    return train(cfg).checkpoint(2).weights
 
 
 async def test_a_lora_as_b_fuses_and_preview_and_save_agree(demo_lora_run: Path, runs_root: Path,
