@@ -38,11 +38,12 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
     raise AssertionError("timed out")
 
 
-def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tiny_model_dir, instance_dir, tmp_path):
-    common = dict(instance_data_dir=str(instance_dir), instance_prompt="a photo of sks shape", max_train_steps=8,
-                  checkpointing_steps=2, validation_steps=100, random_flip=True, lr_scheduler="cosine")
-    straight = write_config(tmp_path / "straight.toml", tiny_train_values(tiny_model_dir, tmp_path / "straight", **common))
-    killed = write_config(tmp_path / "killed.toml", tiny_train_values(tiny_model_dir, tmp_path / "killed", **common))
+def kill_after_a_checkpoint_and_resume(model_dir: Path, tmp_path: Path, total: int, **common: object):
+    """Train `total` steps straight; train the same config again, SIGKILL it once a checkpoint exists,
+    resume it. Returns (the straight run, the killed-and-resumed run, the step of the kill, the resume's
+    output). Both runs' final LoRA weights and loss curves must then be equal."""
+    straight = write_config(tmp_path / "straight.toml", tiny_train_values(model_dir, tmp_path / "straight", **common))
+    killed = write_config(tmp_path / "killed.toml", tiny_train_values(model_dir, tmp_path / "killed", **common))
     subprocess.run(cli("train", str(straight), "--quiet"), check=True, capture_output=True, timeout=600)
 
     run = RunDir(tmp_path / "killed")
@@ -51,25 +52,35 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tin
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert run.status()["state"] == "running"  # killed: nobody marked it
-    steps_at_kill = run.checkpoints()[-1].step
-    assert steps_at_kill < 8
-
+    at_kill = run.checkpoints()[-1].step
+    assert at_kill < total
     done = subprocess.run(cli("train", "--resume", str(run.path), "--quiet"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"resumed from {run.checkpoint(steps_at_kill).path} at step {steps_at_kill}" in done.stdout
-    assert run.status()["state"] == "finished" and run.status()["step"] == 8
-    assert [m["step"] for m in run.metrics()] == list(range(1, 9))
-    a = load_file(str(RunDir(tmp_path / "straight").checkpoint(8).weights))
-    b = load_file(str(run.checkpoint(8).weights))
-    assert a.keys() == b.keys()
+    return RunDir(tmp_path / "straight"), run, at_kill, done.stdout
+
+
+def assert_same_weights_and_losses(a_run: RunDir, b_run: RunDir, step: int) -> None:
     import torch
 
+    a = load_file(str(a_run.checkpoint(step).weights))
+    b = load_file(str(b_run.checkpoint(step).weights))
+    assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
     # the loss curve continues exactly too
-    la = [m["loss"] for m in RunDir(tmp_path / "straight").metrics()]
-    lb = [m["loss"] for m in run.metrics()]
+    la = [m["loss"] for m in a_run.metrics()]
+    lb = [m["loss"] for m in b_run.metrics()]
     assert la == pytest.approx(lb, rel=1e-5, abs=1e-6)
+
+
+def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tiny_model_dir, instance_dir, tmp_path):
+    straight, run, at_kill, out = kill_after_a_checkpoint_and_resume(
+        tiny_model_dir, tmp_path, 8, instance_data_dir=str(instance_dir), instance_prompt="a photo of sks shape",
+        max_train_steps=8, checkpointing_steps=2, validation_steps=100, random_flip=True, lr_scheduler="cosine")
+    assert f"resumed from {run.checkpoint(at_kill).path} at step {at_kill}" in out
+    assert run.status()["state"] == "finished" and run.status()["step"] == 8
+    assert [m["step"] for m in run.metrics()] == list(range(1, 9))
+    assert_same_weights_and_losses(straight, run, 8)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_stopped(tiny_model_dir, instance_dir, tmp_path):

@@ -91,40 +91,15 @@ def test_sdxl_dreambooth_with_prior_preservation_generates_class_images_and_trai
 
 
 def test_sdxl_with_buckets_killed_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(tiny_sdxl_dir, tmp_path):
-    import signal
-    import subprocess
-
-    import pytest
-    import torch
-    from safetensors.torch import load_file
-
-    from test_resume import cli, wait_for, write_config
+    from test_resume import assert_same_weights_and_losses, kill_after_a_checkpoint_and_resume
 
     folder = mixed_aspect_folder(tmp_path / "mixed")
-    common = dict(train_data_dir=str(folder), enable_bucket=True, bucket_reso_steps=8, train_batch_size=2,
-                  random_flip=True, max_train_steps=6, checkpointing_steps=2, validation_steps=100,
-                  lr_scheduler="cosine")
-    straight = write_config(tmp_path / "straight.toml", tiny_train_values(tiny_sdxl_dir, tmp_path / "straight", **common))
-    killed = write_config(tmp_path / "killed.toml", tiny_train_values(tiny_sdxl_dir, tmp_path / "killed", **common))
-    subprocess.run(cli("train", str(straight), "--quiet"), check=True, capture_output=True, timeout=600)
-
-    run = RunDir(tmp_path / "killed")
-    proc = subprocess.Popen(cli("train", str(killed)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: bool(run.checkpoints()), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    at_kill = run.checkpoints()[-1].step
-    assert at_kill < 6
-    done = subprocess.run(cli("train", "--resume", str(run.path), "--quiet"), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"at step {at_kill}" in done.stdout
-    a = load_file(str(RunDir(tmp_path / "straight").checkpoint(6).weights))
-    b = load_file(str(run.checkpoint(6).weights))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
-    assert [m["loss"] for m in RunDir(tmp_path / "straight").metrics()] == pytest.approx(
-        [m["loss"] for m in run.metrics()], rel=1e-5, abs=1e-6)
+    straight, run, at_kill, out = kill_after_a_checkpoint_and_resume(
+        tiny_sdxl_dir, tmp_path, 6, train_data_dir=str(folder), enable_bucket=True, bucket_reso_steps=8,
+        train_batch_size=2, random_flip=True, max_train_steps=6, checkpointing_steps=2, validation_steps=100,
+        lr_scheduler="cosine")
+    assert f"at step {at_kill}" in out
+    assert_same_weights_and_losses(straight, run, 6)
 
 
 def test_mixed_precision_samples_decode_with_the_vae_in_fp32(tiny_sdxl_dir, tmp_path):
