@@ -245,6 +245,18 @@ def _infer_vae_config(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
             "layers_per_block": _count_indices(shapes, f"{p}0.block.") or 2}
 
 
+def read_component_configs(root: Path, components: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """`<component>/config.json` of each component of a diffusers folder; ModelError names the file."""
+    cfgs = {}
+    for comp in components:
+        path = root / comp / "config.json"
+        try:
+            cfgs[comp] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: cannot read the {comp} config ({exc})") from None
+    return cfgs
+
+
 @dataclass(frozen=True)
 class Part:
     """One diffusers tensor's share of an LDM tensor.
@@ -283,13 +295,7 @@ class LdmLayout:
             from sdstudio.core.io.sgm_layout import SgmLayout
 
             return SgmLayout.from_folder(root)
-        cfgs = {}
-        for comp in COMPONENTS:
-            path = root / comp / "config.json"
-            try:
-                cfgs[comp] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ModelError(f"{path}: cannot read the {comp} config ({exc})") from None
+        cfgs = read_component_configs(root, COMPONENTS)
         family = "sd2" if cfgs["unet"].get("cross_attention_dim") == 1024 else "sd1"
         return cls(cfgs["unet"], cfgs["vae"], family, int(cfgs["text_encoder"]["num_hidden_layers"]))
 

@@ -20,13 +20,12 @@ SDXL-only names; the UNet and VAE maps are the shared SD ones.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
-from sdstudio.core.io.ldm_layout import (SD1_TEXT_PREFIX, SD2_TEXT_PREFIX, UNET_PREFIX, LdmLayout, Part,
+from sdstudio.core.io.ldm_layout import (read_component_configs, SD1_TEXT_PREFIX, SD2_TEXT_PREFIX, UNET_PREFIX, LdmLayout, Part,
                                          _count_indices, _infer_unet_config, _infer_vae_config,
                                          canonical_text_key, text_encoder_module_map, unet_module_map,
                                          vae_module_map)
@@ -75,14 +74,7 @@ class SgmLayout(LdmLayout):
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> SgmLayout:
-        root = Path(folder)
-        cfgs = {}
-        for comp in SDXL_COMPONENTS:
-            path = root / comp / "config.json"
-            try:
-                cfgs[comp] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ModelError(f"{path}: cannot read the {comp} config ({exc})") from None
+        cfgs = read_component_configs(Path(folder), SDXL_COMPONENTS)
         return cls(cfgs["unet"], cfgs["vae"], int(cfgs["text_encoder"]["num_hidden_layers"]),
                    int(cfgs["text_encoder_2"]["num_hidden_layers"]))
 
