@@ -34,7 +34,7 @@ def main() -> None:
     from lora_helpers import TEXT_TARGETS, sd15_lora_checkpoint
 
     from sdstudio.core.lora.export import export_checkpoint
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
 
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(Path(tmp) / "sd15-bench")

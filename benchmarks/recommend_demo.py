@@ -27,7 +27,7 @@ def main() -> None:
     from sdstudio.core.config import load_config
     from sdstudio.core.generation.generator import Generator
     from sdstudio.core.paths import data_dir
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
     from sdstudio.core.training.scoring import RunScorer
     from sdstudio.core.training.trainer import train
     from sdstudio.demo import evaluation

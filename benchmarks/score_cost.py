@@ -39,7 +39,7 @@ def build_models(folder: Path) -> tuple[Path, Path]:
 def main() -> None:
     import torch
 
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
     from sdstudio.core.training.scoring import RunScorer
 
     ap = argparse.ArgumentParser()

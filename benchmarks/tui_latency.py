@@ -53,7 +53,7 @@ def _sheet_run(folder: Path) -> None:
     from PIL import Image
 
     from sdstudio.core.paths import data_dir
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
 
     pictures = sorted((data_dir() / "shapes").glob("*.png"))
     run = RunDir(folder)
@@ -108,7 +108,7 @@ async def _measure(settings_path: Path, presses: int, size: tuple[int, int]) -> 
             await asyncio.sleep(0.2)
         await pilot.press("3")
         await pilot.pause(0.5)
-        from sdstudio.core.runs import RunDir
+        from sdstudio.core.runs.run_dir import RunDir
 
         app.screen.open(RunDir(Path(os.environ["SDSTUDIO_RUNS"]) / "sheet-48"))  # the 48 thumbnails
         await pilot.pause(1.0)

@@ -25,10 +25,10 @@ def folder_state(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def ldm_state(folder: Path) -> dict[str, Any]:
-    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.core.io.layouts import layout_of_folder
     from sdstudio.demo.ldm_files import diffusers_to_ldm
 
-    return diffusers_to_ldm(folder_state(folder), LdmLayout.from_folder(folder))
+    return diffusers_to_ldm(folder_state(folder), layout_of_folder(folder))
 
 
 def diffusers_reads(source: Path, config: Path | None = None) -> dict[str, Any]:

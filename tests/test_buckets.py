@@ -100,7 +100,7 @@ def test_bucket_config_is_validated():
 def test_training_with_buckets_encodes_each_batch_at_its_buckets_shape(tiny_model_dir, tmp_path, runs_root, one_torch_thread,
                                                                       monkeypatch):
     from sdstudio.core.config import build_config
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
     from sdstudio.core.training.loss import StepLoss
     from sdstudio.core.training.trainer import Trainer
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_train_values
 from sdstudio.cli import main
 from sdstudio.core.config import build_config
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.training import checkpoint
 from sdstudio.core.training.trainer import train
 

@@ -14,7 +14,7 @@ import pytest
 
 from detach_helpers import (demo_config, kill_if_alive, runs_json, sdstudio, start_detached, trainer_pid,
                             wait_until)
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 
 pytestmark = pytest.mark.slow
 

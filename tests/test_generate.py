@@ -10,7 +10,7 @@ import pytest
 from sdstudio.cli import main
 from sdstudio.core.generation.generator import GenerateOptions, Generator, LoraSpec, parse_seeds
 from sdstudio.core.lora.spec import parse_lora_spec
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sdstudio.core.io.layouts import layout_of_folder
 from sdstudio.core.io.ldm_layout import (
     LdmLayout,
     canonical_text_key,
@@ -66,7 +67,7 @@ def _every_parameter_maps_and_diffusers_reads_it_back(root: Path) -> None:
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     comps = _meta_components(root)
-    layout = LdmLayout.from_folder(root)
+    layout = layout_of_folder(root)
     ldm = diffusers_to_ldm(comps, layout)
     assert len(ldm) == sum(len(sd) for sd in comps.values())
     # the well-known SD 1.5 names
@@ -129,7 +130,7 @@ def test_tiny_single_file_round_trip_generates_identical_images(tiny_model_dir: 
     from sdstudio.core.io.atomic import save_safetensors
     from sdstudio.core.models import load_pipeline
 
-    ldm = diffusers_to_ldm(_load_components(tiny_model_dir), LdmLayout.from_folder(tiny_model_dir))
+    ldm = diffusers_to_ldm(_load_components(tiny_model_dir), layout_of_folder(tiny_model_dir))
     single = tmp_path / "tiny.safetensors"
     save_safetensors(ldm, single)
     images = []

@@ -11,7 +11,7 @@ import pytest
 from conftest import TRAINED_ALPHA, TRAINED_RANK
 from sdstudio.cli import main
 from sdstudio.core.lora.export import export_checkpoint
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 
 PROMPT = "a photo of sks dog"
 

@@ -64,7 +64,7 @@ def test_known_a1111_names():
 
 def test_sd15_export_maps_every_key_onto_ldm_modules(tmp_path: Path, ldm):
     from sdstudio.core.lora.export import export_checkpoint
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
 
     run = RunDir(tmp_path / "sd15-run")
     unet_targets = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]

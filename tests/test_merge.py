@@ -190,7 +190,7 @@ def test_a_full_disk_leaves_nothing_behind(a_file: Path, b_file: Path, tmp_path:
 def test_lora_fuse_reads_kohya_and_peft_files_alike(a_file: Path, tmp_path: Path) -> None:
     import torch
 
-    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.core.io.layouts import layout_of_shapes
 
     mods = lora_modules(seed=3, rank=2)
     kohya = write_kohya_lora(tmp_path / "k.safetensors", mods, alpha=1.0)
@@ -198,7 +198,7 @@ def test_lora_fuse_reads_kohya_and_peft_files_alike(a_file: Path, tmp_path: Path
     out_k = merge_files(a_file, tmp_path / "fk.safetensors", loras=[(str(kohya), 0.7)], dtype="fp32")
     out_p = merge_files(a_file, tmp_path / "fp.safetensors", loras=[(str(peft), 0.7)], dtype="fp32")
     got_k, got_p, a = _load(out_k)[0], _load(out_p)[0], _load(a_file)[0]
-    layout = LdmLayout.from_ldm_shapes({k: tuple(v.shape) for k, v in a.items()})
+    layout = layout_of_shapes({k: tuple(v.shape) for k, v in a.items()})
     changed = set()
     for (comp, path), (down, up) in mods.items():
         key, _ = layout.to_ldm(comp, f"{path}.weight")
@@ -219,10 +219,10 @@ def test_diffusers_output_loads_and_matches_the_single_file(a_file: Path, model_
     common = [str(a_file), str(model_b_dir), "--multiplier", "0.4", "--dtype", "fp32"]
     assert main(["merge", *common, "-o", str(single)]) == 0
     assert main(["merge", *common, "-o", str(folder), "--format", "diffusers", "--config", str(tiny_model_dir)]) == 0
-    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.core.io.layouts import layout_of_folder
     from sdstudio.demo.ldm_files import diffusers_to_ldm
 
-    from_folder = diffusers_to_ldm(folder_state(folder), LdmLayout.from_folder(folder))
+    from_folder = diffusers_to_ldm(folder_state(folder), layout_of_folder(folder))
     got = _load(single)[0]
     assert all(torch.equal(from_folder[k], got[k]) for k in from_folder)
     from sdstudio.core.models import load_pipeline

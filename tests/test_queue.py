@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from detach_helpers import demo_config, runs_json, sdstudio, wait_until
-from sdstudio.core import run_queue
-from sdstudio.core.queue_runner import _next, _try_lock, run_queue_loop, runner_active
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs import queue as run_queue
+from sdstudio.core.runs.queue_runner import _next, _try_lock, run_queue_loop, runner_active
+from sdstudio.core.runs.run_dir import RunDir
 
 
 @pytest.mark.slow

@@ -13,11 +13,11 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import tiny_train_values
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 
 
 def write_config(path: Path, values: dict[str, object]) -> Path:
-    from sdstudio.core.runs import dumps_toml
+    from sdstudio.core.io.toml_text import dumps_toml
 
     path.write_text(dumps_toml(values))
     return path

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import draw_shape_images, tiny_train_values
 from sdstudio.core.config import build_config
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.training.resume_guard import ResumeRefused
 from sdstudio.core.training.trainer import train
 

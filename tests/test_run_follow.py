@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from sdstudio.core import run_lock
+from sdstudio.core.runs import lock as run_lock
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.events import CheckpointEvent, FailedEvent, FinishedEvent, SampleEvent, StepEvent, TrainerControl
-from sdstudio.core.run_control import CommandReader, send_command
-from sdstudio.core.run_follow import RunFollower
-from sdstudio.core.run_overview import CRASHED, run_state
+from sdstudio.core.runs.control import CommandReader, send_command
+from sdstudio.core.runs.follow import RunFollower
+from sdstudio.core.runs.overview import CRASHED, run_state
 from test_tui_fixtures import make_run
 
 
@@ -84,7 +84,7 @@ def test_detach_checks_the_config_before_anything_starts(runs_root: Path, tmp_pa
 def test_a_trainer_that_does_not_acknowledge_gets_the_signal_instead(tmp_path: Path) -> None:
     import signal
 
-    from sdstudio.core.run_control import install_signal_handlers
+    from sdstudio.core.runs.control import install_signal_handlers
 
     run = make_run(tmp_path, state="running")
     lock = run_lock.acquire(run.path)  # this process "trains" the run, with signal handlers and no reader

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.training.scoring import RunScorer, read_scores
 from sdstudio.demo.shapes import random_scene, render
 

@@ -74,7 +74,7 @@ def test_the_export_loads_in_diffusers_and_draws_what_the_checkpoint_draws(sdxl_
     from diffusers import StableDiffusionXLPipeline
 
     from sdstudio.core.lora.export import export_checkpoint
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
 
     out = export_checkpoint(sdxl_run, out=tmp_path / "xl.safetensors", dtype="fp32")
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, add_watermarker=False)

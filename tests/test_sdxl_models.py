@@ -7,14 +7,14 @@ def test_an_sdxl_folder_and_its_sgm_single_file_are_recognised_and_the_file_load
     import torch
     from safetensors.torch import load_file, save_file
 
-    from sdstudio.core.io.ldm_layout import LdmLayout
+    from sdstudio.core.io.layouts import layout_of_folder
     from sdstudio.core.models import load_pipeline, resolve_base_model
     from sdstudio.demo.ldm_files import diffusers_to_ldm
 
     assert resolve_base_model(str(tiny_sdxl_dir)).family == "sdxl"
     comps = {c: load_file(str(tiny_sdxl_dir / c / f"{'model' if c.startswith('text') else 'diffusion_pytorch_model'}.safetensors"))
              for c in ("unet", "vae", "text_encoder", "text_encoder_2")}
-    sd = diffusers_to_ldm(comps, LdmLayout.from_folder(tiny_sdxl_dir))
+    sd = diffusers_to_ldm(comps, layout_of_folder(tiny_sdxl_dir))
     path = tmp_path / "tiny-xl.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
     base = resolve_base_model(str(path))

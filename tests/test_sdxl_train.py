@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import tiny_train_values
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from test_buckets import mixed_aspect_folder
 
 
@@ -108,7 +108,7 @@ def test_mixed_precision_samples_decode_with_the_vae_in_fp32(tiny_sdxl_dir, tmp_
 
     from sdstudio.core.config import build_config
     from sdstudio.core.models import load_pipeline
-    from sdstudio.core.runs import RunDir as Run
+    from sdstudio.core.runs.run_dir import RunDir as Run
     from sdstudio.core.training.validation import sample
 
     pipe = load_pipeline(str(tiny_sdxl_dir))

@@ -13,7 +13,7 @@ from conftest import draw_shape_images, tiny_train_values
 from sdstudio.core import events as ev
 from sdstudio.core.config import build_config
 from sdstudio.core.errors import TrainingError
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.training.trainer import train
 
 

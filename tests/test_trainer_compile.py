@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from conftest import tiny_train_values
 from sdstudio.core.config import build_config
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.training.trainer import train
 
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from conftest import tiny_train_values
-from sdstudio.core.runs import RunDir, dumps_toml
+from sdstudio.core.io.toml_text import dumps_toml
+from sdstudio.core.runs.run_dir import RunDir
 
 
 @pytest.mark.skipif(os.environ.get("SDSTUDIO_SKIP_MULTIPROC") == "1", reason="multi-process test disabled")

@@ -14,7 +14,8 @@ from conftest import draw_shape_images, tiny_train_values
 from sdstudio.commands.train import stop_on_signals
 from sdstudio.core import events as ev
 from sdstudio.core.config import build_config
-from sdstudio.core.runs import RunDir, dumps_toml
+from sdstudio.core.io.toml_text import dumps_toml
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.training.trainer import train
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.tui.app import StudioApp
 from sdstudio.tui.screens.checkpoints import CheckpointsScreen
 from sdstudio.tui.widgets.contact_sheet import ContactSheet

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from detach_helpers import kill_if_alive, wait_until
-from sdstudio.core import run_queue
+from sdstudio.core.runs import queue as run_queue
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.queue_runner import _try_lock
-from sdstudio.core.runs import list_runs
+from sdstudio.core.runs.queue_runner import _try_lock
+from sdstudio.core.runs.run_dir import list_runs
 from sdstudio.tui.app import StudioApp
 from sdstudio.tui.settings import Settings, load_settings, parse_settings
 from sdstudio.tui.widgets.queue_panel import QueuePanel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.paths import data_dir
 
 PROMPTS = ("a red circle", "a blue square")

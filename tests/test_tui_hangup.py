@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sdstudio.core.runs import list_runs
+from sdstudio.core.runs.run_dir import list_runs
 from sdstudio.tui.app import StudioApp
 from sdstudio.tui.screens.resume import ResumeScreen
 from test_tui_fixtures import make_dataset, write_settings

@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import Input, Select
 
 from sdstudio.core.errors import ModelError
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.tui.app import StudioApp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

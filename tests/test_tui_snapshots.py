@@ -57,7 +57,7 @@ def _contact_sheet_run(root: Path) -> None:
     from PIL import Image
 
     from sdstudio.core.paths import data_dir
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
 
     pictures = sorted((data_dir() / "shapes").glob("*.png"))
     run = RunDir(root / "sheet-run")

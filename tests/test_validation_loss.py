@@ -79,7 +79,7 @@ def test_a_validation_folder_is_measured_and_training_keeps_every_image(tiny_mod
 
 def test_a_run_and_its_resumed_twin_log_bit_identical_validation_losses(tiny_model_dir, instance_dir, tmp_path,
                                                                         one_torch_thread) -> None:
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
     from sdstudio.core.training.trainer import train
 
     common = dict(max_train_steps=6, checkpointing_steps=2, random_flip=True)

@@ -49,14 +49,14 @@ def format_queue(items: list[Any], runner: bool = True) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdstudio.core import run_queue
+    from sdstudio.core.runs import queue as run_queue
     from sdstudio.core.paths import runs_root
 
     root = runs_root()
     action, rest = args.action, list(args.rest or [])
     if action == "add":
         from sdstudio.commands.train import parse_overrides, split_argv
-        from sdstudio.core.queue_runner import ensure_runner
+        from sdstudio.core.runs.queue_runner import ensure_runner
 
         own, override_argv = split_argv(rest)
         item = run_queue.add(root, own["config"], parse_overrides(override_argv), start_runner=ensure_runner)
@@ -76,19 +76,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"removed {run_queue.clear(root)} entries")
         return 0
     if action == "start":
-        from sdstudio.core.queue_runner import ensure_runner
+        from sdstudio.core.runs.queue_runner import ensure_runner
 
         started = ensure_runner(root)
         print("queue runner started" if started else "a queue runner is already active")
         return 0
     if action == "run":
-        from sdstudio.core.detach import ignore_hangup, in_detached_child
-        from sdstudio.core.queue_runner import run_queue_loop
+        from sdstudio.core.runs.detach import ignore_hangup, in_detached_child
+        from sdstudio.core.runs.queue_runner import run_queue_loop
 
         if in_detached_child():
             ignore_hangup()
         return run_queue_loop(root)
-    from sdstudio.core.queue_runner import runner_active
+    from sdstudio.core.runs.queue_runner import runner_active
 
     active = runner_active(root)
     print(format_queue(run_queue.load(root).items, runner=active))

@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sdstudio.core.paths import runs_root
-    from sdstudio.core.run_overview import all_runs, format_table
+    from sdstudio.core.runs.overview import all_runs, format_table
 
     root = args.root or runs_root()
     rows = all_runs(root)

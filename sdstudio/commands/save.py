@@ -15,6 +15,6 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdstudio.core.run_control import report_command
+    from sdstudio.core.runs.control import report_command
 
     return report_command(args.run_dir, "save")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-SCORER_NAMES = ("demo", "clip", "dino")
+from sdstudio.core.config import SCORERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "RUN_DIR/scores.jsonl with the recommended checkpoint and its reason. Default scorer: the run's "
                     "`scorers`, else `demo` on the demo model and `clip` otherwise.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--scorer", action="append", choices=SCORER_NAMES, help="demo, clip or dino (repeatable)")
+    p.add_argument("--scorer", action="append", choices=SCORERS, help="demo, clip or dino (repeatable)")
     p.add_argument("--clip-model", help="local folder or cached hub id of a CLIP model (default: the run's clip_model)")
     p.add_argument("--dino-model", help="local folder or cached hub id of a DINO model (default: the run's dino_model)")
     p.add_argument("--rescore", action="store_true", help="score steps again that are already scored")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from sdstudio.core.errors import SdstudioError
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.run_dir import RunDir
     from sdstudio.core.training.scoring import RunScorer
 
     run_dir = RunDir(args.run_dir)

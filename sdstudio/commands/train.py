@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise SdstudioError("--force only applies to --resume RUN_DIR")
     overrides = parse_overrides(rest)
     if own["detach"]:
-        from sdstudio.core.detach import start_detached
+        from sdstudio.core.runs.detach import start_detached
 
         run_dir, pid = start_detached(args.config, args.resume, rest, overrides, quiet=args.quiet,
                                       force=own["force"])
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         return 0
     if args.resume:
-        from sdstudio.core.training.opening import resume_config
+        from sdstudio.core.runs.naming import resume_config
 
         cfg = resume_config(args.resume, overrides)
     else:
@@ -145,12 +145,14 @@ def run(args: argparse.Namespace) -> int:
                                 "settings, or --resume RUN_DIR")
         cfg = load_config(args.config, overrides)
         if cfg.run_name is None and cfg.output_dir is None:
-            from sdstudio.core.training.opening import default_run_name
+            from sdstudio.core.runs.naming import default_run_name
 
             cfg.run_name = default_run_name(cfg, Path(args.config).stem if args.config else None)
-    from sdstudio.core import detach, run_control
     from sdstudio.core.events import TrainerControl
-    from sdstudio.core.run_lock import RunLockedError
+    from sdstudio.core.runs import control as run_control
+    from sdstudio.core.runs import detach
+    from sdstudio.core.runs.lock import RunLockedError
+    from sdstudio.core.training.launch import train_with_commands
 
     printer = _Printer(args.quiet)
     control = TrainerControl()
@@ -160,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with stop_on_signals(control) as received:  # SIGINT/SIGTERM/SIGHUP: stop with a checkpoint
             try:
-                run_control.train_with_commands(cfg, on_event=printer, control=control, resume=args.resume,
-                                                signals=True, force=own["force"])
+                train_with_commands(cfg, on_event=printer, control=control, resume=args.resume,
+                                    signals=True, force=own["force"])
             finally:
                 # The interpreter's last garbage collection walks the whole model graph (about 4 s
                 # for a tiny model); what is left is freed with the process, so a stop exits at once.

@@ -79,7 +79,7 @@ def known_models() -> list[CatalogEntry]:
 
 def run_loras(root: Path | None = None) -> list[CatalogEntry]:
     """Every run's checkpoints (newest run first, highest step first) and its exports."""
-    from sdstudio.core.runs import list_runs
+    from sdstudio.core.runs.run_dir import list_runs
 
     entries: list[CatalogEntry] = []
     for run in list_runs(root or runs_root()):

@@ -24,7 +24,7 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 METHODS = ("auto", "text2image", "dreambooth")
 # Fields holding filesystem paths: relative values in a TOML file are taken from the file's folder.
 PATH_FIELDS = ("train_data_dir", "instance_data_dir", "class_data_dir", "output_dir", "validation_data_dir")
-SCORERS = ("demo", "clip", "dino")  # image scorers by name (sdstudio/core/training/scorers.py)
+SCORERS = ("demo", "clip", "dino")  # the image scorers by name; training/scorers.py maps each to its class
 
 
 @dataclass
@@ -357,6 +357,6 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
 def save_toml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
     """Write a config as TOML (atomically); None fields are left out."""
     from sdstudio.core.io import atomic
-    from sdstudio.core.runs import dumps_toml
+    from sdstudio.core.io.toml_text import dumps_toml
 
     atomic.write_text(path, dumps_toml(cfg.to_dict()))

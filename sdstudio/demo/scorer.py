@@ -5,7 +5,7 @@
 - prompt: share of the ordinary prompts' samples that show their caption's colour and shape;
 - nearest: pixel similarity (1 - mean absolute difference at 32x32) of each subject sample
   to its nearest training image; 1 would be a copy.
-Registered by name in sdstudio.core.training.scorers.SCORERS ("demo").
+Registered by name in sdstudio.core.training.scorers ("demo").
 """
 
 from __future__ import annotations

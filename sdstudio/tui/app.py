@@ -115,7 +115,7 @@ class StudioApp(App[None]):
     # detached runs (another process trains; this studio follows the files, see remote_run.py)
     def wants_detached(self) -> bool:
         """Does ctrl+r train in the background? Setting detach_runs; "auto" means on an SSH login."""
-        from sdstudio.core.detach import on_ssh_login
+        from sdstudio.core.runs.detach import on_ssh_login
 
         choice = self.settings.detach_runs
         return choice == "always" or (choice == "auto" and on_ssh_login())
@@ -159,7 +159,7 @@ class StudioApp(App[None]):
                                 severity="error", timeout=15)
 
     def _attach_or_offer_resume(self) -> None:
-        from sdstudio.core.run_lock import holder
+        from sdstudio.core.runs.lock import holder
         from sdstudio.tui.remote_run import newest_live_run
 
         live = self.open_run if self.open_run is not None and holder(self.open_run) else None
@@ -211,7 +211,7 @@ class StudioApp(App[None]):
     def _train_in_thread(self, cfg: object, control: TrainerControl, resume: Path | None) -> object:
         # torch and diffusers load in there, off the UI thread; the run lock and the command reader
         # let `sdstudio stop|sample|save` and other studios reach this run too
-        from sdstudio.core.run_control import train_with_commands
+        from sdstudio.core.training.launch import train_with_commands
 
         try:
             return train_with_commands(cfg, on_event=lambda event: self.post_message(TrainerMessage(event)),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.events import FailedEvent
-from sdstudio.core.run_follow import RunFollower
+from sdstudio.core.runs.follow import RunFollower
 from sdstudio.tui.session import STOPPING, TrainingSession
 
 
@@ -27,7 +27,7 @@ class RemoteControl:
         self.on_error = on_error
 
     def _send(self, command: str) -> None:
-        from sdstudio.core.run_control import send_command
+        from sdstudio.core.runs.control import send_command
 
         try:
             send_command(self.run_dir, command, wait=0, source="the studio")
@@ -83,11 +83,11 @@ class RemoteRun:
 def start_detached_run(cfg: object) -> tuple[Path, subprocess.Popen[bytes], float]:
     """Freeze the form's config into the run folder and start `sdstudio train --detach`'s child on it."""
     from sdstudio.core.config import save_toml
-    from sdstudio.core.detach import LOG_NAME, plan_run, spawn
+    from sdstudio.core.runs.detach import LOG_NAME, plan_run, spawn
 
     since = time.time()
     if getattr(cfg, "run_name", None) is None and getattr(cfg, "output_dir", None) is None:
-        from sdstudio.core.training.opening import default_run_name
+        from sdstudio.core.runs.naming import default_run_name
 
         cfg.run_name = default_run_name(cfg)  # type: ignore[arg-type, attr-defined]
     overrides = {"run_name": cfg.run_name} if getattr(cfg, "run_name", None) else {}  # type: ignore[attr-defined]
@@ -107,8 +107,8 @@ def _runs_root() -> Path:
 
 def newest_live_run(exclude: Path | None = None) -> Path | None:
     """The newest run some other process is training right now, to follow at start-up."""
-    from sdstudio.core.run_lock import holder
-    from sdstudio.core.runs import list_runs
+    from sdstudio.core.runs.lock import holder
+    from sdstudio.core.runs.run_dir import list_runs
 
     for run in list_runs(_runs_root())[:10]:
         if holder(run.path) is not None and (exclude is None or run.path.resolve() != exclude.resolve()):

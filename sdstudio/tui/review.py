@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core.runs import RunDir, SampleRecord
+from sdstudio.core.runs.run_dir import RunDir, SampleRecord
 
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.generation.generator import GeneratedImage, GenerateOptions, Generator, LoraSpec, save_png
 from sdstudio.core.lora.spec import parse_lora_spec
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
+from typing import Any
 
 
 def file_sha256(path: str | os.PathLike[str], offset: int = 0) -> str:
@@ -30,3 +32,18 @@ def safetensors_short_hash(path: str | os.PathLike[str]) -> str | None:
         return None
     _, _, n = read_file_header(path)
     return file_sha256(path, offset=8 + n)[:12]
+
+
+def tensors_sha256(tensors: Mapping[str, Any]) -> str:
+    """"0x" + SHA-256 of the tensor bytes of the file safetensors would write for `tensors` (header
+    excluded), as modelspec's `hash_sha256` asks: metadata does not change it, and it equals
+    `file_sha256` of that file after its header."""
+    import io
+
+    from safetensors.torch import save
+
+    from sdstudio.core.io.safetensors_io import read_header
+
+    blob = save(dict(tensors))
+    _, _, header_len = read_header(io.BytesIO(blob), len(blob))
+    return "0x" + hashlib.sha256(memoryview(blob)[8 + header_len:]).hexdigest()

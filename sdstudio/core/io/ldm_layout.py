@@ -12,7 +12,7 @@ Public API
   `text_encoder_module_map(family, num_layers)`: diffusers module path -> LDM module path
   (containers and parameter-holding leaves). A parameter `<module>.weight` maps to
   `<ldm module>.weight`, except the exceptions listed by `LdmLayout`.
-- `LdmLayout(unet_config, vae_config, family, text_layers)` (or `LdmLayout.from_folder(dir)`):
+- `LdmLayout(unet_config, vae_config, family, text_layers)` (or `layouts.layout_of_folder(dir)`):
   key-level conversion in both directions, including the VAE mid attention (diffusers linear
   <-> LDM 1x1 conv) and, for SD 2, OpenCLIP's fused `attn.in_proj_*` (q, k, v concatenated)
   and bare `positional_embedding`.
@@ -288,13 +288,9 @@ class LdmLayout:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> LdmLayout:
-        """Read unet/, vae/ and text_encoder/ config.json of a diffusers folder (an SDXL folder
-        gets an `SgmLayout`)."""
+        """Read unet/, vae/ and text_encoder/ config.json of an SD 1.x/2.x diffusers folder (for a
+        folder of any family, `layouts.layout_of_folder`)."""
         root = Path(folder)
-        if (root / "text_encoder_2" / "config.json").is_file():
-            from sdstudio.core.io.sgm_layout import SgmLayout
-
-            return SgmLayout.from_folder(root)
         cfgs = read_component_configs(root, COMPONENTS)
         family = "sd2" if cfgs["unet"].get("cross_attention_dim") == 1024 else "sd1"
         return cls(cfgs["unet"], cfgs["vae"], family, int(cfgs["text_encoder"]["num_hidden_layers"]))
@@ -302,11 +298,8 @@ class LdmLayout:
     @classmethod
     def from_ldm_shapes(cls, shapes: Mapping[str, tuple[int, ...]]) -> LdmLayout:
         """Infer the layout of an A1111 single file from its tensor names and shapes alone
-        (enough to place LoRA modules and split components; not a full diffusers config)."""
-        from sdstudio.core.io.sgm_layout import SgmLayout, is_sgm_shapes
-
-        if is_sgm_shapes(shapes):
-            return SgmLayout.from_ldm_shapes(shapes)
+        (enough to place LoRA modules and split components; not a full diffusers config). SD 1.x/2.x
+        only: `layouts.layout_of_shapes` also knows SDXL."""
         unet, vae = _infer_unet_config(shapes), _infer_vae_config(shapes)
         if any(k.startswith(SD2_TEXT_PREFIX) for k in shapes):
             family, pat = "sd2", SD2_TEXT_PREFIX + "transformer.resblocks."

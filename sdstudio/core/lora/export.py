@@ -7,8 +7,6 @@ run's run.toml, so a UI can show what the LoRA was trained on.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import time
@@ -19,9 +17,9 @@ from typing import Any
 from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.filetypes import IMAGE_SUFFIXES
-from sdstudio.core.io.safetensors_io import read_header
+from sdstudio.core.io.hashing import tensors_sha256
 from sdstudio.core.lora.formats import LoraWeights, read_lora_file, to_kohya
-from sdstudio.core.runs import LORA_WEIGHTS_NAME, CheckpointRecord, RunDir
+from sdstudio.core.runs.run_dir import LORA_WEIGHTS_NAME, CheckpointRecord, RunDir
 
 DTYPES = ("fp16", "fp32", "bf16")
 
@@ -53,16 +51,6 @@ def _torch_dtype(dtype: str) -> Any:
     if dtype not in table:
         raise SdstudioError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     return table[dtype]
-
-
-def tensor_hash(tensors: Mapping[str, Any]) -> str:
-    """SHA-256 of the tensor bytes of the file safetensors would write (header excluded), as
-    modelspec's `hash_sha256` asks; metadata does not change it."""
-    from safetensors.torch import save
-
-    blob = save(dict(tensors))
-    _, _, header_len = read_header(io.BytesIO(blob), len(blob))
-    return "0x" + hashlib.sha256(blob[8 + header_len:]).hexdigest()
 
 
 def _count_images(folder: str | None) -> int | None:
@@ -189,6 +177,6 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
     if out and target.exists() and not overwrite:
         raise SdstudioError(f"{target}: already exists (pass --overwrite to replace it)")
     title = target.stem
-    metadata = export_metadata(weights, run, ckpt.step, title, tensor_hash(tensors))
+    metadata = export_metadata(weights, run, ckpt.step, title, tensors_sha256(tensors))
     save_safetensors(tensors, target, metadata=metadata)
     return target

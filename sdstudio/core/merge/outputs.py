@@ -17,7 +17,8 @@ from typing import Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.io.atomic import apply_umask, fsync_dir
-from sdstudio.core.io.ldm_layout import LdmLayout, from_ldm_tensor
+from sdstudio.core.io.layouts import layout_of_folder
+from sdstudio.core.io.ldm_layout import from_ldm_tensor
 from sdstudio.core.filetypes import PICKLE_SUFFIXES, WEIGHT_NAMES
 from sdstudio.core.io.safetensors_io import SafetensorsStreamWriter
 
@@ -80,7 +81,7 @@ class DiffusersOutput:
 
     def __init__(self, out: Path, entries: list[Entry], metadata: dict[str, str], config_dir: Path):
         self.out = out
-        self.layout = LdmLayout.from_folder(config_dir)
+        self.layout = layout_of_folder(config_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         self.parts: dict[str, list[Any]] = {}

@@ -18,6 +18,7 @@ from typing import Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.filetypes import PICKLE_SUFFIXES, WEIGHT_NAMES
+from sdstudio.core.io.layouts import layout_of_folder, layout_of_shapes
 from sdstudio.core.io.ldm_layout import SD1_TEXT_PREFIX, VAE_PREFIX, LdmLayout, vae_module_map
 from sdstudio.core.io.safetensors_io import SafetensorsReader, TensorInfo, dtype_code
 
@@ -90,7 +91,7 @@ class ModelSource:
     @property
     def layout(self) -> LdmLayout:
         if self._layout is None:
-            self._layout = LdmLayout.from_ldm_shapes(self.shapes)
+            self._layout = layout_of_shapes(self.shapes)
         return self._layout
 
     def read(self, key: str, start: int = 0, stop: int | None = None) -> Any:
@@ -147,7 +148,7 @@ def _open_folder(folder: Path) -> ModelSource:
     from sdstudio.core.models import resolve_base_model
 
     resolve_base_model(str(folder))  # refuses non-SD and SDXL folders with a clear message
-    layout = LdmLayout.from_folder(folder)
+    layout = layout_of_folder(folder)
     comp_keys: dict[str, dict[str, Any]] = {}
     for comp in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if layout.family == "sdxl" else ()):
         for f in _component_files(folder, comp):

@@ -24,7 +24,7 @@ from typing import Any
 
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.io.atomic import apply_umask, fsync_dir
-from sdstudio.core.runs import LORA_WEIGHTS_NAME, CheckpointRecord, RunDir
+from sdstudio.core.runs.run_dir import LORA_WEIGHTS_NAME, CheckpointRecord, RunDir
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]

@@ -4,19 +4,15 @@ inputs' identity written (or, on a forced resume, the change recorded), a run's 
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.errors import ConfigError, SdstudioError
+from sdstudio.core.errors import ConfigError
 from sdstudio.core.paths import runs_root
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.naming import default_run_name
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.training import resume_guard
-
-
-def default_run_name(cfg: TrainConfig, stem: str | None = None) -> str:
-    return f"{stem or cfg.resolved_method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def data_root(cfg: TrainConfig) -> Path:
@@ -57,13 +53,3 @@ def record_run(run: RunDir, cfg: TrainConfig, meta: dict[str, Any], resumed: boo
         latest = run.latest_checkpoint()
         notes = list(old.get("forced_resumes", [])) + [resume_guard.forced_note(latest.step if latest else 0, forced)]
         run.write_config(run.config(), {**old, **meta, "forced_resumes": notes})
-
-
-def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The config a run was started with (from its run.toml), with optional overrides."""
-    from sdstudio.core.config import load_config
-
-    run = RunDir(run_dir)
-    if not run.exists():
-        raise SdstudioError(f"{run_dir}: not a run directory (no run.toml)")
-    return load_config(run.run_toml, overrides)

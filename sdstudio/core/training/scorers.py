@@ -10,7 +10,7 @@ numbers by role:
 - `nearest`: a memorization indicator, the similarity of each subject sample to its nearest
   training image (1 means a copy), averaged.
 
-Scorers are found by name (`SCORERS`, module:class strings) and imported only when used, so
+Scorers are found by name (`config.SCORERS`; `_CLASSES` holds module:class strings) and imported only when used, so
 the engine does not import the demo world nor transformers until a run asks for them.
 CLIP and DINO load from a local folder or the Hugging Face cache, never from the network.
 """
@@ -21,10 +21,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from sdstudio.core.config import SCORERS
 from sdstudio.core.errors import SdstudioError
 
 ROLES = ("subject", "prompt", "nearest")
-SCORERS = {
+# Where each scorer named in config.SCORERS (the one list of names) lives.
+_CLASSES = {
     "demo": "sdstudio.demo.scorer:DemoJudgeScorer",
     "clip": "sdstudio.core.training.scorers:ClipScorer",
     "dino": "sdstudio.core.training.scorers:DinoScorer",
@@ -170,7 +172,7 @@ def make_scorer(name: str, clip_model: str = "", dino_model: str = "") -> Scorer
     """The scorer called `name`, with its model loaded."""
     if name not in SCORERS:
         raise SdstudioError(f"unknown scorer {name!r}: choose from {', '.join(SCORERS)}")
-    module, _, attr = SCORERS[name].partition(":")
+    module, _, attr = _CLASSES[name].partition(":")
     cls = getattr(importlib.import_module(module), attr)
     if name == "clip":
         return cls(clip_model)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 from sdstudio.core.training.recommend import Recommendation, recommend
 from sdstudio.core.training.scorers import Scorer, make_scorer, split_samples
 

@@ -21,7 +21,7 @@ from sdstudio.core.errors import SdstudioError, TrainingError
 from sdstudio.core.events import (CheckpointEvent, Event, EventCallback, FailedEvent, FinishedEvent, LogEvent,
                                   SampleEvent, StepEvent, StopRequested, TrainerControl)
 from sdstudio.core.models import BaseModel, model_identity, resolve_base_model
-from sdstudio.core.runs import FAILED, FINISHED, RUNNING, STOPPED, RunDir
+from sdstudio.core.runs.run_dir import FAILED, FINISHED, RUNNING, STOPPED, RunDir
 from sdstudio.core.training import checkpoint, opening, precision, resume_guard, validation
 from sdstudio.core.training.examples import Example, instance_examples
 from sdstudio.core.training.setup import TrainingModels

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.runs import RunDir
+from sdstudio.core.runs.run_dir import RunDir
 
 
 def sampling_on(cfg: TrainConfig) -> bool:

@@ -17,7 +17,7 @@ from textual.widgets import Header, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from sdstudio.core.paths import runs_root
-from sdstudio.core.runs import RunDir, list_runs
+from sdstudio.core.runs.run_dir import RunDir, list_runs
 from sdstudio.tui.review import RunSnapshot, load_favourites, read_snapshot, signature, toggle_favourite
 from sdstudio.tui.screens.resume import is_resumable
 from sdstudio.tui.widgets.contact_sheet import ContactSheet, SheetRow

@@ -126,7 +126,7 @@ class GenerateScreen(StudioScreen):
     def refresh_choices(self) -> None:
         """Runs may have gained checkpoints since the screen was built."""
         from sdstudio.core.paths import runs_root
-        from sdstudio.core.runs import list_runs
+        from sdstudio.core.runs.run_dir import list_runs
 
         root = runs_root()
         self._choices = {str(c.path): c for c in find_loras(root)}

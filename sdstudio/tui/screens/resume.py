@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
 from sdstudio.core.paths import runs_root
-from sdstudio.core.runs import RUNNING, STOPPED, RunDir, list_runs
+from sdstudio.core.runs.run_dir import RUNNING, STOPPED, RunDir, list_runs
 
 
 def is_resumable(run: RunDir) -> bool:

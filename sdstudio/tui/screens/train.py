@@ -173,9 +173,9 @@ class TrainScreen(StudioScreen):
 
     def action_queue_add(self) -> None:
         """Queue the form as it is (frozen now); the background runner trains it in turn."""
-        from sdstudio.core import run_queue
+        from sdstudio.core.runs import queue as run_queue
         from sdstudio.core.paths import runs_root
-        from sdstudio.core.queue_runner import ensure_runner
+        from sdstudio.core.runs.queue_runner import ensure_runner
 
         cfg = self.validate()
         if cfg is None:

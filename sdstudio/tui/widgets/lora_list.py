@@ -25,7 +25,7 @@ class LoraChoice:
 
 def find_loras(root: Path) -> list[LoraChoice]:
     """Every checkpoint and export of the runs under `root`, newest run first."""
-    from sdstudio.core.runs import list_runs
+    from sdstudio.core.runs.run_dir import list_runs
 
     found: list[LoraChoice] = []
     for run in list_runs(root):

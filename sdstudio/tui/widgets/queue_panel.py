@@ -43,7 +43,7 @@ class QueuePanel(Static):
         self.set_interval(POLL_SECONDS, self.refresh_queue)
 
     def refresh_queue(self) -> None:
-        from sdstudio.core import run_queue
+        from sdstudio.core.runs import queue as run_queue
         from sdstudio.core.paths import runs_root
 
         try:

@@ -135,7 +135,7 @@ class TrainingView(Vertical):
         except OSError:
             return []
         if stamp != self._val_stamp:
-            from sdstudio.core.runs import RunDir
+            from sdstudio.core.runs.run_dir import RunDir
 
             self._val_stamp = stamp
             self._val = sorted(RunDir(s.run_dir).validation_losses().items())

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from sdstudio.core import run_lock, run_queue
-from sdstudio.core.detach import LOG_NAME, spawn
-from sdstudio.core.runs import FINISHED, STOPPED, RunDir
+from sdstudio.core.runs import lock as run_lock, queue as run_queue
+from sdstudio.core.runs.detach import LOG_NAME, spawn
+from sdstudio.core.runs.run_dir import FINISHED, STOPPED, RunDir
 
 WAIT_SECONDS = 1.0
 

@@ -8,7 +8,7 @@ They travel through the run directory, the only contract between processes:
 A `CommandReader` thread in the trainer's process polls the folder, turns each request into the
 matching `TrainerControl` flag (which the loop checks between steps and inside long phases),
 records the acknowledgement in status.json and logs it, then deletes the request. The trainer
-itself is not changed: `train_with_commands` wraps it with the run lock and the reader.
+itself is not changed: `training.launch.train_with_commands` wraps it with the run lock and the reader.
 
 Signals to the recorded pid are the fallback for a trainer that does not acknowledge (an older
 sdstudio, a wedged reader): SIGTERM / SIGUSR1 / SIGUSR2 where the trainer installed
@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core import run_lock
+from sdstudio.core.runs import lock as run_lock
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.events import EventCallback, LogEvent, TrainerControl
 from sdstudio.core.io import atomic
-from sdstudio.core.runs import FAILED, RUNNING, RunDir
+from sdstudio.core.runs.run_dir import RUNNING, RunDir
 
 COMMANDS = ("stop", "sample", "save")
 STARTING = "starting"  # status of a run whose trainer holds the lock but has not written status yet
@@ -126,14 +126,6 @@ def _acked(run: RunDir, command_id: str) -> dict[str, Any] | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def send_command(run_dir: str | os.PathLike[str], command: str, wait: float = 10.0,
                  source: str = "sdstudio") -> str:
     """Ask the trainer of `run_dir` to stop / sample / save; returns how it was delivered.
@@ -146,11 +138,10 @@ def send_command(run_dir: str | os.PathLike[str], command: str, wait: float = 10
     if not run.exists() and not run_lock.has_lock_file(run.path):
         raise SdstudioError(f"{run_dir}: not a run directory (no run.toml)")
     status = run.status()
-    owner = run_lock.holder(run.path)
+    owner = run_lock.live_trainer(run.path, status)
+    if owner is not None and owner.get("legacy"):
+        return _signal_fallback(run, command, int(owner["pid"]), status)  # a trainer from before the lock existed
     if owner is None:
-        pid = int(status.get("pid") or 0)
-        if status.get("state") == RUNNING and not run_lock.has_lock_file(run.path) and pid and _pid_alive(pid):
-            return _signal_fallback(run, command, pid, status)  # a trainer from before the lock existed
         state = status.get("state", "unknown")
         if state == RUNNING:
             state = "crashed — resumable"
@@ -183,53 +174,6 @@ def _signal_fallback(run: RunDir, command: str, pid: int, status: dict[str, Any]
 def is_rank_zero() -> bool:
     """False in the secondary processes of `accelerate launch` (only rank 0 owns the run)."""
     return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("", "0")
-
-
-def run_path_for(cfg: Any, resume: str | os.PathLike[str] | None = None) -> Path:
-    """The run directory a training will write (naming the run now if the config does not)."""
-    from sdstudio.core.paths import runs_root
-
-    if resume:
-        return Path(resume)
-    if cfg.output_dir:
-        return Path(cfg.output_dir)
-    if not cfg.run_name:
-        from sdstudio.core.training.opening import default_run_name
-
-        cfg.run_name = default_run_name(cfg)
-    return runs_root() / cfg.run_name
-
-
-def train_with_commands(cfg: Any, on_event: EventCallback | None = None, control: TrainerControl | None = None,
-                        resume: str | os.PathLike[str] | None = None, signals: bool = False,
-                        force: bool = False) -> RunDir:
-    """`trainer.train` holding the run's lock, with a command reader beside it.
-
-    A second trainer of the same run is refused here, before anything in the folder is touched.
-    """
-    from sdstudio.core.training.trainer import train
-
-    control = control or TrainerControl()
-    if not is_rank_zero():
-        return train(cfg, on_event=on_event, control=control, resume=resume, force=force)
-    path = run_path_for(cfg, resume)
-    lock = run_lock.acquire(path)
-    reader = None
-    try:
-        if lock.stale_pid and on_event is not None:
-            on_event(LogEvent(f"the run's previous trainer (pid {lock.stale_pid}) is gone; took over its lock",
-                              "warning"))
-        reader = CommandReader(path, control, on_event, signals=signals).start()
-        return train(cfg, on_event=on_event, control=control, resume=resume, force=force)
-    except Exception as exc:
-        run = RunDir(path)
-        if run.status().get("state") == STARTING:  # refused before the trainer wrote anything
-            run.update_status(state=FAILED, error=str(exc) or type(exc).__name__, updated=time.time())
-        raise
-    finally:
-        if reader is not None:
-            reader.close()
-        lock.release()
 
 
 def wait_until_stopped(run_dir: str | os.PathLike[str], timeout: float | None = None) -> dict[str, Any]:

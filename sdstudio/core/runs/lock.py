@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sdstudio.core.errors import SdstudioError
 
@@ -103,3 +104,22 @@ def holder(run_dir: str | os.PathLike[str]) -> dict[str, float] | None:
 
 def has_lock_file(run_dir: str | os.PathLike[str]) -> bool:
     return lock_path(run_dir).exists()
+
+
+def live_trainer(run_dir: str | os.PathLike[str], status: dict[str, Any]) -> dict[str, Any] | None:
+    """The one liveness check: {'pid', 'started'} of the live trainer of this run, else None.
+
+    The lock's holder when the run has a lock file; for a run from before the lock existed, the
+    pid status.json records while its state is running and that process exists (then 'legacy' is
+    True: it takes signals, not command files).
+    """
+    if has_lock_file(run_dir):
+        return holder(run_dir)
+    pid = int(status.get("pid") or 0) if str(status.get("pid") or "0").isdigit() else 0
+    if status.get("state") not in ("running", "starting") or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return {"pid": pid, "started": status.get("started") or 0.0, "legacy": True}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.io import atomic
+from sdstudio.core.io.toml_text import dumps_toml
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 _CKPT_RE = re.compile(r"^step-(\d{6,})$")
@@ -72,32 +73,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a torn last line from a crash mid-write
     return rows
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def dumps_toml(data: dict[str, Any], _prefix: str = "") -> str:
-    """A small TOML writer: scalars, lists and nested tables; None values are left out."""
-    lines: list[str] = []
-    for key, value in data.items():
-        if value is not None and not isinstance(value, dict):
-            lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in data.items():
-        if isinstance(value, dict):
-            name = f"{_prefix}{key}"
-            lines.append(f"\n[{name}]")
-            lines.append(dumps_toml(value, name + ".").rstrip("\n"))
-    return "\n".join(line for line in lines if line) + "\n"
 
 
 class RunDir:
@@ -185,20 +160,10 @@ class RunDir:
     def is_alive(self) -> bool:
         """True if the status says running and its trainer still exists (on this machine): the
         holder of the run's lock, or, for a run without a lock file, the recorded pid."""
-        from sdstudio.core import run_lock
+        from sdstudio.core.runs.lock import live_trainer
 
         st = self.status()
-        if st.get("state") != RUNNING:
-            return False
-        if run_lock.has_lock_file(self.path):
-            return run_lock.holder(self.path) is not None
-        if not st.get("pid"):
-            return False
-        try:
-            os.kill(int(st["pid"]), 0)
-        except (ProcessLookupError, PermissionError, ValueError):
-            return False
-        return True
+        return st.get("state") == RUNNING and live_trainer(self.path, st) is not None
 
     # metrics.jsonl
     def append_metrics(self, row: dict[str, Any]) -> None:

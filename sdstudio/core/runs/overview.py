@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core import run_lock
-from sdstudio.core.runs import RUNNING, RunDir, list_runs
+from sdstudio.core.runs import lock as run_lock
+from sdstudio.core.runs.run_dir import RUNNING, RunDir, list_runs
 
 CRASHED = "crashed — resumable"
 QUEUED = "queued"
@@ -41,19 +41,9 @@ def run_state(run: RunDir, status: dict[str, Any] | None = None) -> str:
     """The state a person should see: running only while a live trainer holds the run."""
     status = status if status is not None else run.status()
     state = str(status.get("state") or "unknown")
-    if state in (RUNNING, "starting") and not _alive(run, status):
+    if state in (RUNNING, "starting") and run_lock.live_trainer(run.path, status) is None:
         return CRASHED
     return state
-
-
-def _alive(run: RunDir, status: dict[str, Any]) -> bool:
-    if run_lock.has_lock_file(run.path):
-        return run_lock.holder(run.path) is not None
-    try:
-        os.kill(int(status.get("pid") or 0), 0)  # a run from before the lock existed
-    except (ProcessLookupError, PermissionError, ValueError, OSError):
-        return False
-    return bool(status.get("pid"))
 
 
 def _eta(metrics: list[dict[str, Any]], step: int, total: int) -> float | None:
@@ -94,7 +84,7 @@ def overview(run: RunDir) -> RunRow:
 def all_runs(root: str | os.PathLike[str]) -> list[RunRow]:
     """Every run under `root`, newest first, then the queue's entries that have no run folder to
     show (waiting, starting, or failed before the trainer wrote one)."""
-    from sdstudio.core import run_queue
+    from sdstudio.core.runs import queue as run_queue
 
     rows = [overview(run) for run in list_runs(root)]
     shown = {Path(r.path).resolve() for r in rows}

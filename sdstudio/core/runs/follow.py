@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sdstudio.core.events import (CheckpointEvent, Event, FailedEvent, FinishedEvent, LogEvent, SampleEvent,
                                   StepEvent)
-from sdstudio.core.runs import FAILED, FINISHED, STOPPED, RunDir
+from sdstudio.core.runs.run_dir import FAILED, FINISHED, STOPPED, RunDir
 
 LOG_TAIL_BYTES = 64 * 1024  # on attaching, only the end of a long log is replayed
 SKIPPED_LOG_PREFIXES = ("step ", "samples at step ", "checkpoint: ")
@@ -137,7 +137,7 @@ class RunFollower:
         return out
 
     def _end(self, status: dict[str, object]) -> Event | None:
-        from sdstudio.core.run_overview import CRASHED, run_state
+        from sdstudio.core.runs.overview import CRASHED, run_state
 
         if float(status.get("updated") or 0) < self.since:  # type: ignore[arg-type]
             return None  # still the previous trainer's status: ours has not started yet

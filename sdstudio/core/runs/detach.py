@@ -75,13 +75,13 @@ def child_argv(config: str | None, resume: str | None, rest: list[str], run_name
 
 def plan_run(config: str | None, resume: str | None, overrides: dict[str, Any]) -> tuple[Path, str | None]:
     """(run directory, run name to pass on) after checking the config and that the run is free."""
-    from sdstudio.core import run_lock
+    from sdstudio.core.runs import lock as run_lock
     from sdstudio.core.config import load_config
-    from sdstudio.core.run_control import run_path_for
-    from sdstudio.core.runs import RunDir
+    from sdstudio.core.runs.naming import run_path_for
+    from sdstudio.core.runs.run_dir import RunDir
 
     if resume:
-        from sdstudio.core.training.opening import resume_config
+        from sdstudio.core.runs.naming import resume_config
 
         resume_config(resume, overrides)  # refuses a folder that is not a run, or a bad override
         path = Path(resume).resolve()
@@ -92,7 +92,7 @@ def plan_run(config: str | None, resume: str | None, overrides: dict[str, Any]) 
                                 "settings, or --resume RUN_DIR")
         cfg = load_config(config, overrides)
         if cfg.run_name is None and cfg.output_dir is None:
-            from sdstudio.core.training.opening import default_run_name
+            from sdstudio.core.runs.naming import default_run_name
 
             cfg.run_name = default_run_name(cfg, Path(config).stem if config else None)
         path = run_path_for(cfg).resolve()

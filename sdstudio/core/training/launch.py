@@ -1,0 +1,46 @@
+"""A training run as the CLI and the studio start it: `trainer.train` holding the run's lock, with
+the command reader (stop / sample / save from anywhere) beside it."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from sdstudio.core.events import EventCallback, LogEvent, TrainerControl
+from sdstudio.core.runs import lock as run_lock
+from sdstudio.core.runs.control import STARTING, CommandReader, is_rank_zero
+from sdstudio.core.runs.naming import run_path_for
+from sdstudio.core.runs.run_dir import FAILED, RunDir
+
+
+def train_with_commands(cfg: Any, on_event: EventCallback | None = None, control: TrainerControl | None = None,
+                        resume: str | os.PathLike[str] | None = None, signals: bool = False,
+                        force: bool = False) -> RunDir:
+    """`trainer.train` holding the run's lock, with a command reader beside it.
+
+    A second trainer of the same run is refused here, before anything in the folder is touched.
+    """
+    from sdstudio.core.training.trainer import train
+
+    control = control or TrainerControl()
+    if not is_rank_zero():
+        return train(cfg, on_event=on_event, control=control, resume=resume, force=force)
+    path = run_path_for(cfg, resume)
+    lock = run_lock.acquire(path)
+    reader = None
+    try:
+        if lock.stale_pid and on_event is not None:
+            on_event(LogEvent(f"the run's previous trainer (pid {lock.stale_pid}) is gone; took over its lock",
+                              "warning"))
+        reader = CommandReader(path, control, on_event, signals=signals).start()
+        return train(cfg, on_event=on_event, control=control, resume=resume, force=force)
+    except Exception as exc:
+        run = RunDir(path)
+        if run.status().get("state") == STARTING:  # refused before the trainer wrote anything
+            run.update_status(state=FAILED, error=str(exc) or type(exc).__name__, updated=time.time())
+        raise
+    finally:
+        if reader is not None:
+            reader.close()
+        lock.release()
