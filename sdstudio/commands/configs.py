@@ -23,7 +23,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sdstudio.core.errors import SdstudioError
-    from sdstudio.core.shipped_configs import copy_config, shipped_configs
+    from sdstudio.core.config_copy import copy_config
+    from sdstudio.core.shipped_configs import shipped_configs
 
     if args.action == "copy":
         if not args.name:

@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
 
 def image_support() -> Any:
     """What the studio would draw pictures with in this terminal (the TUI's own detection)."""
-    from sdstudio.core.doctor import INFO, OK, WARN, Check
+    from sdstudio.core.doctor.check import INFO, OK, WARN, Check
 
     try:
         from sdstudio.tui import images

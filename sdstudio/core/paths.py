@@ -82,7 +82,7 @@ def home_source() -> tuple[Path, str]:
     for var in (HOME_ENV, RUNS_ENV):
         value = os.environ.get(var, "").strip()
         if value:
-            return _checked(Path(value).expanduser().absolute(), f"${var}"), f"${var}"
+            return _checked(_absolute(Path(value)), f"${var}"), f"${var}"
     from sdstudio.core.user_config import read_user_config
 
     values, path = read_user_config()
@@ -91,10 +91,15 @@ def home_source() -> tuple[Path, str]:
         if not isinstance(runs_dir, str) or not runs_dir.strip():
             raise SdstudioError(f"{path}: 'runs_dir' must be a folder path such as \"~/sdstudio\"")
         where = f"runs_dir in {path}"
-        return _checked((path.parent / Path(runs_dir).expanduser()).absolute(), where), where
+        return _checked(_absolute(path.parent / Path(runs_dir).expanduser()), where), where
     if is_source_checkout():
         return PROJECT_ROOT / "models", "the source checkout's models/"
-    return Path(DEFAULT_HOME).expanduser().absolute(), "default"
+    return _absolute(Path(DEFAULT_HOME)), "default"
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute and without `..`, symbolic links kept (the home shows as the user named it)."""
+    return Path(os.path.abspath(path.expanduser()))
 
 
 def _checked(path: Path, where: str) -> Path:

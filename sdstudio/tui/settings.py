@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.user_config import config_path, read_user_config
+from sdstudio.core.user_config import config_path, read_user_config  # noqa: F401 - config_path: its old home
 
 RENDERERS = ("auto", "sixel", "kitty", "halfcell", "unicode")
 THEMES = {"dark": "textual-dark", "light": "textual-light"}

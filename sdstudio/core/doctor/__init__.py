@@ -8,31 +8,9 @@ as failed with the error, so one broken library does not hide the other facts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from sdstudio.core.doctor.check import FAIL, Check, guarded
 
-OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # ok | warn | fail | info
-    value: str  # the fact, in a few words
-    advice: str = ""  # what to do, when status is warn or fail
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def guarded(name: str, fn: Callable[[], list[Check]]) -> list[Check]:
-    """Run one check; an exception becomes a failed check naming it."""
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - the doctor reports, it does not crash
-        return [Check(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}",
-                      "reinstall sdstudio and its dependencies (`pip install --force-reinstall sdstudio`)")]
+__all__ = ["Check", "run_checks", "blocking"]
 
 
 def run_checks(load_demo: bool = True) -> list[Check]:

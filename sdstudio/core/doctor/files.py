@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sdstudio.core.doctor import FAIL, OK, WARN, Check
+from sdstudio.core.doctor.check import FAIL, OK, WARN, Check
 
 GIB = 1024 ** 3
 MIN_FREE_GIB, LOW_FREE_GIB = 1.0, 20.0  # a run's checkpoints and samples: MBs (demo) to several GB (SDXL)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from importlib import metadata
 
-from sdstudio.core.doctor import FAIL, OK, WARN, Check
+from sdstudio.core.doctor.check import FAIL, OK, WARN, Check
 
 CHECKED = ("diffusers", "transformers", "peft", "accelerate")
 

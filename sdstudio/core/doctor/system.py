@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from sdstudio.core.doctor import FAIL, INFO, OK, WARN, Check
+from sdstudio.core.doctor.check import FAIL, INFO, OK, WARN, Check
 
 GIB = 1024 ** 3
 
