@@ -4,6 +4,7 @@ models folder and `sdstudio runs` follow it."""
 
 from __future__ import annotations
 
+import os
 import sysconfig
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sdstudio.cli import main
 from sdstudio.core import paths
 from sdstudio.core.catalog import known_models
 from sdstudio.core.errors import SdstudioError
+from sdstudio.core.io import atomic
 
 
 def test_home_resolution_order_and_never_inside_site_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -39,6 +41,13 @@ def test_home_resolution_order_and_never_inside_site_packages(tmp_path: Path, mo
     assert capsys.readouterr().out.splitlines()[0] == f"home: {tmp_path / 'home'} ($SDSTUDIO_HOME)"
 
     site = Path(sysconfig.get_paths()["purelib"])
+    stray = site / f"sdstudio-test-{os.getpid()}.txt"
+    try:  # every sdstudio write goes through core/io/atomic, which refuses the installation
+        with pytest.raises(PermissionError, match="does not write inside the Python installation"):
+            atomic.write_text(stray, "x")
+        assert not stray.exists()
+    finally:
+        stray.unlink(missing_ok=True)
     monkeypatch.setenv("SDSTUDIO_HOME", str(site / "sdstudio-runs"))
     with pytest.raises(SdstudioError, match=r"\$SDSTUDIO_HOME: .* inside the Python installation"):
         paths.home()

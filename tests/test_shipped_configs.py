@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sdstudio.cli import main
-from sdstudio.core.config import load_config
+from sdstudio.core.config import load_config, save_toml
 from sdstudio.core.errors import ConfigError
 from sdstudio.core.paths import configs_dir, data_dir
 
@@ -25,6 +25,11 @@ def test_configs_list_and_load_by_name_from_any_folder(tmp_path: Path, monkeypat
     assert load_config("demo-dreambooth.toml").instance_prompt == cfg.instance_prompt
     with pytest.raises(ConfigError, match="no shipped config has that name .*demo-dreambooth"):
         load_config("demo-dreambooht")
+    shipped = configs_dir() / "demo-dreambooth.toml"
+    before = shipped.read_bytes()
+    with pytest.raises(PermissionError, match="does not write into its shipped configs"):
+        save_toml(cfg, shipped)  # the Train screen's "Save TOML" on the config it started from
+    assert shipped.read_bytes() == before
 
 
 def test_a_copied_config_trains_from_another_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path,

@@ -361,8 +361,16 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
 
 
 def save_toml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
-    """Write a config as TOML (atomically); None fields are left out."""
+    """Write a config as TOML (atomically); None fields are left out. A shipped config or a file
+    inside the Python installation is refused (PermissionError, as a read-only file would be)."""
+    import errno
+
     from sdstudio.core.io import atomic
     from sdstudio.core.io.toml_text import dumps_toml
+    from sdstudio.core.paths import inside_installation
+    from sdstudio.core.shipped_configs import is_shipped
 
+    if is_shipped(path) or inside_installation(Path(path)):
+        raise PermissionError(errno.EACCES, "sdstudio does not write into its shipped configs or the Python "
+                                            "installation; save under another name (e.g. in ~/sdstudio)", str(path))
     atomic.write_text(path, dumps_toml(cfg.to_dict()))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sysconfig
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -59,9 +60,10 @@ def configs_dir() -> Path:
     return data_dir() / "configs"
 
 
-def _site_dirs() -> list[Path]:
+@lru_cache(maxsize=1)
+def _site_dirs() -> tuple[Path, ...]:
     paths = sysconfig.get_paths()
-    return [Path(paths[k]).resolve() for k in ("purelib", "platlib") if k in paths]
+    return tuple(Path(paths[k]).resolve() for k in ("purelib", "platlib") if k in paths)
 
 
 def is_source_checkout() -> bool:
