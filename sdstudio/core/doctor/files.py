@@ -76,7 +76,7 @@ def models_folder_checks() -> list[Check]:
             count = sum(1 for _ in folder.iterdir())
         except OSError as exc:
             checks.append(Check("models folder", FAIL, f"{folder}: cannot be read ({exc.strerror or exc})",
-                                f"make {folder} a readable folder (chmod u+rx), or point ${MODELS_ENV} elsewhere"))
+                                f"make {folder} a folder you can read (chmod u+rx), or move what is there aside"))
             continue
         checks.append(Check("models folder", OK, f"{folder}: readable, {count} entries"))
     return checks
