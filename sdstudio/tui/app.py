@@ -301,9 +301,11 @@ def home_label() -> str:
 
 def run_app(run_dir: str | None = None, images: str | None = None) -> int | None:
     """Entry point for `sdstudio` without a command (see sdstudio.cli)."""
+    from sdstudio.core.paths import home
     from sdstudio.tui import images as tui_images
 
     settings = load_settings()
+    home()  # a home setting that cannot be used is refused here, with its fix, before the screen opens
     if run_dir is not None and not (Path(run_dir) / "run.toml").exists():
         from sdstudio.core.errors import SdstudioError
 

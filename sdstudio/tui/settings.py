@@ -66,6 +66,9 @@ def parse_settings(data: dict[str, Any], path: Path) -> Settings:
     if detach_runs not in DETACH_CHOICES:
         raise _bad(path, "detach_runs", f"must be one of {', '.join(DETACH_CHOICES)}, got {detach_runs!r}")
     settings.detach_runs = detach_runs
+    runs_dir = data.get("runs_dir")
+    if runs_dir is not None and (not isinstance(runs_dir, str) or not runs_dir.strip()):
+        raise _bad(path, "runs_dir", "must be a folder path such as \"~/sdstudio\"")
     keymap = data.get("keymap", {})
     if not isinstance(keymap, dict):
         raise _bad(path, "keymap", "must be a table of binding id = \"key\"")
