@@ -16,7 +16,7 @@ from sdstudio.core.errors import SdstudioError
 from sdstudio.tui.settings import RENDERERS
 
 COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge", "score", "runs", "stop", "sample", "save",
-            "queue")
+            "queue", "configs", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # tests must not depend on whether the machine running them was reached over SSH.
 for _var in ("SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT"):
     os.environ.pop(_var, None)
+# $SDSTUDIO_HOME wins over the tests' $SDSTUDIO_RUNS: a developer's own must not receive test runs.
+os.environ.pop("SDSTUDIO_HOME", None)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # optional real-world files beside a checkout; the suite never needs them
@@ -73,6 +75,13 @@ def trained_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     run = train(cfg)
     assert [c.step for c in run.checkpoints()] == [2, 4]
     return run
+
+
+@pytest.fixture(autouse=True)
+def _same_home_in_snapshots(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header names the home folder, a temporary one in tests: snapshots show a fixed one."""
+    if "snap_compare" in request.fixturenames:
+        monkeypatch.setattr("sdstudio.tui.app.home_label", lambda: "~/sdstudio")
 
 
 @pytest.fixture()

@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
                     "(e.g. --max_train_steps 200 --learning_rate 5e-5). Ctrl-C, SIGTERM or SIGHUP save a "
                     "checkpoint and stop within seconds (a second one stops at once).",
     )
-    p.add_argument("config", nargs="?", help="TOML config (see data/configs/)")
+    p.add_argument("config", nargs="?",
+                   help="TOML config file, or a shipped config's name such as demo-dreambooth (`sdstudio configs`)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="print only checkpoints, samples and the result")
     p.add_argument("--detach", action="store_true",
@@ -141,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = resume_config(args.resume, overrides)
     else:
         if not args.config and not overrides:
-            raise SdstudioError("give a config file (e.g. data/configs/demo-dreambooth.toml), --FIELD VALUE "
-                                "settings, or --resume RUN_DIR")
+            raise SdstudioError("give a config file or a shipped config's name (e.g. demo-dreambooth; "
+                                "`sdstudio configs` lists them), --FIELD VALUE settings, or --resume RUN_DIR")
         cfg = load_config(args.config, overrides)
         if cfg.run_name is None and cfg.output_dir is None:
             from sdstudio.core.runs.naming import default_run_name

@@ -1,9 +1,9 @@
 """What a user can pick as a model or a LoRA without typing a path: the list behind the pickers.
 
-Known models: the built-in demo, diffusers folders and single files in the models folder and in
-`$SDSTUDIO_MODELS` (if set); LoRAs: every run's checkpoints and exports. Only directory listings
-and file names are read (no headers, no weights), so the list is cheap to build when a screen
-opens. Every entry's `value` is what `models.locate_model` / `merge.sources.open_model` accept.
+Known models: the built-in demo, diffusers folders and single files in the home, its models folder
+(`core.paths.models_dir`) and `$SDSTUDIO_MODELS` (if set); LoRAs: every run's checkpoints and
+exports. Only directory listings and file names are read (no headers, no weights), so the list is
+cheap to build when a screen opens. Every entry's `value` is what `models.locate_model` / `merge.sources.open_model` accept.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdstudio.core.filetypes import SINGLE_FILE_SUFFIXES
-from sdstudio.core.paths import DEMO_MODEL_NAME, PROJECT_ROOT, runs_root
+from sdstudio.core.paths import DEMO_MODEL_NAME, PROJECT_ROOT, models_dir, runs_root
 
 MODELS_ENV = "SDSTUDIO_MODELS"
 
@@ -28,9 +28,9 @@ class CatalogEntry:
 
 
 def model_folders() -> list[Path]:
-    """Where models are looked for: the project's models/ and the runs folder, then $SDSTUDIO_MODELS
-    (a path list, like PATH)."""
-    folders = [PROJECT_ROOT / "models", runs_root()]
+    """Where models are looked for: the models folder and the home, then
+    $SDSTUDIO_MODELS (a path list, like PATH)."""
+    folders = [models_dir(), runs_root()]
     for part in os.environ.get(MODELS_ENV, "").split(os.pathsep):
         if part.strip():
             folders.append(Path(os.path.expanduser(part.strip())))

@@ -251,14 +251,20 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Load a TOML config and apply command-line overrides (paths relative to the cwd)."""
+    """Load a TOML config (a file, or a shipped config's name) and apply command-line overrides
+    (paths relative to the cwd)."""
     file_values: dict[str, Any] = {}
     source = None
     base_dir = None
     if path is not None:
+        from sdstudio.core import shipped_configs
+
+        path = shipped_configs.resolve_config_arg(path)  # a file, or a shipped config's name
         source = str(path)
         file_values = load_toml(path)
         file_values.pop("sdstudio", None)  # a run.toml's metadata table
+        if shipped_configs.is_shipped(path):  # what the trainer writes goes to the home, never the package
+            file_values = shipped_configs.rebase_written(file_values, path)
         base_dir = Path(path).resolve().parent
     # Resolve file paths against the file's folder first, then apply overrides against the cwd.
     cfg = build_config(file_values, source, base_dir) if file_values else TrainConfig()
@@ -355,8 +361,16 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
 
 
 def save_toml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
-    """Write a config as TOML (atomically); None fields are left out."""
+    """Write a config as TOML (atomically); None fields are left out. A shipped config or a file
+    inside the Python installation is refused (PermissionError, as a read-only file would be)."""
+    import errno
+
     from sdstudio.core.io import atomic
     from sdstudio.core.io.toml_text import dumps_toml
+    from sdstudio.core.paths import inside_installation
+    from sdstudio.core.shipped_configs import is_shipped
 
+    if is_shipped(path) or inside_installation(Path(path)):
+        raise PermissionError(errno.EACCES, "sdstudio does not write into its shipped configs or the Python "
+                                            "installation; save under another name (e.g. in ~/sdstudio)", str(path))
     atomic.write_text(path, dumps_toml(cfg.to_dict()))

@@ -67,6 +67,7 @@ class StudioApp(App[None]):
         self.DEFAULT_MODE = self.start_screen  # the first screen is built directly, no blank one before it
         super().__init__()
         self.settings = settings or Settings()
+        self.title = f"sdstudio · {home_label()}"  # where runs, merges and exports go (core/paths.py)
         self.session = TrainingSession()
         self._exit_when_idle = False
         self.hung_up = False
@@ -283,11 +284,28 @@ class StudioApp(App[None]):
         yield from super().get_system_commands(screen)
 
 
+def home_label() -> str:
+    """The home folder as the header shows it: `~/...` under the user's home."""
+    from sdstudio.core.errors import SdstudioError
+    from sdstudio.core.paths import home
+
+    try:
+        path = home()
+    except SdstudioError:
+        return "home not set"
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def run_app(run_dir: str | None = None, images: str | None = None) -> int | None:
     """Entry point for `sdstudio` without a command (see sdstudio.cli)."""
+    from sdstudio.core.paths import home
     from sdstudio.tui import images as tui_images
 
     settings = load_settings()
+    home()  # a home setting that cannot be used is refused here, with its fix, before the screen opens
     if run_dir is not None and not (Path(run_dir) / "run.toml").exists():
         from sdstudio.core.errors import SdstudioError
 

@@ -6,6 +6,7 @@
     images = "auto"                  # auto | sixel | kitty | halfcell | unicode
     train_config = "~/my-run.toml"   # what the Train form starts from
     detach_runs = "auto"             # ctrl+r trains in the background: auto (on an SSH login) | always | never
+    runs_dir = "~/sdstudio"          # the home for runs, merges and exports (read by core/paths.py)
     [keymap]                         # binding id = "key[,key...]"
     "screen.checkpoints" = "3,f3"
     "checkpoints.export" = "x"
@@ -15,13 +16,12 @@ A missing file is fine; a broken one is refused with its path and the key at fau
 
 from __future__ import annotations
 
-import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
+from sdstudio.core.user_config import config_path, read_user_config  # noqa: F401 - config_path: its old home
 
 RENDERERS = ("auto", "sixel", "kitty", "halfcell", "unicode")
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
@@ -38,22 +38,13 @@ class Settings:
     path: Path | None = None  # the file they came from, if any
 
 
-def config_path() -> Path:
-    """Where the settings file is read from ($SDSTUDIO_CONFIG wins, for tests and odd setups)."""
-    env = os.environ.get("SDSTUDIO_CONFIG")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "sdstudio" / "config.toml"
-
-
 def _bad(path: Path, key: str, message: str) -> SdstudioError:
     return SdstudioError(f"{path}: '{key}' {message}")
 
 
 def parse_settings(data: dict[str, Any], path: Path) -> Settings:
     """Check a parsed settings table; unknown keys are refused so typos do not pass silently."""
-    known = {"theme", "images", "train_config", "keymap", "detach_runs"}
+    known = {"theme", "images", "train_config", "keymap", "detach_runs", "runs_dir"}  # runs_dir: core/paths.py
     for key in data:
         if key not in known:
             raise _bad(path, key, f"is not a setting (known: {', '.join(sorted(known))})")
@@ -75,6 +66,9 @@ def parse_settings(data: dict[str, Any], path: Path) -> Settings:
     if detach_runs not in DETACH_CHOICES:
         raise _bad(path, "detach_runs", f"must be one of {', '.join(DETACH_CHOICES)}, got {detach_runs!r}")
     settings.detach_runs = detach_runs
+    runs_dir = data.get("runs_dir")
+    if runs_dir is not None and (not isinstance(runs_dir, str) or not runs_dir.strip()):
+        raise _bad(path, "runs_dir", "must be a folder path such as \"~/sdstudio\"")
     keymap = data.get("keymap", {})
     if not isinstance(keymap, dict):
         raise _bad(path, "keymap", "must be a table of binding id = \"key\"")
@@ -87,14 +81,5 @@ def parse_settings(data: dict[str, Any], path: Path) -> Settings:
 
 def load_settings(path: Path | None = None) -> Settings:
     """Read the settings file, or defaults when there is none."""
-    path = path or config_path()
-    if not path.exists():
-        return Settings()
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise SdstudioError(f"{path}: not valid TOML ({exc})") from None
-    except OSError as exc:
-        raise SdstudioError(f"{path}: cannot read ({exc})") from None
-    return parse_settings(data, path)
+    data, path = read_user_config(path)
+    return parse_settings(data, path) if path.exists() else Settings()

@@ -8,6 +8,7 @@ not mkstemp's 0600, so A1111 or ComfyUI running as another user can read an expo
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -49,8 +50,15 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds.
+    Nothing is written inside the installed package or site-packages (PermissionError)."""
+    from sdstudio.core.paths import inside_installation
+
     target = Path(path)
+    if inside_installation(target):
+        raise PermissionError(errno.EACCES, "sdstudio does not write inside the Python installation; choose a "
+                                            "folder of your own (the home, ~/sdstudio, holds runs and exports)",
+                              str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
