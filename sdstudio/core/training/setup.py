@@ -90,7 +90,7 @@ class TrainingModels:
         if cfg.train_text_encoder:  # SDXL: both encoders, as in the diffusers SDXL script
             for text_encoder in self.text_encoders:
                 text_encoder.add_adapter(checkpoint.lora_config(cfg.rank, cfg.effective_alpha,
-                                                                checkpoint.TEXT_ENCODER_TARGETS))
+                                                                self._text_encoder_targets(text_encoder)))
                 trained.append(text_encoder)
         cast_training_params(trained, dtype=torch.float32)
         self.params = [p for m in trained for p in m.parameters() if p.requires_grad]
@@ -104,6 +104,15 @@ class TrainingModels:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             unet.to(memory_format=torch.channels_last)
+
+    def _text_encoder_targets(self, text_encoder: Any) -> list[str]:
+        """SD: every attention projection. SDXL: only layers whose output reaches the UNet (see
+        sdxl.text_encoder_targets): a LoRA layer without a gradient stops DDP at the next step."""
+        if self.text_encoder_2 is None:
+            return checkpoint.TEXT_ENCODER_TARGETS
+        from sdstudio.core.training.sdxl import text_encoder_targets
+
+        return text_encoder_targets(text_encoder, pooled=text_encoder is self.text_encoder_2)
 
     @property
     def text_encoders(self) -> tuple[Any, ...]:
@@ -137,15 +146,19 @@ class TrainingModels:
         acc.register_for_checkpointing(self.lr_scheduler, self.counters)
         checkpoint.install_hooks(acc, self.plain)
 
+    def trained(self) -> dict[str, Any]:
+        """The trained models as prepared (DDP-wrapped with several processes), by component name:
+        the UNet, and the text encoders (SDXL: both) when they are trained."""
+        trained = {"unet": self.unet}
+        if self.cfg.train_text_encoder:
+            trained["text_encoder"] = self.text_encoder
+            if self.text_encoder_2 is not None:
+                trained["text_encoder_2"] = self.text_encoder_2
+        return trained
+
     def plain(self) -> dict[str, Any]:
         """The trained models by component name, without DDP or compile wrappers (plain keys)."""
-        acc = self.accelerator
-        trained = {"unet": checkpoint.plain(acc, self.unet)}
-        if self.cfg.train_text_encoder:
-            trained["text_encoder"] = checkpoint.plain(acc, self.text_encoder)
-            if self.text_encoder_2 is not None:
-                trained["text_encoder_2"] = checkpoint.plain(acc, self.text_encoder_2)
-        return trained
+        return {name: checkpoint.plain(self.accelerator, model) for name, model in self.trained().items()}
 
     def _build_caches(self) -> None:
         """Latents and text embeddings computed once; frozen modules off the GPU when both are cached.

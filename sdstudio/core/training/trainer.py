@@ -212,9 +212,8 @@ class Trainer:
         """No gradient all-reduce for the micro-batches before the last one (every trained model)."""
         stack = contextlib.ExitStack()
         if skip:
-            stack.enter_context(self.accelerator.no_sync(self.models.unet))
-            if self.cfg.train_text_encoder:
-                stack.enter_context(self.accelerator.no_sync(self.models.text_encoder))
+            for model in self.models.trained().values():  # SDXL's text_encoder_2 included
+                stack.enter_context(self.accelerator.no_sync(model))
         return stack
 
     def _commands(self) -> tuple[bool, bool, bool]:
