@@ -208,19 +208,25 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
 
 
 def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None,
-                  vae: str | None = None) -> Any:
+                  vae: str | None = None, vae_dtype: Any = None) -> Any:
     """Load the family's pipeline on the CPU: StableDiffusionPipeline (safety checker off) or
     StableDiffusionXLPipeline (no watermarker). `vae`: another VAE (a diffusers VAE folder or hub
-    id), e.g. SDXL's fp16-fix VAE, as the diffusers scripts' --pretrained_vae_model_name_or_path."""
+    id), e.g. SDXL's fp16-fix VAE, as the diffusers scripts' --pretrained_vae_model_name_or_path.
+
+    Every component is loaded in its final dtype, `torch_dtype` (default fp32), the VAE in
+    `vae_dtype` (default the same): each weight is converted once, from the file's dtype, so the
+    model never exists in fp32 first (the same weights, bit for bit, as casting after an fp32 load)."""
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     base = model if isinstance(model, BaseModel) else resolve_base_model(model)
     quiet_loading()
-    common: dict[str, Any] = {"dtype": torch_dtype or torch.float32}
+    dtype = torch_dtype or torch.float32
+    vae_dtype = vae_dtype or dtype
+    common: dict[str, Any] = {"dtype": dtype}
     if vae:
         try:
-            common["vae"] = AutoencoderKL.from_pretrained(os.path.expanduser(vae), torch_dtype=common["dtype"])
+            common["vae"] = AutoencoderKL.from_pretrained(os.path.expanduser(vae), torch_dtype=vae_dtype)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{vae}: cannot load this VAE ({str(exc).strip().splitlines()[0]}); expected a diffusers "
                              "AutoencoderKL folder or hub id") from None
@@ -230,13 +236,17 @@ def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str |
     else:
         common.update(safety_checker=None, requires_safety_checker=False)
     try:
-        if base.kind in ("demo", "folder"):
-            pipe = pipeline_class.from_pretrained(base.location, local_files_only=True, **common)
-        elif base.kind == "single_file":
+        if base.kind == "single_file":
             cfg = config or os.environ.get("SDSTUDIO_SINGLE_FILE_CONFIG") or DEFAULT_SINGLE_FILE_CONFIG[base.family]
+            if "vae" not in common and vae_dtype != dtype:  # from_single_file takes one dtype for all
+                common["vae"] = AutoencoderKL.from_single_file(base.location, config=cfg, subfolder="vae",
+                                                               torch_dtype=vae_dtype)
             pipe = pipeline_class.from_single_file(base.location, config=cfg, **common)
         else:
-            pipe = pipeline_class.from_pretrained(base.location, **common)
+            if "vae" not in common and vae_dtype != dtype:  # diffusers: a dtype per component
+                common["dtype"] = {"default": dtype, "vae": vae_dtype}
+            local = {"local_files_only": True} if base.kind in ("demo", "folder") else {}
+            pipe = pipeline_class.from_pretrained(base.location, **local, **common)
     except ModelError:
         raise
     except (OSError, ValueError, EnvironmentError) as exc:

@@ -32,10 +32,16 @@ def step_check(check: Callable[[], None]) -> Callable[..., dict[str, Any]]:
 
 
 def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
-                        check: Callable[[], None] = lambda: None) -> int:
+                        check: Callable[[], None] = lambda: None, autocast_dtype: Any = None) -> int:
     """Generate class images until `num_class_images` exist; returns how many were made.
-    `check` is called at every denoising step (it raises to stop; finished images are kept)."""
+    `check` is called at every denoising step (it raises to stop; finished images are kept).
+    `autocast_dtype`: the frozen weights' dtype when it is not fp32 (the pipeline was loaded in it);
+    the VAE then decodes in fp32 outside autocast, as for validation samples."""
+    import contextlib
+
     import torch
+
+    from sdstudio.core.training.validation import decode_fp32
 
     folder = Path(cfg.class_data_dir or "")
     folder.mkdir(parents=True, exist_ok=True)
@@ -50,11 +56,16 @@ def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
         n = min(cfg.sample_batch_size, missing - made)
         seeds = [cfg.seed * 100_003 + have + made + i for i in range(n)]
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        with torch.no_grad():
+        device = pipe.unet.device
+        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+        with torch.no_grad(), ctx:
             images = pipe([cfg.class_prompt] * n, height=cfg.resolution, width=cfg.resolution,
                           num_inference_steps=cfg.validation_num_inference_steps,
                           guidance_scale=cfg.validation_guidance_scale, generator=gens,
-                          callback_on_step_end=step_check(check)).images
+                          callback_on_step_end=step_check(check),
+                          output_type="latent" if autocast_dtype is not None else "pil").images
+            if autocast_dtype is not None:
+                images = decode_fp32(pipe, images, device)
         for image in images:
             while (folder / f"class-{index:05d}.png").exists():
                 index += 1

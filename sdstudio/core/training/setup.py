@@ -57,7 +57,10 @@ class TrainingModels:
         from diffusers import DDPMScheduler
 
         cfg, acc = self.cfg, self.accelerator
-        self.pipe = load_pipeline(self.base, vae=cfg.pretrained_vae_model_name_or_path)
+        # each component loaded in its final dtype (the VAE in fp32, see sdxl.py): loading in fp32 and
+        # casting afterwards needed the whole model in fp32 in host memory first (SDXL: about 13 GB)
+        self.pipe = load_pipeline(self.base, torch_dtype=self.weight_dtype, vae=cfg.pretrained_vae_model_name_or_path,
+                                  vae_dtype=torch.float32)
         self.check()
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.text_encoder_2 = getattr(self.pipe, "text_encoder_2", None)  # SDXL, else None
@@ -68,14 +71,12 @@ class TrainingModels:
 
             if self.accelerator.is_main_process:
                 self.pipe.to(self.device)
-                ensure_class_images(cfg, self.pipe, self.log, self.check)
+                ensure_class_images(cfg, self.pipe, self.log, self.check,
+                                    None if self.weight_dtype == torch.float32 else self.weight_dtype)
             acc.wait_for_everyone()
             self.class_examples = class_examples(cfg)
-        self.pipe.vae.to(self.device)  # the VAE stays fp32: fp16 SD and SDXL VAEs overflow (see sdxl.py)
-        for module in (*self.text_encoders, self.pipe.unet):
+        for module in (self.pipe.vae, *self.text_encoders, self.pipe.unet):
             module.to(self.device)
-            if self.weight_dtype != torch.float32:
-                module.to(dtype=self.weight_dtype)
 
     def _add_adapters(self) -> None:
         """Seeded LoRA adapters (trained in fp32 whatever the base dtype), checkpointing, CUDA layout."""
