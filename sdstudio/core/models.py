@@ -303,6 +303,26 @@ def model_identity(base: BaseModel) -> dict[str, str]:
         files = sorted(weights.glob("*.safetensors")) or sorted(weights.glob("*.bin"))
         if files:
             ident["sha256"] = file_sha256(files[0])  # UNet weights identify the model well enough
+    else:
+        digest = _hub_unet_sha256(base.location)
+        if digest:
+            ident["sha256"] = digest
     if "sha256" in ident:
         ident["short_hash"] = ident["sha256"][:10]
     return ident
+
+
+def _hub_unet_sha256(repo: str) -> str | None:
+    """The SHA-256 of a hub model's UNet weights, when they are in the local hub cache: the cache
+    stores large (LFS) files under their SHA-256, so nothing is read or downloaded."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo, "unet/diffusion_pytorch_model.safetensors",
+                                        cache_dir=os.environ.get("HF_HUB_CACHE"))
+    except Exception:  # noqa: BLE001 - not a valid repo id, no cache: no hash
+        return None
+    if not isinstance(cached, str):
+        return None
+    blob = Path(os.path.realpath(cached)).name
+    return blob if re.fullmatch(r"[0-9a-f]{64}", blob) else None
