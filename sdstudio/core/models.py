@@ -19,10 +19,12 @@ from sdstudio.core.filetypes import SINGLE_FILE_SUFFIXES
 from sdstudio.core.io.hashing import file_sha256
 from sdstudio.core.paths import DEMO_MODEL_NAME, demo_model_dir
 
-# Diffusers repos whose configs (and tokenizer) describe an A1111 single file of each family.
+# Diffusers repos whose configs (and tokenizer) describe an A1111 single file of each family; SD 2
+# files that state epsilon get SD 2.1-base's (the prediction type is decided by prediction_type.py).
 DEFAULT_SINGLE_FILE_CONFIG = {
     "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sd2": "stabilityai/stable-diffusion-2-1",
+    "sd2-epsilon": "stabilityai/stable-diffusion-2-1-base",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
 }
 # Families sdstudio recognises but cannot train, and what to say about each.
@@ -237,11 +239,18 @@ def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str |
         common.update(safety_checker=None, requires_safety_checker=False)
     try:
         if base.kind == "single_file":
-            cfg = config or os.environ.get("SDSTUDIO_SINGLE_FILE_CONFIG") or DEFAULT_SINGLE_FILE_CONFIG[base.family]
+            from sdstudio.core import prediction_type
+
+            stated = prediction_type.stated(base.location)
+            default = "sd2-epsilon" if base.family == "sd2" and stated and stated[0] == "epsilon" else base.family
+            cfg = config or os.environ.get("SDSTUDIO_SINGLE_FILE_CONFIG") or DEFAULT_SINGLE_FILE_CONFIG[default]
             if "vae" not in common and vae_dtype != dtype:  # from_single_file takes one dtype for all
                 common["vae"] = AutoencoderKL.from_single_file(base.location, config=cfg, subfolder="vae",
                                                                torch_dtype=vae_dtype)
             pipe = pipeline_class.from_single_file(base.location, config=cfg, **common)
+            kind, _evidence = prediction_type.decide(base.location, base.family, pipe.unet)
+            if kind is not None:
+                pipe.scheduler = prediction_type.with_prediction_type(pipe.scheduler, kind)
         else:
             if "vae" not in common and vae_dtype != dtype:  # diffusers: a dtype per component
                 common["dtype"] = {"default": dtype, "vae": vae_dtype}

@@ -135,6 +135,9 @@ class Trainer:
         self.models = TrainingModels(self.cfg, self.accelerator, self.weight_dtype, self.base, self.examples,
                                      self.counters, self.log, self._check)
         self.models.build()
+        if self.is_main:
+            opening.record_prediction_type(self.run_dir, self.models.noise_scheduler.config.prediction_type,
+                                           bool(self.resume), self.force)
         message = self.folding.start(self.device.type)
         if message:
             self.log(message)
