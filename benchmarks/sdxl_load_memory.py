@@ -30,24 +30,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
 
-# stabilityai/stable-diffusion-xl-base-1.0, unet/config.json (the values that differ from diffusers' defaults)
-UNET = {
-    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": [320, 640, 1280],
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "transformer_layers_per_block": [1, 2, 10], "attention_head_dim": [5, 10, 20], "cross_attention_dim": 2048,
-    "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816, "norm_num_groups": 32,
-}
-# text_encoder (CLIP ViT-L/14) and text_encoder_2 (OpenCLIP ViT-bigG/14) config.json
-CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-          "projection_dim": 768, "hidden_act": "quick_gelu", "vocab_size": 49408, "max_position_embeddings": 77}
-CLIP_G = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20,
-          "projection_dim": 1280, "hidden_act": "gelu", "vocab_size": 49408, "max_position_embeddings": 77}
-VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": [128, 256, 512, 512],
-       "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-       "layers_per_block": 2, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# SDXL base 1.0's published config values (UNet, VAE, CLIP ViT-L, OpenCLIP ViT-bigG)
+from sdxl_speed import CLIP_BIGG as CLIP_G  # noqa: E402
+from sdxl_speed import CLIP_L  # noqa: E402
+from sdxl_speed import SDXL_UNET as UNET  # noqa: E402
+from sdxl_speed import SDXL_VAE as VAE  # noqa: E402
+
 SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
              "steps_offset": 1, "timestep_spacing": "leading", "prediction_type": "epsilon"}
 

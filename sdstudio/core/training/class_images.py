@@ -32,16 +32,15 @@ def step_check(check: Callable[[], None]) -> Callable[..., dict[str, Any]]:
 
 
 def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
-                        check: Callable[[], None] = lambda: None, autocast_dtype: Any = None) -> int:
+                        check: Callable[[], None] = lambda: None,
+                        decode_fp32: Callable[[Any, Any, Any], list[Any]] | None = None) -> int:
     """Generate class images until `num_class_images` exist; returns how many were made.
     `check` is called at every denoising step (it raises to stop; finished images are kept).
-    `autocast_dtype`: the frozen weights' dtype when it is not fp32 (the pipeline was loaded in it);
-    the VAE then decodes in fp32 outside autocast, as for validation samples."""
+    A UNet loaded in bf16/fp16 runs under autocast in its dtype and the fp32 VAE decodes the latents
+    with `decode_fp32` (validation's, passed in: validation imports this module)."""
     import contextlib
 
     import torch
-
-    from sdstudio.core.training.validation import decode_fp32
 
     folder = Path(cfg.class_data_dir or "")
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,6 +56,7 @@ def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
         seeds = [cfg.seed * 100_003 + have + made + i for i in range(n)]
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         device = pipe.unet.device
+        autocast_dtype = pipe.unet.dtype if pipe.unet.dtype != torch.float32 and decode_fp32 is not None else None
         ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
         with torch.no_grad(), ctx:
             images = pipe([cfg.class_prompt] * n, height=cfg.resolution, width=cfg.resolution,

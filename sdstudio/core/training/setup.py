@@ -68,11 +68,11 @@ class TrainingModels:
             module.requires_grad_(False)
         if cfg.with_prior_preservation:
             from sdstudio.core.training.class_images import ensure_class_images
+            from sdstudio.core.training.validation import decode_fp32
 
             if self.accelerator.is_main_process:
                 self.pipe.to(self.device)
-                ensure_class_images(cfg, self.pipe, self.log, self.check,
-                                    None if self.weight_dtype == torch.float32 else self.weight_dtype)
+                ensure_class_images(cfg, self.pipe, self.log, self.check, decode_fp32)
             acc.wait_for_everyone()
             self.class_examples = class_examples(cfg)
         for module in (self.pipe.vae, *self.text_encoders, self.pipe.unet):
