@@ -1,6 +1,7 @@
 """Resume continues the run that was started, or says why not: a changed dataset (files added,
-removed, resized) or base model is refused with a message naming the change; --force resumes
-and records the change in run.toml."""
+removed, resized, edited at the same size, captions changed) or base model (another hash, or
+another hub id, folder or file where no hash can tell) is refused with a message naming the
+change; --force resumes and records the change in run.toml."""
 
 from __future__ import annotations
 
@@ -66,3 +67,49 @@ def test_resume_from_another_base_model_is_refused(tiny_model_dir, instance_dir,
     with pytest.raises(ResumeRefused, match="base model .* has hash .*, the run started from"):
         train(build_config({**values, "pretrained_model_name_or_path": str(other), "max_train_steps": 2}),
               resume=run.path)
+
+
+def test_an_image_edited_at_the_same_size_or_a_changed_caption_refuses_the_resume(tiny_model_dir, captioned_dir,
+                                                                                   tmp_path):
+    import json
+
+    from PIL import Image
+
+    # stored PNGs: the byte size depends on the picture's size only, so an edited pixel keeps it
+    for path in sorted(captioned_dir.rglob("*.png")):
+        Image.open(path).convert("RGB").save(path, compress_level=0)
+    values = tiny_train_values(tiny_model_dir, tmp_path / "run", train_data_dir=str(captioned_dir),
+                               max_train_steps=1, validation_loss=False, num_validation_images=0)
+    run = train(build_config(values))
+    edited = captioned_dir / "red" / "001.png"
+    size = edited.stat().st_size
+    image = Image.open(edited)
+    image.putpixel((0, 0), (255, 255, 255))
+    image.save(edited, compress_level=0)
+    assert edited.stat().st_size == size
+    metadata = captioned_dir / "metadata.jsonl"
+    rows = [json.loads(line) for line in metadata.read_text().splitlines()]
+    rows[4]["text"] = "a green shape"
+    metadata.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ResumeRefused) as info:
+        train(build_config({**values, "max_train_steps": 2}), resume=run.path)
+    message = str(info.value)
+    print(message)
+    assert "1 file changed content at the same size (red/001.png)" in message
+    assert f"1 caption changed ({rows[4]['file_name']})" in message
+
+
+def test_another_hub_model_or_folder_is_refused_although_no_hash_can_compare_them():
+    from sdstudio.core.training import resume_guard
+
+    hub = {"name": "org/model-a", "kind": "hub", "family": "sd1", "location": "org/model-a"}
+    other_hub = {**hub, "name": "org/model-b", "location": "org/model-b"}
+    with pytest.raises(ResumeRefused, match="base model is org/model-b, the run started from org/model-a"):
+        resume_guard.check("RUN", {"base_model": hub}, {}, other_hub, force=False)
+    folder = {"name": "model", "kind": "folder", "family": "sd1", "location": "/models/model", "sha256": "ab" * 32}
+    with pytest.raises(ResumeRefused, match="base model is org/model-a, the run started from /models/model"):
+        resume_guard.check("RUN", {"base_model": folder}, {}, hub, force=False)  # only one side has a hash
+    assert resume_guard.check("RUN", {"base_model": hub}, {}, dict(hub), force=False) == []
+    moved = {**folder, "location": "/elsewhere/model"}  # the same weights, moved: the hash says so
+    assert resume_guard.check("RUN", {"base_model": folder}, {}, moved, force=False) == []
+    assert resume_guard.check("RUN", {"base_model": hub}, {}, other_hub, force=True)  # --force: recorded

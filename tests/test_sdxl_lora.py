@@ -15,14 +15,15 @@ def sdxl_module_names() -> set[str]:
     """kohya names of every attention projection of the tiny SDXL model, written from the
     architecture: attention only below the top level (down_blocks.1, the mid block and
     up_blocks.0), two transformer layers each, self- and cross-attention with to_q/k/v/out.0;
-    CLIP-L (te1) and OpenCLIP bigG (te2) with two layers of q/k/v/out projections."""
+    CLIP-L (te1) and OpenCLIP bigG (te2) with two layers of q/k/v/out projections each."""
     holders = ["down_blocks_1_attentions_0", "mid_block_attentions_0", "up_blocks_0_attentions_0",
                "up_blocks_0_attentions_1"]
     names = {f"lora_unet_{h}_transformer_blocks_{t}_{a}_{p}" for h in holders for t in (0, 1)
              for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out_0")}
-    for te in ("te1", "te2"):
-        names |= {f"lora_{te}_text_model_encoder_layers_{i}_self_attn_{p}_proj" for i in (0, 1) for p in "qkvo"
-                  if p != "o"} | {f"lora_{te}_text_model_encoder_layers_{i}_self_attn_out_proj" for i in (0, 1)}
+    # CLIP-L (te1) is read at its penultimate layer: its last layer (1) is not trained
+    for te, layers in (("te1", (0,)), ("te2", (0, 1))):
+        names |= {f"lora_{te}_text_model_encoder_layers_{i}_self_attn_{p}_proj" for i in layers for p in "qkv"}
+        names |= {f"lora_{te}_text_model_encoder_layers_{i}_self_attn_out_proj" for i in layers}
     return names
 
 

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 
-def test_an_sdxl_folder_and_its_sgm_single_file_are_recognised_and_the_file_loads(tiny_sdxl_dir, tmp_path):
-    import torch
-    from safetensors.torch import load_file, save_file
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+def _components(folder):
+    from safetensors.torch import load_file
+
+    return {c: load_file(str(folder / c / f"{'model' if c.startswith('text') else 'diffusion_pytorch_model'}.safetensors"))
+            for c in COMPONENTS}
+
+
+def _sgm_single_file(folder, path):
+    """The diffusers folder as one SGM-layout .safetensors (as A1111 and ComfyUI keep SDXL)."""
+    from safetensors.torch import save_file
 
     from sdstudio.core.io.layouts import layout_of_folder
-    from sdstudio.core.models import load_pipeline, resolve_base_model
     from sdstudio.demo.ldm_files import diffusers_to_ldm
 
-    assert resolve_base_model(str(tiny_sdxl_dir)).family == "sdxl"
-    comps = {c: load_file(str(tiny_sdxl_dir / c / f"{'model' if c.startswith('text') else 'diffusion_pytorch_model'}.safetensors"))
-             for c in ("unet", "vae", "text_encoder", "text_encoder_2")}
-    sd = diffusers_to_ldm(comps, layout_of_folder(tiny_sdxl_dir))
-    path = tmp_path / "tiny-xl.safetensors"
+    sd = diffusers_to_ldm(_components(folder), layout_of_folder(folder))
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+def test_an_sdxl_folder_and_its_sgm_single_file_are_recognised_and_the_file_loads(tiny_sdxl_dir, tmp_path):
+    import torch
+
+    from sdstudio.core.models import load_pipeline, resolve_base_model
+
+    assert resolve_base_model(str(tiny_sdxl_dir)).family == "sdxl"
+    comps = _components(tiny_sdxl_dir)
+    path = _sgm_single_file(tiny_sdxl_dir, tmp_path / "tiny-xl.safetensors")
     base = resolve_base_model(str(path))
     assert (base.kind, base.family) == ("single_file", "sdxl")
     pipe = load_pipeline(base, config=str(tiny_sdxl_dir))
@@ -25,6 +41,25 @@ def test_an_sdxl_folder_and_its_sgm_single_file_are_recognised_and_the_file_load
         got = getattr(pipe, comp).state_dict()
         for key, want in comps[comp].items():
             assert torch.equal(got[key].float(), want.float()), f"{comp}.{key}"
+
+
+def test_sdxl_loads_in_the_training_dtype_with_the_vae_in_fp32_bit_identical_to_a_cast(tiny_sdxl_dir, tmp_path):
+    """mixed_precision = bf16: each component is loaded in its final dtype (the VAE fp32), never as a
+    whole fp32 model first; the weights are those a cast of the fp32 load gives, bit for bit."""
+    import torch
+
+    from sdstudio.core.models import load_pipeline
+
+    comps = _components(tiny_sdxl_dir)
+    single = _sgm_single_file(tiny_sdxl_dir, tmp_path / "tiny-xl.safetensors")
+    for model, kwargs in ((str(tiny_sdxl_dir), {}), (str(single), {"config": str(tiny_sdxl_dir)})):
+        pipe = load_pipeline(model, torch_dtype=torch.bfloat16, vae_dtype=torch.float32, **kwargs)
+        for comp in COMPONENTS:
+            want_dtype = torch.float32 if comp == "vae" else torch.bfloat16
+            got = getattr(pipe, comp).state_dict()
+            assert {t.dtype for t in got.values() if t.is_floating_point()} == {want_dtype}, (model, comp)
+            for key, want in comps[comp].items():
+                assert torch.equal(got[key], want.to(want_dtype)), f"{model}: {comp}.{key}"
 
 
 def test_another_vae_replaces_the_models_own_as_the_diffusers_flag_does(tiny_sdxl_dir, tiny_model_dir, tmp_path):

@@ -19,10 +19,12 @@ from sdstudio.core.filetypes import SINGLE_FILE_SUFFIXES
 from sdstudio.core.io.hashing import file_sha256
 from sdstudio.core.paths import DEMO_MODEL_NAME, demo_model_dir
 
-# Diffusers repos whose configs (and tokenizer) describe an A1111 single file of each family.
+# Diffusers repos whose configs (and tokenizer) describe an A1111 single file of each family; SD 2
+# files that state epsilon get SD 2.1-base's (the prediction type is decided by prediction_type.py).
 DEFAULT_SINGLE_FILE_CONFIG = {
     "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sd2": "stabilityai/stable-diffusion-2-1",
+    "sd2-epsilon": "stabilityai/stable-diffusion-2-1-base",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
 }
 # Families sdstudio recognises but cannot train, and what to say about each.
@@ -208,19 +210,25 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
 
 
 def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None,
-                  vae: str | None = None) -> Any:
+                  vae: str | None = None, vae_dtype: Any = None) -> Any:
     """Load the family's pipeline on the CPU: StableDiffusionPipeline (safety checker off) or
     StableDiffusionXLPipeline (no watermarker). `vae`: another VAE (a diffusers VAE folder or hub
-    id), e.g. SDXL's fp16-fix VAE, as the diffusers scripts' --pretrained_vae_model_name_or_path."""
+    id), e.g. SDXL's fp16-fix VAE, as the diffusers scripts' --pretrained_vae_model_name_or_path.
+
+    Every component is loaded in its final dtype, `torch_dtype` (default fp32), the VAE in
+    `vae_dtype` (default the same): each weight is converted once, from the file's dtype, so the
+    model never exists in fp32 first (the same weights, bit for bit, as casting after an fp32 load)."""
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     base = model if isinstance(model, BaseModel) else resolve_base_model(model)
     quiet_loading()
-    common: dict[str, Any] = {"dtype": torch_dtype or torch.float32}
+    dtype = torch_dtype or torch.float32
+    vae_dtype = vae_dtype or dtype
+    common: dict[str, Any] = {"dtype": dtype}
     if vae:
         try:
-            common["vae"] = AutoencoderKL.from_pretrained(os.path.expanduser(vae), torch_dtype=common["dtype"])
+            common["vae"] = AutoencoderKL.from_pretrained(os.path.expanduser(vae), torch_dtype=vae_dtype)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{vae}: cannot load this VAE ({str(exc).strip().splitlines()[0]}); expected a diffusers "
                              "AutoencoderKL folder or hub id") from None
@@ -230,13 +238,24 @@ def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str |
     else:
         common.update(safety_checker=None, requires_safety_checker=False)
     try:
-        if base.kind in ("demo", "folder"):
-            pipe = pipeline_class.from_pretrained(base.location, local_files_only=True, **common)
-        elif base.kind == "single_file":
-            cfg = config or os.environ.get("SDSTUDIO_SINGLE_FILE_CONFIG") or DEFAULT_SINGLE_FILE_CONFIG[base.family]
+        if base.kind == "single_file":
+            from sdstudio.core import prediction_type
+
+            stated = prediction_type.stated(base.location)
+            default = "sd2-epsilon" if base.family == "sd2" and stated and stated[0] == "epsilon" else base.family
+            cfg = config or os.environ.get("SDSTUDIO_SINGLE_FILE_CONFIG") or DEFAULT_SINGLE_FILE_CONFIG[default]
+            if "vae" not in common and vae_dtype != dtype:  # from_single_file takes one dtype for all
+                common["vae"] = AutoencoderKL.from_single_file(base.location, config=cfg, subfolder="vae",
+                                                               torch_dtype=vae_dtype)
             pipe = pipeline_class.from_single_file(base.location, config=cfg, **common)
+            kind, _evidence = prediction_type.decide(base.location, base.family, pipe.unet)
+            if kind is not None:
+                pipe.scheduler = prediction_type.with_prediction_type(pipe.scheduler, kind)
         else:
-            pipe = pipeline_class.from_pretrained(base.location, **common)
+            if "vae" not in common and vae_dtype != dtype:  # diffusers: a dtype per component
+                common["dtype"] = {"default": dtype, "vae": vae_dtype}
+            local = {"local_files_only": True} if base.kind in ("demo", "folder") else {}
+            pipe = pipeline_class.from_pretrained(base.location, **local, **common)
     except ModelError:
         raise
     except (OSError, ValueError, EnvironmentError) as exc:
@@ -293,6 +312,26 @@ def model_identity(base: BaseModel) -> dict[str, str]:
         files = sorted(weights.glob("*.safetensors")) or sorted(weights.glob("*.bin"))
         if files:
             ident["sha256"] = file_sha256(files[0])  # UNet weights identify the model well enough
+    else:
+        digest = _hub_unet_sha256(base.location)
+        if digest:
+            ident["sha256"] = digest
     if "sha256" in ident:
         ident["short_hash"] = ident["sha256"][:10]
     return ident
+
+
+def _hub_unet_sha256(repo: str) -> str | None:
+    """The SHA-256 of a hub model's UNet weights, when they are in the local hub cache: the cache
+    stores large (LFS) files under their SHA-256, so nothing is read or downloaded."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo, "unet/diffusion_pytorch_model.safetensors",
+                                        cache_dir=os.environ.get("HF_HUB_CACHE"))
+    except Exception:  # noqa: BLE001 - not a valid repo id, no cache: no hash
+        return None
+    if not isinstance(cached, str):
+        return None
+    blob = Path(os.path.realpath(cached)).name
+    return blob if re.fullmatch(r"[0-9a-f]{64}", blob) else None

@@ -69,13 +69,19 @@ def _base_identity(meta: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str,
     return {k: str(v) for k, v in ident.items()}
 
 
-def _architecture(family: str, resolution: int) -> tuple[str, str]:
-    """(modelspec architecture, prediction type); SD 2 at 768 px is the v-prediction model."""
+def _architecture(family: str, prediction_type: str | None) -> tuple[str, str | None]:
+    """(modelspec architecture, modelspec prediction type "epsilon" | "v") from the base model's
+    prediction type as run.toml recorded it. Runs from before it was recorded: SD 1.x and SDXL
+    say epsilon (their standard); for SD 2.x, where both exist, nothing is claimed."""
+    if prediction_type is None and family != "sd2":
+        prediction_type = "epsilon"
+    spec = {"epsilon": "epsilon", "v_prediction": "v"}.get(prediction_type or "")
     if family == "sdxl":
-        return "stable-diffusion-xl-v1-base/lora", "epsilon"
+        return "stable-diffusion-xl-v1-base/lora", spec
     if family == "sd2":
-        return ("stable-diffusion-v2-768-v/lora", "v") if resolution >= 768 else ("stable-diffusion-v2-512/lora", "epsilon")
-    return "stable-diffusion-v1/lora", "epsilon"
+        arch = {"v": "stable-diffusion-v2-768-v", "epsilon": "stable-diffusion-v2-512"}.get(spec or "", "stable-diffusion-v2")
+        return arch + "/lora", spec
+    return "stable-diffusion-v1/lora", spec
 
 
 def export_metadata(weights: LoraWeights, run: RunDir | None, step: int, title: str, hash_sha256: str) -> dict[str, str]:
@@ -88,7 +94,7 @@ def export_metadata(weights: LoraWeights, run: RunDir | None, step: int, title: 
     alpha = alphas[0] if len(alphas) == 1 else max(alphas)
     resolution = int(cfg.get("resolution", 512))
     base = _base_identity(meta, cfg)
-    arch, prediction = _architecture(base["family"], resolution)
+    arch, prediction = _architecture(base["family"], base.get("prediction_type"))
     data_dir = cfg.get("instance_data_dir") or cfg.get("train_data_dir")
     n_images = meta.get("dataset_images")
     if n_images is None:
@@ -104,6 +110,7 @@ def export_metadata(weights: LoraWeights, run: RunDir | None, step: int, title: 
         "ss_network_train_unet_only": unet_only,
         "ss_base_model_version": version,
         "ss_v2": base["family"] == "sd2",
+        "ss_v_parameterization": None if prediction is None else prediction == "v",
         "ss_sd_model_name": base["name"],
         "ss_new_sd_model_hash": base.get("sha256"),
         "ss_sd_model_hash": base.get("short_hash"),

@@ -32,9 +32,14 @@ def step_check(check: Callable[[], None]) -> Callable[..., dict[str, Any]]:
 
 
 def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
-                        check: Callable[[], None] = lambda: None) -> int:
+                        check: Callable[[], None] = lambda: None,
+                        decode_fp32: Callable[[Any, Any, Any], list[Any]] | None = None) -> int:
     """Generate class images until `num_class_images` exist; returns how many were made.
-    `check` is called at every denoising step (it raises to stop; finished images are kept)."""
+    `check` is called at every denoising step (it raises to stop; finished images are kept).
+    A UNet loaded in bf16/fp16 runs under autocast in its dtype and the fp32 VAE decodes the latents
+    with `decode_fp32` (validation's, passed in: validation imports this module)."""
+    import contextlib
+
     import torch
 
     folder = Path(cfg.class_data_dir or "")
@@ -50,11 +55,17 @@ def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
         n = min(cfg.sample_batch_size, missing - made)
         seeds = [cfg.seed * 100_003 + have + made + i for i in range(n)]
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        with torch.no_grad():
+        device = pipe.unet.device
+        autocast_dtype = pipe.unet.dtype if pipe.unet.dtype != torch.float32 and decode_fp32 is not None else None
+        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+        with torch.no_grad(), ctx:
             images = pipe([cfg.class_prompt] * n, height=cfg.resolution, width=cfg.resolution,
                           num_inference_steps=cfg.validation_num_inference_steps,
                           guidance_scale=cfg.validation_guidance_scale, generator=gens,
-                          callback_on_step_end=step_check(check)).images
+                          callback_on_step_end=step_check(check),
+                          output_type="latent" if autocast_dtype is not None else "pil").images
+            if autocast_dtype is not None:
+                images = decode_fp32(pipe, images, device)
         for image in images:
             while (folder / f"class-{index:05d}.png").exists():
                 index += 1

@@ -53,3 +53,21 @@ def record_run(run: RunDir, cfg: TrainConfig, meta: dict[str, Any], resumed: boo
         latest = run.latest_checkpoint()
         notes = list(old.get("forced_resumes", [])) + [resume_guard.forced_note(latest.step if latest else 0, forced)]
         run.write_config(run.config(), {**old, **meta, "forced_resumes": notes})
+
+
+def record_prediction_type(run: RunDir, prediction_type: str, resumed: bool, force: bool) -> None:
+    """The loaded scheduler's prediction type joins the base model's identity in run.toml (known
+    only once loaded: a single file's is decided from evidence in it, see core/prediction_type.py);
+    export writes its metadata from there. A resume that would train another prediction type than
+    the run started with is refused, as another base model is."""
+    meta = run.meta()
+    base = dict(meta.get("base_model", {}))
+    old = base.get("prediction_type")
+    if old == prediction_type:
+        return
+    if resumed and old and not force:
+        raise resume_guard.ResumeRefused(
+            f"{run.path}: cannot resume: the base model now predicts {prediction_type}, the run started with {old}. "
+            f"Resume anyway with `sdstudio train --resume {run.path} --force`.")
+    base["prediction_type"] = prediction_type
+    run.write_config(run.config(), {**meta, "base_model": base})

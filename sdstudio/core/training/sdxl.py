@@ -76,6 +76,24 @@ class SdxlSource(ExampleSource):
                 "added_cond_kwargs": {"text_embeds": pooled.to(self.device, dtype=dtype), "time_ids": time_ids}}
 
 
+def text_encoder_targets(text_encoder: Any, pooled: bool) -> list[str]:
+    """The attention projections to give LoRA layers in one SDXL text encoder: those whose output
+    reaches the UNet. The UNet reads both encoders' penultimate hidden states, so CLIP-L's last
+    layer is computed but unused; bigG's pooled embedding comes from its last layer, so there every
+    layer counts (`pooled`).
+
+    Why not DDP's `find_unused_parameters` (which diffusers' SDXL LoRA script sets): it would keep
+    LoRA weights that never learn (B stays zero) in every checkpoint and export, where A1111,
+    ComfyUI and diffusers read CLIP-L at the same penultimate layer; and it makes DDP search the
+    graph for unused parameters at every step, which would also hide a real fault such as prompts
+    that bypass the prepared encoder.
+    """
+    from sdstudio.core.training.checkpoint import TEXT_ENCODER_TARGETS
+
+    layers = text_encoder.config.num_hidden_layers if pooled else text_encoder.config.num_hidden_layers - 1
+    return [f"encoder.layers.{i}.self_attn.{proj}" for i in range(layers) for proj in TEXT_ENCODER_TARGETS]
+
+
 def make_pipeline(base_pipe: Any, unet: Any, text_encoder: Any, text_encoder_2: Any, vae: Any) -> Any:
     """An SDXL pipeline sharing the training modules (no copies), with the model's own sampler."""
     from diffusers import StableDiffusionXLPipeline

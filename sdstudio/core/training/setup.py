@@ -57,7 +57,10 @@ class TrainingModels:
         from diffusers import DDPMScheduler
 
         cfg, acc = self.cfg, self.accelerator
-        self.pipe = load_pipeline(self.base, vae=cfg.pretrained_vae_model_name_or_path)
+        # each component loaded in its final dtype (the VAE in fp32, see sdxl.py): loading in fp32 and
+        # casting afterwards needed the whole model in fp32 in host memory first (SDXL: about 13 GB)
+        self.pipe = load_pipeline(self.base, torch_dtype=self.weight_dtype, vae=cfg.pretrained_vae_model_name_or_path,
+                                  vae_dtype=torch.float32)
         self.check()
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.text_encoder_2 = getattr(self.pipe, "text_encoder_2", None)  # SDXL, else None
@@ -65,17 +68,15 @@ class TrainingModels:
             module.requires_grad_(False)
         if cfg.with_prior_preservation:
             from sdstudio.core.training.class_images import ensure_class_images
+            from sdstudio.core.training.validation import decode_fp32
 
             if self.accelerator.is_main_process:
                 self.pipe.to(self.device)
-                ensure_class_images(cfg, self.pipe, self.log, self.check)
+                ensure_class_images(cfg, self.pipe, self.log, self.check, decode_fp32)
             acc.wait_for_everyone()
             self.class_examples = class_examples(cfg)
-        self.pipe.vae.to(self.device)  # the VAE stays fp32: fp16 SD and SDXL VAEs overflow (see sdxl.py)
-        for module in (*self.text_encoders, self.pipe.unet):
+        for module in (self.pipe.vae, *self.text_encoders, self.pipe.unet):
             module.to(self.device)
-            if self.weight_dtype != torch.float32:
-                module.to(dtype=self.weight_dtype)
 
     def _add_adapters(self) -> None:
         """Seeded LoRA adapters (trained in fp32 whatever the base dtype), checkpointing, CUDA layout."""
@@ -90,7 +91,7 @@ class TrainingModels:
         if cfg.train_text_encoder:  # SDXL: both encoders, as in the diffusers SDXL script
             for text_encoder in self.text_encoders:
                 text_encoder.add_adapter(checkpoint.lora_config(cfg.rank, cfg.effective_alpha,
-                                                                checkpoint.TEXT_ENCODER_TARGETS))
+                                                                self._text_encoder_targets(text_encoder)))
                 trained.append(text_encoder)
         cast_training_params(trained, dtype=torch.float32)
         self.params = [p for m in trained for p in m.parameters() if p.requires_grad]
@@ -104,6 +105,15 @@ class TrainingModels:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             unet.to(memory_format=torch.channels_last)
+
+    def _text_encoder_targets(self, text_encoder: Any) -> list[str]:
+        """SD: every attention projection. SDXL: only layers whose output reaches the UNet (see
+        sdxl.text_encoder_targets): a LoRA layer without a gradient stops DDP at the next step."""
+        if self.text_encoder_2 is None:
+            return checkpoint.TEXT_ENCODER_TARGETS
+        from sdstudio.core.training.sdxl import text_encoder_targets
+
+        return text_encoder_targets(text_encoder, pooled=text_encoder is self.text_encoder_2)
 
     @property
     def text_encoders(self) -> tuple[Any, ...]:
@@ -137,15 +147,19 @@ class TrainingModels:
         acc.register_for_checkpointing(self.lr_scheduler, self.counters)
         checkpoint.install_hooks(acc, self.plain)
 
+    def trained(self) -> dict[str, Any]:
+        """The trained models as prepared (DDP-wrapped with several processes), by component name:
+        the UNet, and the text encoders (SDXL: both) when they are trained."""
+        trained = {"unet": self.unet}
+        if self.cfg.train_text_encoder:
+            trained["text_encoder"] = self.text_encoder
+            if self.text_encoder_2 is not None:
+                trained["text_encoder_2"] = self.text_encoder_2
+        return trained
+
     def plain(self) -> dict[str, Any]:
         """The trained models by component name, without DDP or compile wrappers (plain keys)."""
-        acc = self.accelerator
-        trained = {"unet": checkpoint.plain(acc, self.unet)}
-        if self.cfg.train_text_encoder:
-            trained["text_encoder"] = checkpoint.plain(acc, self.text_encoder)
-            if self.text_encoder_2 is not None:
-                trained["text_encoder_2"] = checkpoint.plain(acc, self.text_encoder_2)
-        return trained
+        return {name: checkpoint.plain(self.accelerator, model) for name, model in self.trained().items()}
 
     def _build_caches(self) -> None:
         """Latents and text embeddings computed once; frozen modules off the GPU when both are cached.

@@ -135,6 +135,9 @@ class Trainer:
         self.models = TrainingModels(self.cfg, self.accelerator, self.weight_dtype, self.base, self.examples,
                                      self.counters, self.log, self._check)
         self.models.build()
+        if self.is_main:
+            opening.record_prediction_type(self.run_dir, self.models.noise_scheduler.config.prediction_type,
+                                           bool(self.resume), self.force)
         message = self.folding.start(self.device.type)
         if message:
             self.log(message)
@@ -212,9 +215,8 @@ class Trainer:
         """No gradient all-reduce for the micro-batches before the last one (every trained model)."""
         stack = contextlib.ExitStack()
         if skip:
-            stack.enter_context(self.accelerator.no_sync(self.models.unet))
-            if self.cfg.train_text_encoder:
-                stack.enter_context(self.accelerator.no_sync(self.models.text_encoder))
+            for model in self.models.trained().values():  # SDXL's text_encoder_2 included
+                stack.enter_context(self.accelerator.no_sync(model))
         return stack
 
     def _commands(self) -> tuple[bool, bool, bool]:
