@@ -15,7 +15,7 @@ from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
 from sdstudio.tui.settings import RENDERERS
 
-COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge", "score", "runs", "stop", "sample", "save",
+COMMANDS = ("train", "dataset", "caption", "export", "convert", "generate", "merge", "score", "runs", "stop", "sample", "save",
             "queue")
 
 
