@@ -64,6 +64,18 @@ def test_demo_caption_fill_keeps_existing_captions_byte_for_byte(tmp_path: Path,
     assert _files(folder) == snapshot
 
 
+def test_fill_keeps_metadata_rows_and_their_other_fields(tmp_path: Path) -> None:
+    folder = tmp_path / "set"
+    truth = _demo_folder(folder)
+    kept = '{"file_name": "02.png", "text": "mine", "source": "hand"}'
+    (folder / "metadata.jsonl").write_text(kept + "\n")
+    assert main(["caption", str(folder), "--model", "demo"]) == 0
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    assert lines[0] == kept and len(lines) == 4
+    assert {json.loads(x)["file_name"]: json.loads(x)["text"] for x in lines[1:]} == {
+        n: truth[n] for n in ("00.png", "01.png", "03.png")}
+
+
 def test_dry_run_writes_nothing(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "set"
     truth = _demo_folder(folder)
@@ -137,3 +149,18 @@ def test_runner_reports_progress_with_rate_and_eta(tmp_path: Path) -> None:
     proposals = runner.run(plan, DemoCaptioner(), Style(), batch_size=3, progress=seen.append)
     assert [p.done for p in seen] == [0, 3, 4] and len(proposals) == 4
     assert "images/s" in seen[-1].line() and "ETA" in seen[-1].line()
+
+
+def test_model_folders_it_cannot_run_are_refused_with_the_reason(tmp_path: Path, capsys) -> None:
+    _demo_folder(tmp_path / "set")
+    pickled = tmp_path / "pickled-blip"
+    pickled.mkdir()
+    (pickled / "config.json").write_text('{"model_type": "blip"}')
+    (pickled / "pytorch_model.bin").write_bytes(b"not unpickled")
+    other = tmp_path / "a-vae"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "vit"}')
+    assert main(["caption", str(tmp_path / "set"), "--model", str(pickled)]) == 2
+    assert "no .safetensors weights" in capsys.readouterr().err
+    assert main(["caption", str(tmp_path / "set"), "--model", str(other)]) == 2
+    assert "model_type 'vit' is not a captioner" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from sdstudio.core.errors import ModelError
 
 # model_type in config.json -> the module of its captioner
 FAMILIES = {"blip": "blip", "florence2": "florence", "qwen2_5_vl": "vlm"}
+PICKLED = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.msgpack", "*.h5"]  # never fetched, never loaded
 SUGGESTED = {"blip": "Salesforce/blip-image-captioning-large", "florence": "florence-community/Florence-2-base",
              "vlm": "Qwen/Qwen2.5-VL-3B-Instruct"}
 
@@ -61,7 +62,8 @@ def locate(name: str, allow_download: bool = False, revision: str | None = None)
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
         try:
-            folder = Path(snapshot_download(name, revision=revision, local_files_only=not allow_download))
+            folder = Path(snapshot_download(name, revision=revision, local_files_only=not allow_download,
+                                            ignore_patterns=PICKLED))
         except LocalEntryNotFoundError:
             raise _missing(name, "not in the local Hugging Face cache") from None
         except (HfHubHTTPError, OSError) as exc:
@@ -131,5 +133,10 @@ class HFCaptioner:
 
 
 def from_pretrained(cls: Any, located: Located, dtype: Any) -> Any:
-    """`cls.from_pretrained` from the resolved folder: local files only, no remote code."""
-    return cls.from_pretrained(str(located.folder), local_files_only=True, trust_remote_code=False, dtype=dtype)
+    """`cls.from_pretrained` from the resolved folder: local files only, safetensors only (a pickled
+    checkpoint is never unpickled), no remote code."""
+    if not any(located.folder.glob("*.safetensors")):
+        raise ModelError(f"{located.name}: no .safetensors weights in {located.folder}; sdstudio does not load "
+                         "pickled checkpoints (.bin). Convert it, or pick a repository that ships safetensors.")
+    return cls.from_pretrained(str(located.folder), local_files_only=True, trust_remote_code=False, dtype=dtype,
+                               use_safetensors=True)
