@@ -79,6 +79,9 @@ def locate(name: str, allow_download: bool = False, revision: str | None = None)
     if model_type not in FAMILIES:
         raise ModelError(f"{name}: model_type '{model_type}' is not a captioner sdstudio runs; "
                          f"supported: {', '.join(FAMILIES)} (e.g. {', '.join(SUGGESTED.values())})")
+    if not any(folder.glob("*.safetensors")):
+        raise ModelError(f"{name}: no .safetensors weights in {folder}; sdstudio does not load pickled "
+                         "checkpoints (.bin). Convert it, or pick a repository that ships safetensors.")
     return Located(name, folder, rev, FAMILIES[model_type])
 
 
@@ -99,7 +102,11 @@ def load(name: str, allow_download: bool = False, revision: str | None = None, d
     located = locate(name, allow_download, revision)
     module = importlib.import_module(f"sdstudio.core.captions.{located.family}")
     dev, dtype = device_and_dtype(device)
-    return module.load(located, dev, dtype)
+    try:
+        return module.load(located, dev, dtype)
+    except (OSError, ValueError) as exc:  # a processor or weight file missing or broken
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{name}: cannot load this {located.family} captioner from {located.folder} ({first})") from None
 
 
 class HFCaptioner:
@@ -135,8 +142,5 @@ class HFCaptioner:
 def from_pretrained(cls: Any, located: Located, dtype: Any) -> Any:
     """`cls.from_pretrained` from the resolved folder: local files only, safetensors only (a pickled
     checkpoint is never unpickled), no remote code."""
-    if not any(located.folder.glob("*.safetensors")):
-        raise ModelError(f"{located.name}: no .safetensors weights in {located.folder}; sdstudio does not load "
-                         "pickled checkpoints (.bin). Convert it, or pick a repository that ships safetensors.")
     return cls.from_pretrained(str(located.folder), local_files_only=True, trust_remote_code=False, dtype=dtype,
                                use_safetensors=True)
