@@ -18,7 +18,6 @@ from typing import Any
 from sdstudio.core.captions import storage
 from sdstudio.core.errors import DatasetError
 from sdstudio.core.filetypes import IMAGE_SUFFIXES
-from sdstudio.core.io import atomic
 
 STRAY_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 STRAY_DIRS = {".ipynb_checkpoints", "__macosx", ".git"}

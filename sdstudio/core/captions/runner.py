@@ -39,7 +39,7 @@ class Plan:
     store: str  # where captions go: the folder's store, or the one chosen for a caption-less folder
     todo: list[tuple[str, str | None]]  # (relative name, current caption) of the images this mode captions
     kept: int  # images this mode leaves alone (fill: already captioned)
-    unreadable: list[str] = field(default_factory=list)  # "name: reason", filled while captioning
+    unreadable: list[str] = field(default_factory=list)  # "name: reason" of skipped images, filled while captioning
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,11 @@ def run(plan_: Plan, captioner: Any, style: Style, prompt: str | None = None, ba
             except (OSError, ValueError) as exc:
                 plan_.unreadable.append(f"{rel}: unreadable image ({exc})")
         raws = captioner.caption(pictures, prompt, tokens) if pictures else []
-        out.extend(Proposal(rel, old, compose(style, raw, old), raw) for (rel, old), raw in zip(chunk, raws))
+        for (rel, old), raw in zip(chunk, raws):
+            if raw.strip():
+                out.append(Proposal(rel, old, compose(style, raw, old), raw))
+            else:  # a trigger word alone is no caption
+                plan_.unreadable.append(f"{rel}: the model wrote nothing")
         done += len(plan_.todo[i:i + batch_size])
         if progress:
             progress(Progress(done, total, time.perf_counter() - start))

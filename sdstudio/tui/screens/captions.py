@@ -143,6 +143,9 @@ class CaptionScreen(StudioScreen):
         except SdstudioError as exc:
             self.app.call_from_thread(self._failed, str(exc))
             return
+        except Exception as exc:  # noqa: BLE001 - a model's own failure (memory, a bad file) is shown, not a crash
+            self.app.call_from_thread(self._failed, f"{model}: {type(exc).__name__}: {exc}")
+            return
         self.app.call_from_thread(self._ready, plan, [p for p in proposals if p.changed],
                                   runner.provenance(captioner, style, prompt))
 
@@ -154,6 +157,7 @@ class CaptionScreen(StudioScreen):
         self.plan, self.info = plan, {**info, "reviewed": True}
         self.review = Review(proposals)
         kept = f", {plan.kept} kept" if plan.kept else ""
+        kept += f", {len(plan.unreadable)} skipped" if plan.unreadable else ""
         self.query_one("#cap-progress", Static).update(
             f"{len(proposals)} new captions to review{kept} · store: {plan.store}")
         self.query_one("#cap-review").set_class(bool(proposals), "ready")
