@@ -134,6 +134,17 @@ def test_dataset_check_reads_caption_sidecars_and_ignores_the_log(tmp_path: Path
     assert {f.name: f.caption for f in report.files} == truth  # no stray "not an image" entries either
 
 
+def test_training_reads_caption_sidecars(tmp_path: Path) -> None:
+    from sdstudio.core.config import TrainConfig
+    from sdstudio.core.training.examples import instance_examples
+
+    folder = tmp_path / "set"
+    truth = _demo_folder(folder)
+    assert main(["caption", str(folder), "--model", "demo", "--store", "caption"]) == 0
+    examples, skipped = instance_examples(TrainConfig(train_data_dir=str(folder), method="text2image", resolution=64))
+    assert {e.path.name: e.caption for e in examples} == truth and skipped == []
+
+
 def test_missing_model_names_it_and_what_to_do(tmp_path: Path, capsys) -> None:
     _demo_folder(tmp_path / "set")
     assert main(["caption", str(tmp_path / "set"), "--model", "sdstudio-test/no-such-captioner"]) == 2
