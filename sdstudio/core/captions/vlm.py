@@ -16,6 +16,7 @@ from sdstudio.core.captions.loading import HFCaptioner, Located, from_pretrained
 from sdstudio.core.errors import ModelError
 
 IMAGE_PAD = "<|image_pad|>"
+MAX_SIDE = 896  # Qwen2.5-VL spends a token per 28x28 px: a 12-megapixel photo would cost ~15k tokens
 DEFAULT_PROMPT = ("Describe this image in one sentence for a text-to-image training caption: "
                   "the subject, its colours, the background. No preamble.")
 
@@ -39,7 +40,12 @@ class VlmCaptioner(HFCaptioner):
         return text.replace(IMAGE_PAD, IMAGE_PAD * patches)
 
     def caption(self, images: list[Any], prompt: str | None, max_new_tokens: int) -> list[str]:
-        pixels = self.processor(images=images, return_tensors="pt")
+        shrunk = []
+        for image in images:
+            image = image.copy()
+            image.thumbnail((MAX_SIDE, MAX_SIDE))
+            shrunk.append(image)
+        pixels = self.processor(images=shrunk, return_tensors="pt")
         merge = int(getattr(self.processor, "merge_size", 2)) ** 2
         texts = [self._prompt(prompt or DEFAULT_PROMPT, int(thw.prod()) // merge) for thw in pixels["image_grid_thw"]]
         batch = self.tokenizer(texts, padding=True, return_tensors="pt")
