@@ -15,8 +15,8 @@ from sdstudio import __version__
 from sdstudio.core.errors import SdstudioError
 from sdstudio.tui.settings import RENDERERS
 
-COMMANDS = ("train", "dataset", "export", "convert", "generate", "merge", "score", "runs", "stop", "sample", "save",
-            "queue", "configs", "doctor")
+COMMANDS = ("train", "dataset", "caption", "export", "convert", "generate", "merge", "score", "runs", "stop", "sample",
+            "save", "queue", "configs", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Datasets: scan a folder, check every file by decoding it, read and write captions.
 
-Captions come from `metadata.jsonl` (`{"file_name", "text"}`), else from `.txt` sidecars;
-DreamBooth folders need none. Every problem is reported per file with its reason, and
+Captions come from `metadata.jsonl` (`{"file_name", "text"}`), else from `.txt` or `.caption`
+sidecars (see `sdstudio.core.captions.storage`); DreamBooth folders need none. Every problem is reported per file with its reason, and
 training uses only the files that passed.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdstudio.core.captions import storage
 from sdstudio.core.errors import DatasetError
 from sdstudio.core.filetypes import IMAGE_SUFFIXES
-from sdstudio.core.io import atomic
 
 STRAY_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 STRAY_DIRS = {".ipynb_checkpoints", "__macosx", ".git"}
@@ -45,7 +45,7 @@ class FileReport:
 @dataclass
 class DatasetReport:
     root: Path
-    caption_store: str | None  # "metadata.jsonl" | "txt" | None (no captions: DreamBooth)
+    caption_store: str | None  # "metadata.jsonl" | "txt" | "caption" | None (no captions: DreamBooth)
     files: list[FileReport] = field(default_factory=list)
 
     @property
@@ -142,11 +142,16 @@ def _walk(root: Path) -> tuple[list[Path], list[FileReport]]:
                 strays.append(FileReport(rel, BAD, "stray system file, ignored"))
             elif p.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(p)
-            elif p.suffix.lower() == ".txt" or name == METADATA:
+            elif storage.is_caption_file(name):
                 continue
             else:
                 strays.append(FileReport(rel, BAD, f"not an image ({p.suffix or 'no extension'}), ignored"))
     return images, strays
+
+
+def image_files(root: str | os.PathLike[str]) -> list[Path]:
+    """The image files of a dataset folder, in the order the check reports them (nothing decoded)."""
+    return _walk(Path(root))[0]
 
 
 def check_dataset(root: str | os.PathLike[str], captions: bool | None = None, min_side: int = 32,
@@ -167,8 +172,8 @@ def check_dataset(root: str | os.PathLike[str], captions: bool | None = None, mi
         store = METADATA
         caption_map, problems = read_metadata(base, caption_column)
         reports.extend(problems)
-    elif captions is not False and any(p.with_suffix(".txt").exists() for p in images):
-        store = "txt"
+    elif captions is not False and (sidecar := storage.sidecar_store(images)):
+        store = storage.store_label(sidecar)
     elif captions:
         store = METADATA  # required but absent: every image reports a missing caption
     seen: dict[str, str] = {}
@@ -179,8 +184,8 @@ def check_dataset(root: str | os.PathLike[str], captions: bool | None = None, mi
         rep = FileReport(rel, OK)
         if store == METADATA:
             rep.caption = caption_map.get(rel)
-        elif store == "txt" and p.with_suffix(".txt").exists():
-            rep.caption = p.with_suffix(".txt").read_text(encoding="utf-8", errors="replace").strip()
+        elif store in ("txt", "caption"):
+            rep.caption = storage.read_captions(base, [p], "." + store)[rel]
         try:
             digest = hashlib.sha1(p.read_bytes()).hexdigest()
             im, rep.mode = decode(p)
@@ -196,7 +201,7 @@ def check_dataset(root: str | os.PathLike[str], captions: bool | None = None, mi
             rep.status, rep.reason = BAD, f"too small ({rep.width}x{rep.height}; the shortest side must be >= {min_side} px)"
         elif store is not None and captions is not False and not (rep.caption or "").strip():
             rep.status = BAD
-            rep.reason = "no caption" + (f" (add a line to {METADATA})" if store == METADATA else " (add a .txt file)")
+            rep.reason = "no caption" + (f" (add a line to {METADATA})" if store == METADATA else f" (add a .{store} file)")
         elif resolution and min(rep.width, rep.height) < resolution:
             rep.status, rep.reason = WARN, f"smaller than resolution {resolution}; will be upscaled"
         elif rep.mode not in ("RGB", "L"):
@@ -220,30 +225,12 @@ def require_usable(report: DatasetReport, field_name: str) -> list[FileReport]:
 
 
 def write_caption(root: str | os.PathLike[str], file_name: str, text: str) -> Path:
-    """Save one caption to the dataset's own store (metadata.jsonl if it has one, else a .txt sidecar)."""
+    """Save one caption to the dataset's own store (metadata.jsonl if it has one, else the sidecar
+    extension its images use, .txt when none has one)."""
     base = Path(root)
-    meta = base / METADATA
-    if meta.exists():
-        lines = meta.read_text(encoding="utf-8").splitlines()
-        out, found = [], False
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                out.append(line)
-                continue
-            if isinstance(row, dict) and row.get("file_name") == file_name:
-                row["text"] = text
-                found = True
-                line = json.dumps(row, ensure_ascii=False)
-            out.append(line)
-        if not found:
-            out.append(json.dumps({"file_name": file_name, "text": text}, ensure_ascii=False))
-        atomic.write_text(meta, "\n".join(out) + "\n")
-        return meta
-    sidecar = (base / file_name).with_suffix(".txt")
-    atomic.write_text(sidecar, text.strip() + "\n")
-    return sidecar
+    images, _ = _walk(base)
+    store = storage.detect_store(base, images) or ".txt"
+    return storage.write_captions(base, store, {file_name: text})[0]
 
 
 def crop_box(width: int, height: int, resolution: int, center_crop: bool, rng: Any = None) -> tuple[float, tuple[int, int, int, int]]:

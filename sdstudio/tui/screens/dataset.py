@@ -90,6 +90,7 @@ class DatasetScreen(StudioScreen):
         Binding("ctrl+s", "save_caption", "Save caption", id="dataset.save_caption"),
         Binding("ctrl+r", "rescan", "Re-check", id="dataset.rescan"),
         Binding("ctrl+g", "reroll_crop", "New random crop", id="dataset.reroll_crop"),
+        Binding("ctrl+e", "caption_folder", "Caption folder", id="dataset.caption"),
         Binding("ctrl+o", "train", "Train on it", id="dataset.train",
                 tooltip="Open the Train screen with this folder filled in"),
     ]
@@ -127,7 +128,7 @@ class DatasetScreen(StudioScreen):
                          allow_blank=False,
                          compact=True, id="ds-crop")
             yield Button("Train →", id="ds-train", variant="primary", compact=True)
-        yield Static("Open a folder of images (captions in metadata.jsonl or .txt files, or none for DreamBooth).",
+        yield Static("Open a folder of images (captions in metadata.jsonl, .txt or .caption files, or none for DreamBooth).",
                      id="ds-summary")
         with Horizontal(id="ds-body"):
             yield ThumbGrid(id="ds-grid")
@@ -144,6 +145,7 @@ class DatasetScreen(StudioScreen):
                 with Horizontal(id="ds-caption-row"):
                     yield Button("Save caption", id="ds-save", compact=True)
                     yield Button("New random crop", id="ds-reroll", compact=True)
+                    yield Button("Caption folder…", id="ds-caption-folder", compact=True)
                 with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
                     yield ClassFolderPanel(id="ds-class-panel")
         yield StudioFooter()
@@ -290,16 +292,13 @@ class DatasetScreen(StudioScreen):
                 f"model sees {res}x{res} ({'center' if self.center_crop else 'random'} crop)")
         self._crop_preview(self.folder / rep.name, res, self.center_crop, self.crop_seed, self.bucketed)
 
+    @on(Button.Pressed, "#ds-reroll")
     def action_reroll_crop(self) -> None:
         self.crop_seed += 1
         if self.center_crop:
             self.query_one("#ds-crop", Select).value = False  # a reroll only means something for random crops
         else:
             self._refresh_crop()
-
-    @on(Button.Pressed, "#ds-reroll")
-    def _reroll_pressed(self) -> None:
-        self.action_reroll_crop()
 
     @work(thread=True, exclusive=True, group="dataset-crop")
     def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int, bucketed: bool = False) -> None:
@@ -329,6 +328,13 @@ class DatasetScreen(StudioScreen):
         self.query_one("#ds-model").image = seen
 
     # captions
+    @on(Button.Pressed, "#ds-caption-folder")
+    def action_caption_folder(self) -> None:
+        from sdstudio.tui.screens.captions import open_captions
+
+        open_captions(self)
+
+    @on(Button.Pressed, "#ds-save")
     def action_save_caption(self) -> None:
         from sdstudio.core.dataset import OK, write_caption
 
@@ -354,10 +360,6 @@ class DatasetScreen(StudioScreen):
             self.query_one("#ds-summary", Static).update(summary_text(self.report.summary()))
         self._show_file(rep)
         self.notify(f"caption saved to {where.name}")
-
-    @on(Button.Pressed, "#ds-save")
-    def _save_pressed(self) -> None:
-        self.action_save_caption()
 
     # DreamBooth class images
     def _default_class_dir(self) -> Path | None:
