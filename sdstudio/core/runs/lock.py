@@ -1,9 +1,18 @@
 """The run lock: one trainer per run directory, held for the run's whole lifetime.
 
-`<run>/lock` is locked with `fcntl.flock` and holds the owner's pid and start time. The kernel
-drops a flock when its process dies (kill -9 included), so a lock file left behind by a dead
-trainer is stale by construction: the next trainer takes it over and says so. Anyone can ask
-whether a run is being trained right now, from any process or SSH session on this machine.
+`<run>/lock` holds an exclusive lock and the owner's pid and start time. The kernel drops the
+lock when its process dies (kill -9 included), so a lock file left behind by a dead trainer is
+stale by construction: the next trainer takes it over and says so. Anyone can ask whether a run
+is being trained right now, from any process or SSH session on this machine.
+
+The lock is an open-file-description (OFD) record lock on Linux: like `flock` it belongs to the
+open file, not the process, so it dies with its holder and threads of one process conflict; unlike
+`flock` it can be *tested* without being taken (F_OFD_GETLK). Asking who holds a run (the studio,
+`sdstudio runs`, the queue runner ask often) therefore never takes the lock, not even shared for
+an instant, and can never make a trainer that starts at that moment fail with "already being
+trained". A retry in the trainer would only narrow that window, under load it can still be
+missed. Where OFD locks do not exist (not Linux) `flock` is used, probed shared, and a trainer
+retries for a moment before it gives up.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +29,48 @@ from typing import Any
 from sdstudio.core.errors import SdstudioError
 
 LOCK_NAME = "lock"
+OFD = hasattr(fcntl, "F_OFD_GETLK")  # Linux 3.15+
+FLOCK_RETRY_S = 0.5  # without OFD locks: how long a trainer retries against a probe's shared flock
+_FLOCK_STRUCT = "hhqqi"  # struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive lock on the whole file open as `fd` (read-write); False if someone holds it."""
+    try:
+        if OFD:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK_STRUCT, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+            return True
+        deadline = time.monotonic() + FLOCK_RETRY_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+    except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held by another open file
+        return False
+
+
+def unlock(fd: int) -> None:
+    if OFD:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK_STRUCT, fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def is_locked(fd: int) -> bool:
+    """Does another open file hold a lock on this file? Tests without taking anything (OFD)."""
+    if OFD:
+        probe = struct.pack(_FLOCK_STRUCT, fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
+        return struct.unpack(_FLOCK_STRUCT, fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe))[0] != fcntl.F_UNLCK
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 class RunLockedError(SdstudioError):
@@ -38,7 +90,7 @@ class RunLock:
             return
         try:
             os.ftruncate(self.fd, 0)  # an unlocked, empty file: nobody owns the run now
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            unlock(self.fd)
         finally:
             os.close(self.fd)
             self.fd = -1
@@ -62,9 +114,7 @@ def acquire(run_dir: str | os.PathLike[str]) -> RunLock:
     path = lock_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(fd):
         owner = _read_owner(fd)
         os.close(fd)
         who = f"process {int(owner['pid'])}" if owner.get("pid") else "another process"
@@ -85,6 +135,7 @@ def holder(run_dir: str | os.PathLike[str]) -> dict[str, float] | None:
     """{'pid', 'started'} of the live process training this run, or None when nobody holds its lock.
 
     A separate open file description conflicts with any holder, this process's own threads included.
+    Only tests the lock (see the module docstring): a trainer taking it at the same moment succeeds.
     """
     path = lock_path(run_dir)
     try:
@@ -92,12 +143,7 @@ def holder(run_dir: str | os.PathLike[str]) -> dict[str, float] | None:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_owner(fd) or {"pid": 0.0, "started": 0.0}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        return (_read_owner(fd) or {"pid": 0.0, "started": 0.0}) if is_locked(fd) else None
     finally:
         os.close(fd)
 
