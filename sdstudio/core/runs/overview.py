@@ -86,7 +86,7 @@ def all_runs(root: str | os.PathLike[str]) -> list[RunRow]:
     show (waiting, starting, or failed before the trainer wrote one)."""
     from sdstudio.core.runs import queue as run_queue
 
-    rows = [overview(run) for run in list_runs(root)]
+    rows = [overview(run) for run in list_runs(root, unstarted=True)]
     shown = {Path(r.path).resolve() for r in rows}
     for item in run_queue.load(Path(root)).items:
         run = RunDir(item.run_dir)
