@@ -41,7 +41,7 @@ def train_with_commands(cfg: Any, on_event: EventCallback | None = None, control
         if lock.stale_pid and on_event is not None:
             on_event(LogEvent(f"the run's previous trainer (pid {lock.stale_pid}) is gone; took over its lock",
                               "warning"))
-        reader = CommandReader(path, control, on_event, signals=signals).start()
+        reader = CommandReader(path, control, on_event, signals=signals).start(getattr(cfg, "max_train_steps", None))
         from sdstudio.core.training.trainer import train
 
         return train(cfg, on_event=on_event, control=control, resume=resume, force=force)
