@@ -112,3 +112,16 @@ def test_the_queue_runner_records_a_crashed_trainer_as_crashed_not_exit_code_0(t
     (done,) = run_queue.load(root).items
     assert done.state == run_queue.FAILED and done.exit_code is None
     assert "crashed" in done.error and "code 0" not in done.error and "step 4" in done.error
+
+
+def test_the_queue_runner_records_why_a_refused_start_failed(tmp_path: Path) -> None:
+    from sdstudio.core.runs.queue_runner import _outcome
+
+    item = _queued(tmp_path, tmp_path / "night")
+    run = _stopped_run(Path(item.run_dir))
+    (run.path / "logs").mkdir()
+    (run.path / "logs" / "trainer.log").write_text("loading\nerror: night: cannot resume: the inputs changed\n")
+    # a refused resume leaves the run's status as it was (stopped, before this entry started)
+    run.update_status(updated=time.time() - 60)
+    state, error = _outcome(item, 2)
+    assert state == "failed" and "exited with code 2: night: cannot resume: the inputs changed" in error

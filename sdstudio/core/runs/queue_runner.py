@@ -81,11 +81,24 @@ def _outcome(item: run_queue.QueueItem, code: int | None) -> tuple[str, str | No
     if written and state in (RUNNING, STARTING) and run_lock.live_trainer(run.path, status) is None:
         how = f", exit code {code}" if code else ""
         return run_queue.FAILED, (f"the trainer crashed at step {int(status.get('step') or 0)} (crashed — "
-                                  f"resumable{how}); resume it with `sdstudio train --resume {item.run_dir}`; see {log}")
+                                  f"resumable{how}); resume it with `sdstudio train --resume {item.run_dir}`; "
+                                  f"see {log}")
     if code is not None and code < 0:
         return run_queue.FAILED, f"the trainer was killed by {signal.Signals(-code).name}; see {log}"
     ended = f"exited with code {code}" if code is not None else "ended without a final status"
-    return run_queue.FAILED, f"the trainer {ended}; see {log}"
+    return run_queue.FAILED, f"the trainer {ended}{_said(log)}; see {log}"
+
+
+def _said(log: Path) -> str:
+    """': <its last error line>' from the end of a trainer's log (a refused start says why there)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 8192))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return f": {errors[-1]}" if errors else ""
 
 
 def _next(root: Path, fd: int) -> run_queue.QueueItem | None:
