@@ -60,7 +60,7 @@ class StudioApp(App[None]):
         Binding("ctrl+t", "toggle_dark", "Light/dark", id="app.toggle_theme", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
         Binding("f6", "resume_offered", "Resume", id="app.resume_offered", priority=True, key_display="F6",
-                tooltip="Resume the run the bar at the top offers"),
+                show=False, tooltip="Resume the run the bar at the top offers"),  # the bar shows the key
     ]
 
     def __init__(self, settings: Settings | None = None, run_dir: str | Path | None = None,

@@ -42,15 +42,15 @@ class ResumeOffer(Static):
     """The bar at the top of the first screen; the App owns the offer and its key."""
 
     DEFAULT_CSS = """
-    ResumeOffer { height: 1; padding: 0 1; background: $accent-muted; color: $text; }
+    ResumeOffer { height: auto; padding: 0 1; background: $accent-muted; color: $text; }
     """
 
     def __init__(self, run: RunDir) -> None:
         status = run.status()
         latest = run.latest_checkpoint()
         how = "was cut off" if status.get("state") == RUNNING else "was stopped"
-        super().__init__(f"[b]{run.name}[/b] {how} at step {status.get('step', '?')}/{status.get('total', '?')}: "
-                         f"[b]F6[/b] resumes it from step {latest.step if latest else '?'} (click to hide)",
+        super().__init__(f"[b]{run.name}[/b] {how} at step {status.get('step', '?')} of {status.get('total', '?')}. "
+                         f"[b]F6[/b] resumes it from step {latest.step if latest else '?'} · click to hide",
                          id="resume-offer")
         self.run = run
 
