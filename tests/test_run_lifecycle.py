@@ -125,3 +125,25 @@ def test_the_queue_runner_records_why_a_refused_start_failed(tmp_path: Path) -> 
     run.update_status(updated=time.time() - 60)
     state, error = _outcome(item, 2)
     assert state == "failed" and "exited with code 2: night: cannot resume: the inputs changed" in error
+
+
+def test_a_trainer_that_has_not_written_run_toml_yet_is_listed_and_found_live(runs_root: Path) -> None:
+    """The moment after `train --detach` returns: the child holds the lock and said "starting", but
+    loads the model before it writes run.toml. `runs` and the studio must see it all the same."""
+    from sdstudio.core.runs.control import CommandReader
+    from sdstudio.core.events import TrainerControl
+    from sdstudio.core.runs.overview import all_runs
+    from sdstudio.tui.remote_run import newest_live_run
+
+    _stopped_run(runs_root / "older")
+    fresh = runs_root / "fresh"
+    trainer = run_lock.acquire(fresh)
+    reader = CommandReader(fresh, TrainerControl()).start()
+    try:
+        assert not (fresh / "run.toml").exists()
+        row = next(r for r in all_runs(runs_root) if r.name == "fresh")
+        assert (row.state, row.pid) == ("starting", os.getpid())
+        assert newest_live_run() == fresh
+    finally:
+        reader.close()
+        trainer.release()
