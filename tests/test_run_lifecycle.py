@@ -147,3 +147,18 @@ def test_a_trainer_that_has_not_written_run_toml_yet_is_listed_and_found_live(ru
     finally:
         reader.close()
         trainer.release()
+
+
+def test_a_trainer_of_an_older_sdstudio_still_keeps_a_new_one_off_its_run(tmp_path: Path) -> None:
+    """Older versions locked with flock only: upgraded during a detached run, a new trainer is refused."""
+    import fcntl
+
+    fd = os.open(run_lock.lock_path(tmp_path), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what the older trainer holds
+        os.write(fd, json.dumps({"pid": 4242, "started": 0}).encode())
+        with pytest.raises(run_lock.RunLockedError, match="already being trained by process 4242"):
+            run_lock.acquire(tmp_path)
+    finally:
+        os.close(fd)
+    run_lock.acquire(tmp_path).release()  # free again once it has gone

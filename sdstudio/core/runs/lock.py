@@ -10,9 +10,12 @@ open file, not the process, so it dies with its holder and threads of one proces
 `flock` it can be *tested* without being taken (F_OFD_GETLK). Asking who holds a run (the studio,
 `sdstudio runs`, the queue runner ask often) therefore never takes the lock, not even shared for
 an instant, and can never make a trainer that starts at that moment fail with "already being
-trained". A retry in the trainer would only narrow that window, under load it can still be
-missed. Where OFD locks do not exist (not Linux) `flock` is used, probed shared, and a trainer
-retries for a moment before it gives up.
+trained". A retry in the trainer would only narrow that window: under load it can still be missed.
+
+A trainer also takes the exclusive `flock` that sdstudio used before, so a trainer of an older
+sdstudio that still runs (an upgrade during a detached run) keeps a newer one off its run; only
+probes of such an older sdstudio take that flock shared, so against it the trainer retries for a
+moment (FLOCK_RETRY_S). Where OFD locks do not exist (not Linux) the flock is the lock, probed shared.
 """
 
 from __future__ import annotations
@@ -30,41 +33,50 @@ from sdstudio.core.errors import SdstudioError
 
 LOCK_NAME = "lock"
 OFD = hasattr(fcntl, "F_OFD_GETLK")  # Linux 3.15+
-FLOCK_RETRY_S = 0.5  # without OFD locks: how long a trainer retries against a probe's shared flock
+FLOCK_RETRY_S = 0.5  # how long a trainer retries the flock against a probe that holds it shared
 _FLOCK_STRUCT = "hhqqi"  # struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid
+
+
+def _ofd(fd: int, kind: int, command: int) -> bytes:
+    return fcntl.fcntl(fd, command, struct.pack(_FLOCK_STRUCT, kind, os.SEEK_SET, 0, 0, 0))
+
+
+def _flock_retrying(fd: int) -> bool:
+    deadline = time.monotonic() + FLOCK_RETRY_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
 
 
 def try_lock(fd: int) -> bool:
     """Take an exclusive lock on the whole file open as `fd` (read-write); False if someone holds it."""
-    try:
-        if OFD:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK_STRUCT, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
-            return True
-        deadline = time.monotonic() + FLOCK_RETRY_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-    except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held by another open file
-        return False
+    if OFD:
+        try:
+            _ofd(fd, fcntl.F_WRLCK, fcntl.F_OFD_SETLK)
+        except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held by another open file
+            return False
+    if _flock_retrying(fd):
+        return True
+    if OFD:
+        _ofd(fd, fcntl.F_UNLCK, fcntl.F_OFD_SETLK)
+    return False
 
 
 def unlock(fd: int) -> None:
     if OFD:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK_STRUCT, fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        _ofd(fd, fcntl.F_UNLCK, fcntl.F_OFD_SETLK)
+    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def is_locked(fd: int) -> bool:
     """Does another open file hold a lock on this file? Tests without taking anything (OFD)."""
     if OFD:
-        probe = struct.pack(_FLOCK_STRUCT, fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
-        return struct.unpack(_FLOCK_STRUCT, fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe))[0] != fcntl.F_UNLCK
+        return struct.unpack(_FLOCK_STRUCT, _ofd(fd, fcntl.F_RDLCK, fcntl.F_OFD_GETLK))[0] != fcntl.F_UNLCK
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
