@@ -60,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
             from sdstudio.tui.app import run_app
 
             return run_app(run_dir=args.run, images=args.images) or 0
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
+        return code
+    except BrokenPipeError:
+        # the reader left early (`sdstudio runs | head -3`): stop quietly, as `ls | head` does; what is
+        # still buffered goes nowhere instead of raising again when Python flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # SIGPIPE
     except SdstudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -111,3 +111,16 @@ def test_cli_export_checkpoint_folder_and_bad_step(trained, tiny_model_dir: Path
     np.testing.assert_allclose(images[1], images[0], atol=2e-4)
     assert main(["export", str(run.path), "--step", "7"]) == 2
     assert "no checkpoint at step 7 (have: 2, 4)" in capsys.readouterr().err
+
+
+def test_cli_export_refuses_to_replace_an_export_without_overwrite(trained, capsys):
+    """The default place too (where `export --best` writes): an existing file is kept unless --overwrite."""
+    run, _ = trained
+    target = run.exports_dir / f"{run.name}-step2.safetensors"
+    assert main(["export", str(run.path), "--step", "2", "--dtype", "fp32"]) == 0
+    before = target.read_bytes()
+    assert main(["export", str(run.path), "--step", "2"]) == 2
+    assert f"{target}: already exists (pass --overwrite to replace it)" in capsys.readouterr().err
+    assert target.read_bytes() == before  # the fp32 file is still there
+    assert main(["export", str(run.path), "--step", "2", "--overwrite"]) == 0
+    assert target.read_bytes() != before  # now the fp16 one

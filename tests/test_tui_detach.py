@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from detach_helpers import kill_if_alive, wait_until
+from detach_helpers import demo_config, kill_if_alive, sdstudio, wait_until
+from sdstudio.core.runs import lock as run_lock
 from sdstudio.core.runs import queue as run_queue
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.runs.queue_runner import _try_lock
@@ -16,7 +17,7 @@ from sdstudio.core.runs.run_dir import list_runs
 from sdstudio.tui.app import StudioApp
 from sdstudio.tui.settings import Settings, load_settings, parse_settings
 from sdstudio.tui.widgets.queue_panel import QueuePanel
-from test_tui_fixtures import make_dataset, wait_for, write_settings
+from test_tui_fixtures import make_dataset, make_run, wait_for, write_settings
 
 
 async def test_ctrl_b_trains_in_the_background_and_the_run_outlives_the_studio(
@@ -51,6 +52,24 @@ async def test_ctrl_b_trains_in_the_background_and_the_run_outlives_the_studio(
         assert status["state"] == "stopped" and run.latest_checkpoint().step == status["step"]
     finally:
         kill_if_alive(pid if pid and os.path.exists(f"/proc/{pid}") else 0)
+
+
+async def test_a_studio_opened_the_moment_detach_returns_follows_that_run(runs_root: Path, tmp_path: Path) -> None:
+    make_run(runs_root, "older", checkpoints=(10,), state="stopped")  # resumable, but not what just started
+    config = demo_config(tmp_path, max_train_steps=3000, checkpointing_steps=1000, validation_steps=1000)
+    done = sdstudio("train", str(config), "--detach", "--run_name", "fresh", timeout=120)
+    assert done.returncode == 0, done.stderr
+    run = Path(done.stdout.splitlines()[0])
+    owner = run_lock.holder(run)  # when --detach returns, the run is already the child's
+    pid = int(owner["pid"]) if owner else 0
+    try:
+        assert pid and f"pid {pid}" in done.stderr
+        app = StudioApp()  # 0 s later
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.remote is not None, timeout=2)
+            assert app.session.run_dir == run and app.session.busy and app.resume_offer is None
+    finally:
+        kill_if_alive(pid)
 
 
 def test_detached_is_the_default_on_an_ssh_login(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -64,6 +64,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{s['usable_images']} usable images of {s['files']} files; {s['bad']} bad, {s['warnings']} warnings, "
           f"{s['duplicates']} duplicates, {s['missing_captions']} missing captions; captions: {store}; "
           f"sides {s['min_side']}-{s['max_side']} px (median {s['median_side']})")
+    if not report.usable:
+        from pathlib import Path
+
+        from sdstudio.core.filetypes import IMAGE_SUFFIXES
+
+        if any(Path(f.name).suffix.lower() in IMAGE_SUFFIXES for f in report.files):
+            print(f"\n{args.dir}: no usable image (the reasons are above): fix or replace those files.")
+        else:
+            print(f"\n{args.dir}: no images, nothing to train on. Put pictures there "
+                  f"({', '.join(sorted(IMAGE_SUFFIXES))}) and check again.")
+        return 1
     ok = [p for p, why in placed.values() if not why]
     print("\n" + bk.format_table(ok, resolution, step, args.max_upscale, len(placed) - len(ok)))
     if len(ok) < len(placed):

@@ -14,8 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--step", type=int, help="checkpoint step of a run (default: the latest)")
     p.add_argument("--best", action="store_true", help="the recommended checkpoint (scores.jsonl; `sdstudio score` makes it)")
     p.add_argument("-o", "--output", metavar="FILE.safetensors", help="output file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file (the default path "
-                   "under RUN_DIR/exports is always refreshed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (-o or the default one)")
     p.add_argument("--dtype", choices=("fp16", "fp32", "bf16"), default="fp16", help="tensor precision (default fp16)")
     p.set_defaults(func=run)
 

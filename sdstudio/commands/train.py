@@ -129,9 +129,12 @@ def run(args: argparse.Namespace) -> int:
     if own["detach"]:
         from sdstudio.core.runs.detach import start_detached
 
-        run_dir, pid = start_detached(args.config, args.resume, rest, overrides, quiet=args.quiet,
-                                      force=own["force"])
+        run_dir, pid, started = start_detached(args.config, args.resume, rest, overrides, quiet=args.quiet,
+                                               force=own["force"])
         print(run_dir, flush=True)
+        if not started:
+            print(f"warning: the background trainer (pid {pid}) has not taken the run yet; it goes on starting",
+                  file=sys.stderr, flush=True)
         print(f"training in the background (pid {pid}); log: {run_dir / 'logs' / 'trainer.log'}\n"
               f"follow it with `sdstudio --run {run_dir}` or `sdstudio runs`; stop it with `sdstudio stop {run_dir}`",
               file=sys.stderr, flush=True)

@@ -20,6 +20,7 @@ from textual.worker import Worker, WorkerState
 
 from sdstudio.core.events import TrainerControl
 from sdstudio.tui.hangup import HangupGuard
+from sdstudio.tui.screens.resume import is_resumable
 from sdstudio.tui.session import TrainerMessage, TrainingSession
 from sdstudio.tui.settings import Settings, load_settings
 
@@ -58,6 +59,8 @@ class StudioApp(App[None]):
                 tooltip="Leave the text field (then 1-5 switch screens)"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", id="app.toggle_theme", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
+        Binding("f6", "resume_offered", "Resume", id="app.resume_offered", priority=True, key_display="F6",
+                show=False, tooltip="Resume the run the bar at the top offers"),  # the bar shows the key
     ]
 
     def __init__(self, settings: Settings | None = None, run_dir: str | Path | None = None,
@@ -72,6 +75,7 @@ class StudioApp(App[None]):
         self._exit_when_idle = False
         self.hung_up = False
         self.remote = None  # a RemoteRun while the session follows a run trained by another process
+        self.resume_offer = None  # the ResumeOffer bar while a run is offered for resuming
         self._trainer_idle = threading.Event()
         self._trainer_idle.set()
         self.hangup_guard = HangupGuard(self.on_hangup, self._stop_training_for_hangup, self._trainer_idle)
@@ -87,7 +91,7 @@ class StudioApp(App[None]):
             self.set_keymap(self.settings.keymap)
         self._install_hangup_handler()
         self.set_interval(0.5, self._follow_tick)  # detached runs: the session follows the run folder
-        self.call_after_refresh(self._attach_or_offer_resume)
+        self._attach_or_offer_resume()  # decided before the first paint: no key typed meanwhile is lost
 
     def _install_hangup_handler(self) -> None:
         self.hangup_guard.install()
@@ -151,6 +155,10 @@ class StudioApp(App[None]):
         self.notify(message, title="Command not delivered", severity="error", timeout=10)
 
     def _follow_tick(self) -> None:
+        if self.remote is None and self.session.state == "idle" and not self.hung_up:
+            self._attach_live()  # a trainer started after this studio (`train --detach`, the queue runner)
+        if self.resume_offer is not None and (self.session.busy or not is_resumable(self.resume_offer.run)):
+            self.withdraw_resume_offer()  # something trains now, or the offered run is live or done
         if self.remote is not None:
             self.remote.tick()
             if self.remote.done:
@@ -159,27 +167,48 @@ class StudioApp(App[None]):
                     self.notify(self.session.error or "training failed", title="Training failed",
                                 severity="error", timeout=15)
 
-    def _attach_or_offer_resume(self) -> None:
-        from sdstudio.core.runs.lock import holder
+    def _attach_live(self) -> bool:
+        """Follow the run a live trainer holds: the run this studio was opened on, else the newest."""
+        from sdstudio.core.runs.lock import live_trainer
+        from sdstudio.core.runs.run_dir import RunDir
         from sdstudio.tui.remote_run import newest_live_run
 
-        live = self.open_run if self.open_run is not None and holder(self.open_run) else None
-        live = live or (newest_live_run() if self.open_run is None else None)
+        if self.open_run is not None:
+            live = self.open_run if live_trainer(self.open_run, RunDir(self.open_run).status()) else None
+        else:
+            live = newest_live_run()
         if live is not None:
             self.attach(live)
-        elif self.open_run is None:
-            self._offer_resume()
+        return live is not None
 
-    def _offer_resume(self) -> None:
-        from sdstudio.tui.screens.resume import ResumeScreen, find_resumable
+    def _attach_or_offer_resume(self) -> None:
+        from sdstudio.tui.screens.resume import ResumeOffer, find_resumable
 
+        if self._attach_live() or self.open_run is not None:
+            return
         run = find_resumable()
         if run is not None:
-            self.push_screen(ResumeScreen(run), callback=self._resume_answer)
+            self.resume_offer = ResumeOffer(run)
+            self.screen.mount(self.resume_offer, before=0)
 
-    def _resume_answer(self, run_dir: Path | None) -> None:
-        if run_dir is not None:
-            self.resume_training(run_dir)
+    def withdraw_resume_offer(self) -> None:
+        if self.resume_offer is not None:
+            self.resume_offer.remove()
+            self.resume_offer = None
+            self.refresh_bindings()
+
+    def action_resume_offered(self) -> None:
+        offer = self.resume_offer
+        if offer is None:
+            return
+        self.withdraw_resume_offer()
+        if is_resumable(offer.run):
+            self.resume_training(offer.run.path)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "resume_offered":
+            return self.resume_offer is not None  # F6 only while an offer stands
+        return True
 
     # training (one App-level thread worker)
     def start_training(self, cfg: object, resume: Path | None = None) -> bool:

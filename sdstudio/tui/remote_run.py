@@ -64,12 +64,12 @@ class RemoteRun:
         return self.follower.ended
 
     def tick(self) -> None:
-        events = self.follower.poll()
-        for event in events:
+        exited = self.process is not None and self.process.poll() is not None  # before the poll: its last
+        for event in self.follower.poll():                                     # status is read after it
             self.session.apply(event)
-        exited = self.process is not None and self.process.poll() is not None
-        if exited and not self.follower.ended and self.follower.run.status().get("state") in ("unknown", "starting"):
-            # the trainer exited before it wrote anything (its log says why)
+        if exited and not self.follower.ended:
+            # the trainer exited before it wrote a status of its own (a refused start puts the run's
+            # previous one back; its log says why)
             self.session.apply(FailedEvent(0, f"the trainer exited with code {self.process.returncode}; "  # type: ignore[union-attr]
                                               f"see {self.follower.log_file}", self.run_dir))
             self.follower.ended = True
@@ -106,12 +106,13 @@ def _runs_root() -> Path:
 
 
 def newest_live_run(exclude: Path | None = None) -> Path | None:
-    """The newest run some other process is training right now, to follow at start-up."""
-    from sdstudio.core.runs.lock import holder
+    """The newest run some other process is training right now (one that is just starting
+    included: it may not have written run.toml yet), to follow at start-up."""
+    from sdstudio.core.runs.lock import live_trainer
     from sdstudio.core.runs.run_dir import list_runs
 
-    for run in list_runs(_runs_root())[:10]:
-        if holder(run.path) is not None and (exclude is None or run.path.resolve() != exclude.resolve()):
+    for run in list_runs(_runs_root(), unstarted=True)[:10]:
+        if (exclude is None or run.path.resolve() != exclude.resolve()) and live_trainer(run.path, run.status()):
             return run.path
     return None
 

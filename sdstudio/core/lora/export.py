@@ -163,8 +163,8 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
                       overwrite: bool = False) -> Path:
     """Write a run checkpoint as kohya `.safetensors` (atomically) and return its path.
 
-    Default output: `RUN/exports/<run>-step<N>.safetensors` (sdstudio's own file: refreshed on
-    every export). An explicit `out` that exists is replaced only with `overwrite`.
+    Default output: `RUN/exports/<run>-step<N>.safetensors`. A file that exists, there or at `out`,
+    is replaced only with `overwrite` (it may be a copy someone uses, or another dtype).
     """
     from sdstudio.core.io.atomic import save_safetensors
 
@@ -181,7 +181,7 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
     target = Path(out) if out else default_export_path(run, ckpt)
     if target.suffix != ".safetensors":
         raise SdstudioError(f"{target}: the export is a .safetensors file; give -o a name ending in .safetensors")
-    if out and target.exists() and not overwrite:
+    if target.exists() and not overwrite:
         raise SdstudioError(f"{target}: already exists (pass --overwrite to replace it)")
     title = target.stem
     metadata = export_metadata(weights, run, ckpt.step, title, tensors_sha256(tensors))

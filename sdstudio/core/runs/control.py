@@ -63,7 +63,9 @@ class CommandReader:
         self._quit = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "CommandReader":
+    def start(self, total: int | None = None) -> "CommandReader":
+        """Clear stale requests, mark the run "starting" (with its planned `total` steps, so a
+        follower shows n/total from the start) and poll in the background."""
         folder = commands_dir(self.run.path)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.json"):  # addressed to an earlier trainer of this run
@@ -71,7 +73,8 @@ class CommandReader:
         # "starting" until the trainer writes its first status: a follower never mistakes the
         # previous trainer's end state (a resumed run was "stopped") for this one's
         self.run.update_status(state=STARTING, pid=os.getpid(), updated=time.time(), commands=[],
-                               reader={"pid": os.getpid(), "signals": self.signals})
+                               reader={"pid": os.getpid(), "signals": self.signals},
+                               **({"total": int(total)} if total else {}))
         self._thread = threading.Thread(target=self._loop, name="sdstudio-commands", daemon=True)
         self._thread.start()
         return self

@@ -8,6 +8,10 @@ The child gets its own session and process group (no controlling terminal, so a 
 connection sends it no SIGHUP), stdin from /dev/null and its output appended to a log file.
 `subprocess.Popen(start_new_session=True)` does the setsid; nothing here is hand-rolled
 daemonising beyond that.
+
+`start_detached` returns only once the child holds the run's lock and has written status
+"starting": from that moment every observer (a studio opened 0 s later, `sdstudio runs`,
+`sdstudio stop`) sees a live run, never the gap while the child's interpreter starts.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
 
 LOG_NAME = "trainer.log"
+START_WAIT_S = 120.0  # how long `--detach` waits for its child to take the run (a loaded machine)
 DETACHED_ENV = "SDSTUDIO_DETACHED"  # set in the child: it ignores SIGHUP and knows where it prints
 
 
@@ -107,9 +113,38 @@ def plan_run(config: str | None, resume: str | None, overrides: dict[str, Any]) 
     return path, name
 
 
+def wait_started(run_dir: Path, proc: subprocess.Popen[bytes], log: Path, log_start: int = 0,
+                 timeout: float = START_WAIT_S) -> bool:
+    """Wait until `proc` holds the run's lock and wrote its status; False if it is still starting
+    after `timeout`. A child that exits first raises SdstudioError with the end of its log."""
+    from sdstudio.core.runs.lock import holder
+    from sdstudio.core.runs.run_dir import RunDir
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owner = holder(run_dir)
+        if owner and int(owner.get("pid") or 0) == proc.pid and RunDir(run_dir).status().get("pid") == proc.pid:
+            return True
+        if proc.poll() is not None:
+            try:
+                with open(log, "rb") as fh:
+                    fh.seek(log_start)
+                    tail = fh.read().decode("utf-8", "replace").strip().splitlines()[-12:]
+            except OSError:
+                tail = []
+            said = ("\n" + "\n".join(tail)) if tail else ""
+            raise SdstudioError(f"the background trainer exited with code {proc.returncode} before it started; "
+                                f"see {log}{said}")
+        time.sleep(0.05)
+    return False
+
+
 def start_detached(config: str | None, resume: str | None, rest: list[str], overrides: dict[str, Any],
-                   quiet: bool = False, force: bool = False) -> tuple[Path, int]:
-    """Start the background trainer; returns (run directory, pid) without waiting for it."""
+                   quiet: bool = False, force: bool = False) -> tuple[Path, int, bool]:
+    """Start the background trainer and wait until it holds the run (see `wait_started`); returns
+    (run directory, pid, whether it had started within START_WAIT_S)."""
     path, name = plan_run(config, resume, overrides)
-    proc = spawn(child_argv(config, resume, rest, name, quiet, force), path / "logs" / LOG_NAME, cwd=os.getcwd())
-    return path, proc.pid
+    log = path / "logs" / LOG_NAME
+    log_start = log.stat().st_size if log.exists() else 0
+    proc = spawn(child_argv(config, resume, rest, name, quiet, force), log, cwd=os.getcwd())
+    return path, proc.pid, wait_started(path, proc, log, log_start)

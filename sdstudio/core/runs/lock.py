@@ -1,9 +1,21 @@
 """The run lock: one trainer per run directory, held for the run's whole lifetime.
 
-`<run>/lock` is locked with `fcntl.flock` and holds the owner's pid and start time. The kernel
-drops a flock when its process dies (kill -9 included), so a lock file left behind by a dead
-trainer is stale by construction: the next trainer takes it over and says so. Anyone can ask
-whether a run is being trained right now, from any process or SSH session on this machine.
+`<run>/lock` holds an exclusive lock and the owner's pid and start time. The kernel drops the
+lock when its process dies (kill -9 included), so a lock file left behind by a dead trainer is
+stale by construction: the next trainer takes it over and says so. Anyone can ask whether a run
+is being trained right now, from any process or SSH session on this machine.
+
+The lock is an open-file-description (OFD) record lock on Linux: like `flock` it belongs to the
+open file, not the process, so it dies with its holder and threads of one process conflict; unlike
+`flock` it can be *tested* without being taken (F_OFD_GETLK). Asking who holds a run (the studio,
+`sdstudio runs`, the queue runner ask often) therefore never takes the lock, not even shared for
+an instant, and can never make a trainer that starts at that moment fail with "already being
+trained". A retry in the trainer would only narrow that window: under load it can still be missed.
+
+A trainer also takes the exclusive `flock` that sdstudio used before, so a trainer of an older
+sdstudio that still runs (an upgrade during a detached run) keeps a newer one off its run; only
+probes of such an older sdstudio take that flock shared, so against it the trainer retries for a
+moment (FLOCK_RETRY_S). Where OFD locks do not exist (not Linux) the flock is the lock, probed shared.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +32,57 @@ from typing import Any
 from sdstudio.core.errors import SdstudioError
 
 LOCK_NAME = "lock"
+OFD = hasattr(fcntl, "F_OFD_GETLK")  # Linux 3.15+
+FLOCK_RETRY_S = 0.5  # how long a trainer retries the flock against a probe that holds it shared
+_FLOCK_STRUCT = "hhqqi"  # struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid
+
+
+def _ofd(fd: int, kind: int, command: int) -> bytes:
+    return fcntl.fcntl(fd, command, struct.pack(_FLOCK_STRUCT, kind, os.SEEK_SET, 0, 0, 0))
+
+
+def _flock_retrying(fd: int) -> bool:
+    deadline = time.monotonic() + FLOCK_RETRY_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive lock on the whole file open as `fd` (read-write); False if someone holds it."""
+    if OFD:
+        try:
+            _ofd(fd, fcntl.F_WRLCK, fcntl.F_OFD_SETLK)
+        except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held by another open file
+            return False
+    if _flock_retrying(fd):
+        return True
+    if OFD:
+        _ofd(fd, fcntl.F_UNLCK, fcntl.F_OFD_SETLK)
+    return False
+
+
+def unlock(fd: int) -> None:
+    if OFD:
+        _ofd(fd, fcntl.F_UNLCK, fcntl.F_OFD_SETLK)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def is_locked(fd: int) -> bool:
+    """Does another open file hold a lock on this file? Tests without taking anything (OFD)."""
+    if OFD:
+        return struct.unpack(_FLOCK_STRUCT, _ofd(fd, fcntl.F_RDLCK, fcntl.F_OFD_GETLK))[0] != fcntl.F_UNLCK
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 class RunLockedError(SdstudioError):
@@ -38,7 +102,7 @@ class RunLock:
             return
         try:
             os.ftruncate(self.fd, 0)  # an unlocked, empty file: nobody owns the run now
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            unlock(self.fd)
         finally:
             os.close(self.fd)
             self.fd = -1
@@ -62,9 +126,7 @@ def acquire(run_dir: str | os.PathLike[str]) -> RunLock:
     path = lock_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(fd):
         owner = _read_owner(fd)
         os.close(fd)
         who = f"process {int(owner['pid'])}" if owner.get("pid") else "another process"
@@ -85,6 +147,7 @@ def holder(run_dir: str | os.PathLike[str]) -> dict[str, float] | None:
     """{'pid', 'started'} of the live process training this run, or None when nobody holds its lock.
 
     A separate open file description conflicts with any holder, this process's own threads included.
+    Only tests the lock (see the module docstring): a trainer taking it at the same moment succeeds.
     """
     path = lock_path(run_dir)
     try:
@@ -92,12 +155,7 @@ def holder(run_dir: str | os.PathLike[str]) -> dict[str, float] | None:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_owner(fd) or {"pid": 0.0, "started": 0.0}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        return (_read_owner(fd) or {"pid": 0.0, "started": 0.0}) if is_locked(fd) else None
     finally:
         os.close(fd)
 

@@ -86,11 +86,14 @@ def all_runs(root: str | os.PathLike[str]) -> list[RunRow]:
     show (waiting, starting, or failed before the trainer wrote one)."""
     from sdstudio.core.runs import queue as run_queue
 
-    rows = [overview(run) for run in list_runs(root)]
-    shown = {Path(r.path).resolve() for r in rows}
+    rows = [overview(run) for run in list_runs(root, unstarted=True)]
+    shown = {Path(r.path).resolve(): r for r in rows}
     for item in run_queue.load(Path(root)).items:
         run = RunDir(item.run_dir)
-        if Path(item.run_dir).resolve() in shown:
+        row = shown.get(Path(item.run_dir).resolve())
+        if row is not None:
+            if item.state == run_queue.WAITING and row.state not in (RUNNING, "starting"):
+                row.state = f"{QUEUED} (resume)"  # waits in the queue to go on (left by a runner that died)
             continue
         if item.state != run_queue.WAITING and run.exists():
             rows.append(overview(run))  # a queued run whose output_dir lies outside the runs folder

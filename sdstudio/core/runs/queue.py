@@ -4,7 +4,7 @@
     <runs>/queue/<id>.toml    each entry's resolved config, frozen when it was queued
     <runs>/queue/runner.log   what the background runner did
     <runs>/queue.lock         flock held while someone edits queue.json
-    <runs>/queue-runner.lock  flock held by the one runner (see queue_runner.py)
+    <runs>/queue-runner.lock  held by the one runner (a lock of core/runs/lock.py; see queue_runner.py)
 
 Every change is a read-modify-write under queue.lock, so `sdstudio queue add` from one SSH
 session and the runner in the background never lose each other's edits.

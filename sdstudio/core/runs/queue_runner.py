@@ -9,7 +9,6 @@ by a runner that died (a reboot) is resumed from its checkpoint by the next runn
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -19,7 +18,8 @@ from pathlib import Path
 
 from sdstudio.core.runs import lock as run_lock, queue as run_queue
 from sdstudio.core.runs.detach import LOG_NAME, spawn
-from sdstudio.core.runs.run_dir import FINISHED, STOPPED, RunDir
+from sdstudio.core.runs.control import STARTING
+from sdstudio.core.runs.run_dir import FAILED, FINISHED, RUNNING, STOPPED, RunDir
 
 WAIT_SECONDS = 1.0
 
@@ -27,20 +27,22 @@ WAIT_SECONDS = 1.0
 def _try_lock(path: Path) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not run_lock.try_lock(fd):
         os.close(fd)
         return None
     return fd
 
 
 def runner_active(root: Path) -> bool:
-    fd = _try_lock(Path(root) / run_queue.RUNNER_LOCK)
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
+    """Tested without taking the runner's lock, so a runner starting at that moment is not turned away."""
+    try:
+        fd = os.open(Path(root) / run_queue.RUNNER_LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return run_lock.is_locked(fd)
+    finally:
+        os.close(fd)
 
 
 def ensure_runner(root: Path) -> bool:
@@ -64,12 +66,39 @@ def _argv(item: run_queue.QueueItem) -> list[str]:
 
 
 def _outcome(item: run_queue.QueueItem, code: int | None) -> tuple[str, str | None]:
-    status = RunDir(item.run_dir).status()
+    """(state, error) of an entry whose trainer has ended: what its own status says when it wrote
+    one (a stop by SIGTERM exits 143 but is "stopped"), else how the process ended. `code` is None
+    when this runner did not start the trainer (it outlived an earlier runner)."""
+    run = RunDir(item.run_dir)
+    status = run.status()
     state = status.get("state")
-    if code == 0 and state in (FINISHED, STOPPED):
+    log = Path(item.run_dir) / "logs" / LOG_NAME
+    written = float(status.get("updated") or 0) >= float(item.started or 0)  # by this entry's trainer
+    if written and state in (FINISHED, STOPPED):
         return str(state), None
-    error = status.get("error") or f"the trainer exited with code {code}; see {Path(item.run_dir) / 'logs' / LOG_NAME}"
-    return run_queue.FAILED, str(error)
+    if written and state == FAILED and status.get("error"):
+        return run_queue.FAILED, str(status["error"])
+    if written and state in (RUNNING, STARTING) and run_lock.live_trainer(run.path, status) is None:
+        how = f", exit code {code}" if code else ""
+        return run_queue.FAILED, (f"the trainer crashed at step {int(status.get('step') or 0)} (crashed — "
+                                  f"resumable{how}); resume it with `sdstudio train --resume {item.run_dir}`; "
+                                  f"see {log}")
+    if code is not None and code < 0:
+        return run_queue.FAILED, f"the trainer was killed by {signal.Signals(-code).name}; see {log}"
+    ended = f"exited with code {code}" if code is not None else "ended without a final status"
+    return run_queue.FAILED, f"the trainer {ended}{_said(log)}; see {log}"
+
+
+def _said(log: Path) -> str:
+    """': <its last error line>' from the end of a trainer's log (a refused start says why there)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 8192))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return f": {errors[-1]}" if errors else ""
 
 
 def _next(root: Path, fd: int) -> run_queue.QueueItem | None:
@@ -120,7 +149,7 @@ def run_queue_loop(root: Path) -> int:
         if run_lock.holder(item.run_dir) is not None:  # its trainer outlived an earlier runner
             _log(f"waiting for {item.run_name}, still training from an earlier runner")
             _wait_unlocked(item.run_dir)
-            code = 0
+            code = None  # not our child: its exit code is unknown; its status tells how it ended
         else:
             _log(f"starting {item.run_name or item.run_dir} ({item.label})" + (" [resume]" if item.resume else ""))
             log = Path(item.run_dir) / "logs" / LOG_NAME

@@ -302,10 +302,19 @@ class RunDir:
                 shutil.rmtree(cp_dir, ignore_errors=True)
 
 
-def list_runs(root: str | os.PathLike[str]) -> list[RunDir]:
-    """Run directories directly under `root`, newest first."""
+def list_runs(root: str | os.PathLike[str], unstarted: bool = False) -> list[RunDir]:
+    """Run directories directly under `root`, newest first. With `unstarted`, also the folders of
+    trainers that have not written run.toml yet (a status.json only: starting, or refused)."""
     base = Path(root)
     if not base.is_dir():
         return []
-    runs = [RunDir(p) for p in base.iterdir() if p.is_dir() and (p / "run.toml").exists()]
-    return sorted(runs, key=lambda r: r.run_toml.stat().st_mtime, reverse=True)
+    marks = ("run.toml", "status.json") if unstarted else ("run.toml",)
+    stamped = []
+    for p in base.iterdir():
+        for mark in marks:
+            try:
+                stamped.append((p.joinpath(mark).stat().st_mtime, RunDir(p)))
+                break
+            except OSError:
+                continue
+    return [run for _, run in sorted(stamped, key=lambda t: t[0], reverse=True)]

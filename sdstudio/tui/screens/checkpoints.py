@@ -299,4 +299,4 @@ class CheckpointsScreen(StudioScreen):
 def _export(run_path: Path, step: int) -> Path:
     from sdstudio.core.lora.export import export_checkpoint  # torch/safetensors load here
 
-    return Path(export_checkpoint(run_path, step=step, out=None))
+    return Path(export_checkpoint(run_path, step=step, out=None, overwrite=True))  # e again: the same file, refreshed

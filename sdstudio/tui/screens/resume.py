@@ -1,25 +1,29 @@
-"""The offer to resume a run that was stopped or cut off (a dropped SSH session, a crash)."""
+"""The offer to resume a run that was stopped or cut off (a dropped SSH session, a crash).
+
+It is a one-line bar, not a dialog: it never takes the focus nor a key typed before (or after) it
+appeared. Only F6 (the App's binding, active while an offer stands) resumes; a click hides it.
+The offer never names a run a live trainer holds (`lock.live_trainer`, the one liveness check).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Label
+from textual.events import Click
+from textual.widgets import Static
 
 from sdstudio.core.paths import runs_root
+from sdstudio.core.runs.lock import live_trainer
 from sdstudio.core.runs.run_dir import RUNNING, STOPPED, RunDir, list_runs
+
+OFFER_KEY = "f6"
 
 
 def is_resumable(run: RunDir) -> bool:
-    """Stopped early, or marked running by a process that no longer exists, with a checkpoint to go on from."""
+    """Stopped early, or marked running by a process that no longer exists, with a checkpoint to go
+    on from; never a run some trainer holds now (a resume that is just starting included)."""
     status = run.status()
-    state = status.get("state")
-    dead_running = state == RUNNING and not run.is_alive()
-    if state != STOPPED and not dead_running:
+    if status.get("state") not in (STOPPED, RUNNING) or live_trainer(run.path, status) is not None:
         return False
     total = int(status.get("total") or 0)
     latest = run.latest_checkpoint()
@@ -34,41 +38,22 @@ def find_resumable(root: Path | None = None) -> RunDir | None:
     return None
 
 
-class ResumeScreen(ModalScreen[Path | None]):
-    """Asks once, at start-up; dismisses with the run folder to resume, or None."""
+class ResumeOffer(Static):
+    """The bar at the top of the first screen; the App owns the offer and its key."""
 
     DEFAULT_CSS = """
-    ResumeScreen { align: center middle; }
-    ResumeScreen > Vertical { width: 64; max-width: 100%; height: auto; border: thick $accent;
-                              background: $surface; padding: 1 2; }
-    ResumeScreen Horizontal { height: auto; margin-top: 1; }
-    ResumeScreen Button { margin-right: 2; }
+    ResumeOffer { height: auto; padding: 0 1; background: $accent-muted; color: $text; }
     """
-    BINDINGS = [
-        Binding("r", "resume", "Resume", id="resume.yes"),
-        Binding("escape,n", "dismiss_offer", "Not now", id="resume.no"),
-    ]
 
     def __init__(self, run: RunDir) -> None:
-        super().__init__()
+        status = run.status()
+        latest = run.latest_checkpoint()
+        how = "was cut off" if status.get("state") == RUNNING else "was stopped"
+        super().__init__(f"[b]{run.name}[/b] {how} at step {status.get('step', '?')} of {status.get('total', '?')}. "
+                         f"[b]F6[/b] resumes it from step {latest.step if latest else '?'} · click to hide",
+                         id="resume-offer")
         self.run = run
 
-    def compose(self) -> ComposeResult:
-        status = self.run.status()
-        latest = self.run.latest_checkpoint()
-        state = "was cut off" if status.get("state") == RUNNING else "was stopped"
-        with Vertical():
-            yield Label(f"[b]{self.run.name}[/b] {state} at step {status.get('step', '?')} of {status.get('total', '?')}.")
-            yield Label(f"Resume it from its checkpoint at step {latest.step if latest else '?'}?", classes="muted")
-            with Horizontal():
-                yield Button("Resume (r)", id="resume-yes", variant="primary")
-                yield Button("Not now (n)", id="resume-no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self.run.path if event.button.id == "resume-yes" else None)
-
-    def action_resume(self) -> None:
-        self.dismiss(self.run.path)
-
-    def action_dismiss_offer(self) -> None:
-        self.dismiss(None)
+    def on_click(self, event: Click) -> None:
+        event.stop()
+        self.app.withdraw_resume_offer()  # type: ignore[attr-defined]
