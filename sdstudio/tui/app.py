@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -264,23 +265,38 @@ class StudioApp(App[None]):
             self.screen.set_focus(None)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The five screens, then every action bound on the screen and the app (context-aware)."""
+        """The five screens, then every action of the current screen, once each: the screen's and
+        the app's keys (also those not usable right now: they say why when chosen) and the
+        focused widget's named keys (the contact sheet's w); then Textual's own, less any twin."""
         seen: set[str] = set()
+        titles: set[str] = set()
         for mode, _, _, key, _ in SCREENS:
             action = f"app.switch_mode('{mode}')"
             seen.add(action)
-            yield SystemCommand(f"Go to the {mode.title()} screen", f"key: F{key}, or {key} outside a text field",
-                                partial(self.switch_mode, mode))
-        for key, active in screen.active_bindings.items():
+            title = f"Go to the {mode.title()} screen"
+            titles.add(title.lower())
+            yield SystemCommand(title, f"key: F{key}, or {key} outside a text field", partial(self.switch_mode, mode))
+        for active in screen.active_bindings.values():
             binding = active.binding
-            if active.node not in (screen, self) or not active.enabled or not binding.description \
-                    or binding.action in seen:
+            own = active.node in (screen, self)
+            if not binding.description or binding.action in seen or not (own or binding.tooltip):
                 continue
             seen.add(binding.action)
             title = binding.tooltip or binding.description
-            yield SystemCommand(title, f"key: {self.get_key_display(binding)}",
-                                partial(active.node.run_action, binding.action))
-        yield from super().get_system_commands(screen)
+            titles.add(title.lower())
+            help_text = f"key: {self.get_key_display(binding)}" + ("" if active.enabled else " (not available now)")
+            yield SystemCommand(title, help_text, partial(self._palette_action, active.node, binding.action, title))
+        for command in super().get_system_commands(screen):
+            if command.title.lower() not in titles:
+                yield command
+
+    def _palette_action(self, node: Any, action: str, title: str) -> None:
+        """Run an action chosen in the palette; one the screen turns off right now only says so."""
+        name = action.split("(", 1)[0].removeprefix("app.")
+        if not node.check_action(name, ()):
+            self.notify(f"{title}: not available right now", severity="warning")
+            return
+        self.call_later(node.run_action, action)
 
 
 def run_app(run_dir: str | None = None, images: str | None = None) -> int | None:
