@@ -33,6 +33,14 @@ SCREENS = (  # mode, module, class, key, footer label (short: all five fit in 80
 )
 
 
+# Escape then a digit, typed fast or sent in one packet over SSH, reaches Textual as one sequence
+# that it reads as a macOS Option character (ESC 2 -> "™") and a text field would type it. These
+# keys do what Escape-then-digit means: leave the field, go to that screen. (The same characters
+# typed on purpose, as Option+digit, switch screens too: the price of Escape never failing.)
+ESCAPE_DIGIT_KEYS = {"1": "inverted_exclamation_mark", "2": "trade_mark_sign", "3": "pound_sign",
+                     "4": "cent_sign", "5": "infinity"}
+
+
 def _screen_factory(module: str, cls: str) -> Callable[[], Screen]:
     def build() -> Screen:
         return getattr(importlib.import_module(f"sdstudio.tui.screens.{module}"), cls)()
@@ -46,6 +54,14 @@ class StudioApp(App[None]):
     Screen { layout: vertical; }
     .muted { color: $text-muted; }
     .error { color: $error; }
+    /* focus is always visible, compact widgets included (their own cue is a 5 % tint) */
+    Select:focus > SelectCurrent { background: $block-cursor-background; }
+    Select:focus > SelectCurrent Static#label, Select:focus > SelectCurrent .arrow {
+        color: $block-cursor-foreground; text-style: bold; }
+    Button:focus { background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold; }
+    Input.-textual-compact:focus { background-tint: $accent 25%; }
+    TextArea:focus { border: tall $accent; }
+    DataTable:focus { background-tint: $accent 8%; }
     """
     MODES = {mode: _screen_factory(module, cls) for mode, module, cls, _, _ in SCREENS}
     BINDINGS = [
@@ -57,6 +73,10 @@ class StudioApp(App[None]):
                   tooltip=f"Go to the {mode.title()} screen") for mode, _, _, key, label in SCREENS),
         Binding("escape", "leave_field", "Leave field", id="app.leave_field", show=False,
                 tooltip="Leave the text field (then 1-5 switch screens)"),
+        *(Binding(ESCAPE_DIGIT_KEYS[key], f"escape_to('{mode}')", show=False, priority=True)
+          for mode, _, _, key, _ in SCREENS),
+        Binding("ctrl+a", "select_all", "Select all", id="app.select_all", show=False, priority=True,
+                tooltip="Select all the text of the focused field"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", id="app.toggle_theme", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
     ]
@@ -263,6 +283,22 @@ class StudioApp(App[None]):
 
         if isinstance(self.screen.focused, (Input, TextArea, FloatSlider)):
             self.screen.set_focus(None)
+
+    def action_escape_to(self, mode: str) -> None:
+        """Escape and a digit that arrived as one key: leave the field, then switch."""
+        self.action_leave_field()
+        self.switch_mode(mode)
+
+    def action_select_all(self) -> None:
+        """ctrl+a selects everything in a text field, as in an editor (Home still goes to the line start)."""
+        from textual.actions import SkipAction
+        from textual.widgets import Input, TextArea
+
+        focused = self.screen.focused
+        if isinstance(focused, (Input, TextArea)):
+            focused.select_all()
+        else:
+            raise SkipAction()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The five screens, then every action of the current screen, once each: the screen's and

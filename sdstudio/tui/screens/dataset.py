@@ -87,10 +87,12 @@ class DatasetScreen(StudioScreen):
     DatasetScreen #ds-caption-row Button { width: auto; min-width: 0; margin-right: 2; }
     """
     BINDINGS = [
-        Binding("ctrl+s", "save_caption", "Save caption", id="dataset.save_caption"),
-        Binding("ctrl+r", "rescan", "Re-check", id="dataset.rescan"),
-        Binding("ctrl+g", "reroll_crop", "New random crop", id="dataset.reroll_crop"),
-        Binding("ctrl+o", "train", "Train on it", id="dataset.train",
+        # short labels and a compact footer: these and F1-F5 fit 80 columns
+        Binding("ctrl+s", "save_caption", "Save", id="dataset.save_caption", tooltip="Save the caption"),
+        Binding("ctrl+r", "rescan", "Check", id="dataset.rescan", tooltip="Check the folder again"),
+        Binding("ctrl+g", "reroll_crop", "New crop", id="dataset.reroll_crop", show=False,
+                tooltip="Preview another random crop"),
+        Binding("ctrl+o", "train", "Use", id="dataset.train",
                 tooltip="Open the Train screen with this folder filled in"),
     ]
 
@@ -146,7 +148,7 @@ class DatasetScreen(StudioScreen):
                     yield Button("New random crop", id="ds-reroll", compact=True)
                 with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
                     yield ClassFolderPanel(id="ds-class-panel")
-        yield StudioFooter()
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Dataset"

@@ -51,7 +51,7 @@ class GenerateScreen(StudioScreen):
     GenerateScreen #gen-thumbs { height: 9; }
     """
     BINDINGS = [
-        Binding("ctrl+r", "generate", "Generate", id="generate.run", tooltip="Generate one image per seed"),
+        Binding("ctrl+r", "generate", "Draw", id="generate.run", tooltip="Generate one image per seed"),
         Binding("ctrl+g", "grid", "Grid", id="generate.grid",
                 tooltip="Seeds x checkpoints of the chosen run, as one labelled PNG"),
         Binding("ctrl+s", "save", "Save", id="generate.save", tooltip="Write the results to the output folder"),
@@ -114,7 +114,7 @@ class GenerateScreen(StudioScreen):
                     yield Static("", id="gen-status")
                 yield Picture(large=True, id="gen-preview")
                 yield ThumbGrid(id="gen-thumbs")
-        yield StudioFooter()
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Generate"
