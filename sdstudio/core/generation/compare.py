@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.generation.generator import GeneratedImage, GenerateOptions, Generator, LoraSpec, save_png
+from sdstudio.core.lora.identity import identify
 from sdstudio.core.lora.spec import parse_lora_spec
 from sdstudio.core.runs.run_dir import RunDir
 
@@ -42,10 +43,11 @@ def lora_specs(arg: str) -> list[LoraSpec]:
         cps = run.checkpoints()
         if not cps:
             raise SdstudioError(f"{path}: this run has no checkpoints yet")
-        return [LoraSpec(cp.weights, scale, f"{run.name} step {cp.step}", f"{run.name}-step{cp.step}") for cp in cps]
+        return [LoraSpec(cp.weights, scale, identify(cp.weights).label, f"{run.name}-step{cp.step}") for cp in cps]
     if not path.is_file():
         raise SdstudioError(f"--lora {arg}: no such file or run folder")
-    return [LoraSpec(path, scale)]
+    ident = identify(path)
+    return [LoraSpec(path, scale, ident.label if ident.run else "")]
 
 
 def plan_variants(models: list[str], lora_args: list[str], compare_loras: bool = False) -> list[Variant]:

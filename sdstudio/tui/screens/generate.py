@@ -143,7 +143,9 @@ class GenerateScreen(StudioScreen):
 
     async def add_lora(self, path: Path, scale: float = 1.0, label: str | None = None) -> None:
         """Add a LoRA file by path (also for files outside the runs folder)."""
-        await self.query_one(LoraList).add(LoraChoice(label or Path(path).name, Path(path)), scale)
+        from sdstudio.core.lora.identity import identify
+
+        await self.query_one(LoraList).add(LoraChoice(label or identify(path).label, Path(path)), scale)
 
     # reading the form
     def options(self) -> tuple[Any, list[Any]]:
@@ -180,8 +182,10 @@ class GenerateScreen(StudioScreen):
         return opts, loras
 
     def _label(self, path: Path) -> str:
+        from sdstudio.core.lora.identity import identify
+
         choice = self._choices.get(str(path))
-        return choice.label if choice else path.stem
+        return choice.label if choice else identify(path).label
 
     def _checked_options(self) -> tuple[Any, list[Any]] | None:
         if self.busy:
