@@ -9,7 +9,7 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, ProgressBar
+from textual.widgets import Button, Input, Label, ProgressBar
 
 
 class ClassFolderPanel(Vertical):
@@ -17,14 +17,16 @@ class ClassFolderPanel(Vertical):
     ClassFolderPanel { height: auto; }
     ClassFolderPanel #ds-class-row { height: 1; }
     ClassFolderPanel #ds-class-row Input, ClassFolderPanel #ds-class-dir { width: 1fr; }
-    ClassFolderPanel #ds-class-count { width: 8; }
+    ClassFolderPanel #ds-class-count { width: 7; }
+    ClassFolderPanel #ds-class-count-label { width: auto; padding: 0 1; color: $text-muted; }
     ClassFolderPanel #ds-class-start { width: auto; min-width: 0; margin-right: 2; }
     """
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="ds-class-row"):
             yield Input("", placeholder="class prompt, e.g. a photo of a heart", compact=True, id="ds-class-prompt")
-            yield Input("100", type="integer", compact=True, id="ds-class-count", tooltip="how many")
+            yield Label("count", id="ds-class-count-label")  # keeps the prompt's placeholder off the number
+            yield Input("100", type="integer", compact=True, id="ds-class-count", tooltip="how many class images")
         yield Input("", placeholder="class folder (default: <dataset>-class next to it)", compact=True,
                     id="ds-class-dir")
         yield Button("Generate class images", id="ds-class-start", compact=True)
