@@ -6,6 +6,7 @@ or another session); the screen re-reads the run folder every 1.5 s and follows 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -306,8 +307,16 @@ class CheckpointsScreen(StudioScreen):
             return
         self.notify(f"Exporting step {step}…")
         run_path = self.run.path
-        self.run_worker(lambda: _export(run_path, step), name=f"export-{step}", group="export", thread=True,
+        sink = partial(self.app.call_from_thread, self._export_phase)
+        self.run_worker(lambda: _export(run_path, step, sink), name=f"export-{step}", group="export", thread=True,
                         exit_on_error=False)
+
+    def _export_phase(self, event: Any) -> None:
+        """The export's progress line, in the run's hint line until it is done."""
+        if event.finished:
+            self._signature = None  # the next poll writes the run's hint again
+        else:
+            self.query_one("#run-hint", Static).update(event.line())
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "export":
@@ -329,7 +338,9 @@ def _last_activity(run: RunDir) -> float:
     return 0.0
 
 
-def _export(run_path: Path, step: int) -> Path:
+def _export(run_path: Path, step: int, sink: Any = None) -> Path:
     from sdstudio.core.lora.export import export_checkpoint  # torch/safetensors load here
+    from sdstudio.core.progress import reporting_to
 
-    return Path(export_checkpoint(run_path, step=step, out=None))
+    with reporting_to(sink):
+        return Path(export_checkpoint(run_path, step=step, out=None))
