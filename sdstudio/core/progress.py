@@ -81,7 +81,10 @@ class StatusPhase:
         self._phase: str | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
+        self._write(event)  # first: whoever hears the event finds status.json saying it too
         self.emit(event)
+
+    def _write(self, event: ProgressEvent) -> None:
         target = self.status()
         now = time.monotonic()
         edge = event.phase != self._phase or event.finished or event.done == 0

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -34,11 +35,12 @@ SCREENS = (  # mode, module, class, key, footer label (short: all five fit in 80
 
 
 # Escape then a digit, typed fast or sent in one packet over SSH, reaches Textual as one sequence
-# that it reads as a macOS Option character (ESC 2 -> "™") and a text field would type it. These
-# keys do what Escape-then-digit means: leave the field, go to that screen. (The same characters
-# typed on purpose, as Option+digit, switch screens too: the price of Escape never failing.)
-ESCAPE_DIGIT_KEYS = {"1": "inverted_exclamation_mark", "2": "trade_mark_sign", "3": "pound_sign",
-                     "4": "cent_sign", "5": "infinity"}
+# that it reads as a macOS Option character (ESC 2 -> "™"), which a text field would type (and
+# Textual gives printable keys to a focused field before any binding). The app catches these keys
+# first and does what Escape-then-digit means: leave the field, go to that screen. (The same
+# characters typed on purpose, as Option+digit, switch screens too: the price of Escape never failing.)
+ESCAPE_DIGIT_KEYS = {"inverted_exclamation_mark": "dataset", "trade_mark_sign": "train", "pound_sign": "checkpoints",
+                     "cent_sign": "generate", "infinity": "merge"}
 
 
 def _screen_factory(module: str, cls: str) -> Callable[[], Screen]:
@@ -73,8 +75,6 @@ class StudioApp(App[None]):
                   tooltip=f"Go to the {mode.title()} screen") for mode, _, _, key, label in SCREENS),
         Binding("escape", "leave_field", "Leave field", id="app.leave_field", show=False,
                 tooltip="Leave the text field (then 1-5 switch screens)"),
-        *(Binding(ESCAPE_DIGIT_KEYS[key], f"escape_to('{mode}')", show=False, priority=True)
-          for mode, _, _, key, _ in SCREENS),
         Binding("ctrl+a", "select_all", "Select all", id="app.select_all", show=False, priority=True,
                 tooltip="Select all the text of the focused field"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", id="app.toggle_theme", show=False),
@@ -284,10 +284,15 @@ class StudioApp(App[None]):
         if isinstance(self.screen.focused, (Input, TextArea, FloatSlider)):
             self.screen.set_focus(None)
 
-    def action_escape_to(self, mode: str) -> None:
-        """Escape and a digit that arrived as one key: leave the field, then switch."""
-        self.action_leave_field()
-        self.switch_mode(mode)
+    async def on_event(self, event: events.Event) -> None:
+        """Escape and a digit that arrived as one key (see ESCAPE_DIGIT_KEYS): leave the field,
+        then switch, before the focused field can type it."""
+        if isinstance(event, events.Key) and not event.is_forwarded and event.key in ESCAPE_DIGIT_KEYS:
+            event.stop()
+            self.action_leave_field()
+            self.switch_mode(ESCAPE_DIGIT_KEYS[event.key])
+            return
+        await super().on_event(event)
 
     def action_select_all(self) -> None:
         """ctrl+a selects everything in a text field, as in an editor (Home still goes to the line start)."""
