@@ -53,7 +53,9 @@ class LoraRow(Horizontal):
         self.initial_scale = scale
 
     def compose(self) -> ComposeResult:
-        yield Label(self.choice.label.replace("[", r"\["), classes="lora-label", tooltip=str(self.choice.path))
+        label = Label(self.choice.label.replace("[", r"\["), classes="lora-label")
+        label.tooltip = str(self.choice.path)  # the whole story when the row cuts the run's name
+        yield label
         yield FloatSlider(self.initial_scale, minimum=-1.0, maximum=2.0, step=0.05, coarse_step=0.25)
         yield Button("✕", classes="lora-remove", compact=True, tooltip="Remove this LoRA")
 
