@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -49,7 +50,7 @@ class TrainScreen(StudioScreen):
     TrainScreen #train-body { height: 1fr; }
     TrainScreen #setup { width: 44; min-width: 36; border-right: solid $panel; padding: 0 1; }
     TrainScreen #config-error { color: $error; height: auto; max-height: 3; }
-    TrainScreen #also-set { color: $text-muted; height: auto; max-height: 3; }
+    TrainScreen #also-set { color: $text-muted; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     TrainScreen #file-row { height: 1; }
     TrainScreen #file-row Label { width: 6; color: $text-muted; }
     TrainScreen #file-row Input { width: 1fr; }
@@ -107,12 +108,17 @@ class TrainScreen(StudioScreen):
         self._sync()
 
     def _show_also_set(self) -> None:
-        """The config's settings that have no row in the form (a loaded TOML's snr_gamma, ...), so
-        the form never hides what the run will use."""
+        """The config's settings that have no row in the form (a loaded TOML's snr_gamma, ...):
+        listed at the end of the form, and counted under it, so the form never hides what the run
+        will use."""
         defaults = TrainConfig().to_dict()
-        extra = [f"{name}={_short(name, value)}" for name, value in self._base.items()
+        extra = [(name, _short(name, value)) for name, value in self._base.items()
                  if name not in FIELD_NAMES and name != "with_prior_preservation" and value != defaults.get(name)]
-        self.query_one("#also-set", Static).update(("also set: " + " · ".join(extra)) if extra else "")
+        self.query_one(ConfigForm).show_extra(extra)
+        names = ", ".join(name for name, _ in extra)
+        also = self.query_one("#also-set", Static)
+        also.update(Text(f"+{len(extra)} at the end: {names}") if extra else "")
+        also.display = bool(extra)
 
     def _sync(self) -> None:
         self.query_one(TrainingView).sync(self.app.session)  # type: ignore[attr-defined]
@@ -132,10 +138,12 @@ class TrainScreen(StudioScreen):
             form.mark(exc.field)
             self._error_text = str(exc).removeprefix("form: ")
             error.update(self._error_text)
+            error.display = True
             return None
         form.mark(None)
         self._error_text = ""
         error.update("")
+        error.display = False  # no blank row under the form
         return cfg
 
     def on_input_changed(self, event: Input.Changed) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Input, Label, Select
+from rich.text import Text
+from textual.widgets import Input, Label, Select, Static
 
 from sdstudio.core.config import METHODS, parse_cli_value
 
@@ -103,6 +104,7 @@ class ConfigForm(VerticalScroll, can_focus=False):
     ConfigForm .form-label { width: 17; color: $text-muted; }
     ConfigForm .form-row.-invalid .form-label { color: $error; text-style: bold; }
     ConfigForm Input, ConfigForm Select { width: 1fr; }
+    ConfigForm #form-extra { color: $text-muted; margin-top: 1; }
     """
 
     def __init__(self, values: dict[str, Any], **kwargs: Any) -> None:
@@ -119,6 +121,7 @@ class ConfigForm(VerticalScroll, can_focus=False):
                                  compact=True, id="field-method")
                 else:
                     yield Input(to_text(name, value), placeholder=placeholder, compact=True, id=f"field-{name}")
+        yield Static("", id="form-extra")  # the config's settings that have no row (show_extra)
 
     def on_mount(self) -> None:
         self.show_method_fields()
@@ -161,6 +164,15 @@ class ConfigForm(VerticalScroll, can_focus=False):
             else:
                 self.query_one(f"#field-{name}", Input).value = to_text(name, values[name])
         self.show_method_fields()
+
+    def show_extra(self, settings: list[tuple[str, str]]) -> None:
+        """List, below the rows, what the config sets that no row shows (a TOML's snr_gamma, ...):
+        the form never hides a setting the run will use."""
+        text = Text()
+        if settings:
+            text.append("also set by the config:\n")
+            text.append("\n".join(f"  {name} = {value}" for name, value in settings))
+        self.query_one("#form-extra", Static).update(text)
 
     def mark(self, field: str | None) -> None:
         """Highlight the row of the field an error names (None clears)."""

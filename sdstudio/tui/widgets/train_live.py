@@ -33,7 +33,7 @@ def stats_line(s: TrainingSession) -> str:
         parts.append(f"loss {s.loss:.4f}")
     if s.images_per_s is not None:
         parts.append(f"{s.images_per_s:.2f} img/s")
-    if s.busy:
+    if s.busy and (s.progress is None or s.eta_seconds() is not None):  # a phase's line has its own ETA
         parts.append(f"ETA {format_eta(s.eta_seconds())}")
     if s.lr is not None:
         parts.append(f"lr {s.lr:.2e}")
