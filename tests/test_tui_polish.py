@@ -82,6 +82,12 @@ async def test_f3_opens_the_run_that_just_finished_not_the_one_shown_before(runs
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.screen.run.name == "older-run"
+        # the palette lists every action of the screen once (w b s r too, usable or not right now)
+        commands = list(app.get_system_commands(app.screen))
+        titles = [c.title for c in commands]
+        assert len(titles) == len(set(titles)) and titles.count("Quit") == 1
+        keys = {c.help.removeprefix("key: ").split(" ")[0] for c in commands}
+        assert {"w", "b", "s", "r", "e", "f", "c"} <= keys
         await pilot.press("f2")
         time.sleep(0.05)  # a newer mtime for the new run's files
         make_run(runs_root, "just-finished")

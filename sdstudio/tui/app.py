@@ -317,16 +317,18 @@ class StudioApp(App[None]):
             title = f"Go to the {mode.title()} screen"
             titles.add(title.lower())
             yield SystemCommand(title, f"key: F{key}, or {key} outside a text field", partial(self.switch_mode, mode))
-        for active in screen.active_bindings.values():
-            binding = active.binding
-            own = active.node in (screen, self)
+        # what the keys do here now, then the screen's keys it hides right now (check_action False)
+        listed = [(a.node, a.binding, a.enabled) for a in screen.active_bindings.values()]
+        listed += [(screen, b, False) for b in Binding.make_bindings(screen.BINDINGS)]
+        for node, binding, enabled in listed:
+            own = node in (screen, self)
             if not binding.description or binding.action in seen or not (own or binding.tooltip):
                 continue
             seen.add(binding.action)
             title = binding.tooltip or binding.description
             titles.add(title.lower())
-            help_text = f"key: {self.get_key_display(binding)}" + ("" if active.enabled else " (not available now)")
-            yield SystemCommand(title, help_text, partial(self._palette_action, active.node, binding.action, title))
+            help_text = f"key: {self.get_key_display(binding)}" + ("" if enabled else " (not available now)")
+            yield SystemCommand(title, help_text, partial(self._palette_action, node, binding.action, title))
         for command in super().get_system_commands(screen):
             if command.title.lower() not in titles:
                 yield command
