@@ -191,6 +191,7 @@ class DatasetScreen(StudioScreen):
     def action_rescan(self) -> None:
         if self.folder:
             self.open_folder(self.folder)
+            self.notify(f"Checking {self.folder} again…")
 
     @work(thread=True, exclusive=True, group="dataset-scan")
     def _scan(self, folder: Path, resolution: int) -> None:

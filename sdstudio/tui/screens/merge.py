@@ -206,6 +206,7 @@ class MergeScreen(StudioScreen):
 
     def action_reload(self) -> None:
         self._models_changed()
+        self.notify("Loading A, B and C again for the preview")
 
     def action_focus_slider(self) -> None:
         self.query_one("#mg-slider").focus()

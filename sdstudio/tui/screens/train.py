@@ -216,6 +216,7 @@ class TrainScreen(StudioScreen):
 
     def action_stop(self) -> None:
         if self.app.session.request_stop():  # type: ignore[attr-defined]
+            self.notify("Stopping after this step (a checkpoint is kept)")
             self._sync()
 
     def action_sample_now(self) -> None:
