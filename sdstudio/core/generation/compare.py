@@ -25,6 +25,7 @@ class Variant:
     label: str
     model: str
     loras: tuple[LoraSpec, ...] = ()
+    file_label: str = ""  # what its image files are named after, when not the label
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,17 @@ def plan_variants(models: list[str], lora_args: list[str], compare_loras: bool =
     if len(runs) > 1:
         raise SdstudioError("give at most one run folder as --lora (its checkpoints are the grid's columns)")
     if runs:
-        return [Variant(spec.label, model, fixed + (spec,)) for spec in runs[0]]
+        return [Variant(spec.label, model, fixed + (spec,), _file_label(spec)) for spec in runs[0]]
     if compare_loras and len(fixed) > 1:
         return [Variant(f"{s.name} ({s.scale:g})", model, (s,)) for s in fixed]
     label = " + ".join(f"{s.name} ({s.scale:g})" for s in fixed) or resolve_base_model(model).name
     return [Variant(label, model, fixed)]
+
+
+def _file_label(spec: LoraSpec) -> str:
+    """A checkpoint column's images keep their names ("<run>-step-400-seed1.png") whatever its label says."""
+    ident = identify(spec.path)
+    return f"{ident.run} step {ident.step}" if ident.run else spec.name
 
 
 def _slug(text: str) -> str:
@@ -96,7 +103,7 @@ def run_comparison(variants: list[Variant], opts: GenerateOptions, out_dir: str 
             gen, current = generator_factory(variant.model), variant.model
         gen.set_loras(list(variant.loras))
         for item in gen.generate(opts):
-            name = f"seed{item.seed}.png" if len(variants) == 1 else f"{i:02d}-{_slug(variant.label)}-seed{item.seed}.png"
+            name = f"seed{item.seed}.png" if len(variants) == 1 else f"{i:02d}-{_slug(variant.file_label or variant.label)}-seed{item.seed}.png"
             path = save_png(item, out / name)
             paths[(i, item.seed)] = path
             results[(i, item.seed)] = item
