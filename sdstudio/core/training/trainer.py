@@ -394,7 +394,6 @@ def train(cfg: TrainConfig, on_event: EventCallback | None = None, control: Trai
     """
     from sdstudio.core.progress import StatusPhase, reporting_to
 
-    trainer = Trainer(cfg, on_event, control, resume, force)
-    # the long phases' progress goes out as events and into status.json's `phase` (see core/progress.py)
+    trainer = Trainer(cfg, on_event, control, resume, force)  # its phases report progress (core/progress.py)
     with reporting_to(StatusPhase(trainer.emit, lambda: trainer.run_dir if trainer.is_main else None)):
         return trainer.run()

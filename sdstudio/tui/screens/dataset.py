@@ -87,7 +87,6 @@ class DatasetScreen(StudioScreen):
     DatasetScreen #ds-caption-row Button { width: auto; min-width: 0; margin-right: 2; }
     """
     BINDINGS = [
-        # short labels and a compact footer: these and F1-F5 fit 80 columns
         Binding("ctrl+s", "save_caption", "Save", id="dataset.save_caption", tooltip="Save the caption"),
         Binding("ctrl+r", "rescan", "Check", id="dataset.rescan", tooltip="Check the folder again"),
         Binding("ctrl+g", "reroll_crop", "New crop", id="dataset.reroll_crop", show=False,
