@@ -47,7 +47,9 @@ async def test_loading_the_prior_config_shows_dreambooth_with_prior_preservation
                  ("class_prompt", "num_class_images", "prior_loss_weight") if screen.query_one(f"#row-{name}").display}
         assert shown == {"class_prompt": "a purple shape", "num_class_images": "64", "prior_loss_weight": "1"}
         assert screen.query_one("#field-class_data_dir", Input).value.endswith("demo-purple-shape")
-        assert "snr_gamma=5" in str(screen.query_one("#also-set", Static).render())  # no setting hidden
+        # no setting hidden: those without a row are listed at the end of the form, and counted under it
+        assert "snr_gamma = 5" in str(screen.query_one("#form-extra", Static).render())
+        assert "snr_gamma" in str(screen.query_one("#also-set", Static).render())
         cfg = build_config({**screen._base, **screen.query_one(ConfigForm).values()}, source="form")
         assert cfg.with_prior_preservation and cfg.resolved_method == "dreambooth"
         # the inline check: an empty class prompt marks its row
@@ -60,6 +62,14 @@ async def test_loading_the_prior_config_shows_dreambooth_with_prior_preservation
         await pilot.pause()
         assert not screen.query_one("#row-class_prompt").display
         assert screen.query_one(ConfigForm).values()["with_prior_preservation"] is False
+        # back from Checkpoints, Enter opens the Method list at once (not a scroll box's focus)
+        await pilot.press("escape", "f3")
+        await pilot.pause()
+        await pilot.press("f2")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.query_one("#field-method", Select).expanded
 
 
 async def test_a_long_phase_shows_its_own_progress_line(runs_root: Path) -> None:
