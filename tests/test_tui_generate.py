@@ -80,7 +80,7 @@ async def test_lora_from_a_run_and_checkpoint_grid(tiny_model_dir: Path, lora_ru
                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SDSTUDIO_RUNS", str(lora_run))
     choices = find_loras(lora_run)
-    assert [c.label for c in choices] == ["shapes step 4", "shapes step 2"]
+    assert [c.label for c in choices] == ["step 4 checkpoint · shapes", "step 2 checkpoint · shapes"]
     app = ScreenHost(GenerateScreen(model=tiny_model_dir, out_dir=tmp_path / "out"))
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.screen

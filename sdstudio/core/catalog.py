@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sdstudio.core.filetypes import SINGLE_FILE_SUFFIXES
 from sdstudio.core.paths import DEMO_MODEL_NAME, PROJECT_ROOT, models_dir, runs_root
@@ -79,20 +80,26 @@ def known_models() -> list[CatalogEntry]:
 
 def run_loras(root: Path | None = None) -> list[CatalogEntry]:
     """Every run's checkpoints (newest run first, highest step first) and its exports."""
+    from sdstudio.core.lora.identity import identify
     from sdstudio.core.runs.run_dir import list_runs
 
     entries: list[CatalogEntry] = []
     for run in list_runs(root or runs_root()):
         for ckpt in sorted(run.checkpoints(), key=lambda c: -c.step):
             if ckpt.weights.is_file():
-                entries.append(CatalogEntry(f"{run.name} · step {ckpt.step}  (LoRA checkpoint)", str(ckpt.weights),
-                                            "checkpoint"))
+                entries.append(CatalogEntry(_lora_label(identify(ckpt.weights)), str(ckpt.weights), "checkpoint"))
         try:
             exports = sorted(run.exports_dir.glob("*.safetensors"))
         except OSError:
             exports = []
-        entries += [CatalogEntry(f"{run.name} · {e.name}  (LoRA export)", str(e), "export") for e in exports]
+        entries += [CatalogEntry(_lora_label(identify(e)), str(e), "export") for e in exports]
     return entries
+
+
+def _lora_label(ident: Any) -> str:
+    """"LoRA checkpoint, step 400 · my-run": kind and step first, the long run name last."""
+    step = f"step {ident.step}" if ident.step is not None else ident.name
+    return f"LoRA {ident.kind}, {step} · {ident.run}"
 
 
 def merge_candidates() -> list[CatalogEntry]:

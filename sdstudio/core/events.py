@@ -71,7 +71,59 @@ class ValidationLossEvent:
     measured_on: str = ""  # "training images at fixed noise", "2 held-out images", ...
 
 
-Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, FailedEvent, ValidationLossEvent]
+@dataclass(frozen=True)
+class ProgressEvent:
+    """How far one long phase is (loading, class images, caching, sampling, validation loss,
+    export), so a screen or a follower can say "class images 16/64 · ETA 2:31" instead of
+    looking frozen. `done == total` ends the phase. Made by `sdstudio.core.progress.Progress`."""
+
+    phase: str  # what, in a few words: "class images", "caching latents", ...
+    done: int
+    total: int
+    unit: str = ""  # what done/total count ("images", "prompts", "batches"); "" for stages
+    eta_seconds: float | None = None  # None until there is a rate to go by
+    detail: str = ""  # the current stage, e.g. "adapters" while loading
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    def line(self) -> str:
+        """One line for a status bar or a log: what, k/N, ETA."""
+        unit = f" {self.unit}" if self.unit else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.phase}{detail} {self.done}/{self.total}{unit} · ETA {format_duration(self.eta_seconds)}"
+
+    def to_status(self) -> dict[str, object]:
+        """The `phase` field of status.json (a follower reads it back with `from_status`)."""
+        return {"phase": self.phase, "done": self.done, "total": self.total, "unit": self.unit,
+                "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1), "detail": self.detail}
+
+    @classmethod
+    def from_status(cls, data: object) -> ProgressEvent | None:
+        """Read back `to_status`; None for anything else (no phase, an older or broken file)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            eta = data.get("eta_seconds")
+            return cls(str(data["phase"]), int(data["done"]), int(data["total"]), str(data.get("unit") or ""),
+                       None if eta is None else float(eta), str(data.get("detail") or ""))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def format_duration(seconds: float | None) -> str:
+    """m:ss or h:mm:ss; "--:--" when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "--:--"
+    whole = int(round(seconds))
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, FailedEvent, ValidationLossEvent,
+              ProgressEvent]
 EventCallback = Callable[[Event], None]
 
 

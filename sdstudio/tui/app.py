@@ -12,7 +12,9 @@ import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -33,6 +35,15 @@ SCREENS = (  # mode, module, class, key, footer label (short: all five fit in 80
 )
 
 
+# Escape then a digit, typed fast or sent in one packet over SSH, reaches Textual as one sequence
+# that it reads as a macOS Option character (ESC 2 -> "™"), which a text field would type (and
+# Textual gives printable keys to a focused field before any binding). The app catches these keys
+# first and does what Escape-then-digit means: leave the field, go to that screen. (The same
+# characters typed on purpose, as Option+digit, switch screens too: the price of Escape never failing.)
+ESCAPE_DIGIT_KEYS = {"inverted_exclamation_mark": "dataset", "trade_mark_sign": "train", "pound_sign": "checkpoints",
+                     "cent_sign": "generate", "infinity": "merge"}
+
+
 def _screen_factory(module: str, cls: str) -> Callable[[], Screen]:
     def build() -> Screen:
         return getattr(importlib.import_module(f"sdstudio.tui.screens.{module}"), cls)()
@@ -46,6 +57,14 @@ class StudioApp(App[None]):
     Screen { layout: vertical; }
     .muted { color: $text-muted; }
     .error { color: $error; }
+    /* focus is always visible, compact widgets included (their own cue is a 5 % tint) */
+    Select:focus > SelectCurrent { background: $block-cursor-background; }
+    Select:focus > SelectCurrent Static#label, Select:focus > SelectCurrent .arrow {
+        color: $block-cursor-foreground; text-style: bold; }
+    Button:focus { background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold; }
+    Input.-textual-compact:focus { background-tint: $accent 25%; }
+    TextArea:focus { border: tall $accent; }
+    DataTable:focus { background-tint: $accent 8%; }
     """
     MODES = {mode: _screen_factory(module, cls) for mode, module, cls, _, _ in SCREENS}
     BINDINGS = [
@@ -57,6 +76,8 @@ class StudioApp(App[None]):
                   tooltip=f"Go to the {mode.title()} screen") for mode, _, _, key, label in SCREENS),
         Binding("escape", "leave_field", "Leave field", id="app.leave_field", show=False,
                 tooltip="Leave the text field (then 1-5 switch screens)"),
+        Binding("ctrl+a", "select_all", "Select all", id="app.select_all", show=False, priority=True,
+                tooltip="Select all the text of the focused field"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", id="app.toggle_theme", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
         Binding("f6", "resume_offered", "Resume", id="app.resume_offered", priority=True, key_display="F6",
@@ -293,24 +314,62 @@ class StudioApp(App[None]):
         if isinstance(self.screen.focused, (Input, TextArea, FloatSlider)):
             self.screen.set_focus(None)
 
+    async def on_event(self, event: events.Event) -> None:
+        """Escape and a digit that arrived as one key (see ESCAPE_DIGIT_KEYS): leave the field,
+        then switch, before the focused field can type it."""
+        if isinstance(event, events.Key) and not event.is_forwarded and event.key in ESCAPE_DIGIT_KEYS:
+            event.stop()
+            self.action_leave_field()
+            self.switch_mode(ESCAPE_DIGIT_KEYS[event.key])
+            return
+        await super().on_event(event)
+
+    def action_select_all(self) -> None:
+        """ctrl+a selects everything in a text field, as in an editor (Home still goes to the line start)."""
+        from textual.actions import SkipAction
+        from textual.widgets import Input, TextArea
+
+        focused = self.screen.focused
+        if isinstance(focused, (Input, TextArea)):
+            focused.select_all()
+        else:
+            raise SkipAction()
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The five screens, then every action bound on the screen and the app (context-aware)."""
+        """The five screens, then every action of the current screen, once each: the screen's and
+        the app's keys (also those not usable right now: they say why when chosen) and the
+        focused widget's named keys (the contact sheet's w); then Textual's own, less any twin."""
         seen: set[str] = set()
+        titles: set[str] = set()
         for mode, _, _, key, _ in SCREENS:
             action = f"app.switch_mode('{mode}')"
             seen.add(action)
-            yield SystemCommand(f"Go to the {mode.title()} screen", f"key: F{key}, or {key} outside a text field",
-                                partial(self.switch_mode, mode))
-        for key, active in screen.active_bindings.items():
-            binding = active.binding
-            if active.node not in (screen, self) or not active.enabled or not binding.description \
-                    or binding.action in seen:
+            title = f"Go to the {mode.title()} screen"
+            titles.add(title.lower())
+            yield SystemCommand(title, f"key: F{key}, or {key} outside a text field", partial(self.switch_mode, mode))
+        # what the keys do here now, then the screen's keys it hides right now (check_action False)
+        listed = [(a.node, a.binding, a.enabled) for a in screen.active_bindings.values()]
+        listed += [(screen, b, False) for b in Binding.make_bindings(screen.BINDINGS)]
+        for node, binding, enabled in listed:
+            own = node in (screen, self)
+            if not binding.description or binding.action in seen or not (own or binding.tooltip):
                 continue
             seen.add(binding.action)
             title = binding.tooltip or binding.description
-            yield SystemCommand(title, f"key: {self.get_key_display(binding)}",
-                                partial(active.node.run_action, binding.action))
-        yield from super().get_system_commands(screen)
+            titles.add(title.lower())
+            help_text = f"key: {self.get_key_display(binding)}" + ("" if enabled else " (not available now)")
+            yield SystemCommand(title, help_text, partial(self._palette_action, node, binding.action, title))
+        for command in super().get_system_commands(screen):
+            if command.title.lower() not in titles:
+                yield command
+
+    def _palette_action(self, node: Any, action: str, title: str) -> None:
+        """Run an action chosen in the palette; one the screen turns off right now only says so."""
+        name = action.split("(", 1)[0].removeprefix("app.")
+        if not node.check_action(name, ()):
+            self.notify(f"{title}: not available right now", severity="warning")
+            return
+        self.call_later(node.run_action, action)
 
 
 def home_label() -> str:

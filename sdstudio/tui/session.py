@@ -20,10 +20,12 @@ from sdstudio.core.events import (
     FailedEvent,
     FinishedEvent,
     LogEvent,
+    ProgressEvent,
     SampleEvent,
     StepEvent,
     TrainerControl,
     ValidationLossEvent,
+    format_duration,
 )
 
 IDLE, STARTING, RUNNING, STOPPING, FINISHED, STOPPED, FAILED = (
@@ -40,13 +42,7 @@ class TrainerMessage(Message):
         self.event = event
 
 
-def format_eta(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "--:--"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+format_eta = format_duration  # m:ss or h:mm:ss, "--:--" when unknown
 
 
 @dataclass
@@ -68,6 +64,7 @@ class TrainingSession:
     samples: tuple[Path, ...] = ()
     sample_step: int | None = None
     error: str | None = None
+    progress: ProgressEvent | None = None  # the long phase under way (class images, caching, ...), if any
     control: TrainerControl | None = None
     version: int = 0
     _ema: float | None = None
@@ -115,6 +112,7 @@ class TrainingSession:
             if self.state == STARTING:
                 self.state = RUNNING
             self.step, self.total = event.step, event.total
+            self.progress = None  # a step is taken between phases, never inside one
             self.loss, self.lr = event.loss, event.lr
             self.images_per_s, self.gpu_mem_gib = event.images_per_s, event.gpu_mem_gib
             self._times.append((time.monotonic(), event.step))
@@ -136,12 +134,16 @@ class TrainingSession:
                 self.state = RUNNING
             prefix = "" if event.level == "info" else f"{event.level}: "
             self.log_line(prefix + event.message)
+        elif isinstance(event, ProgressEvent):
+            self.progress = None if event.finished else event
         elif isinstance(event, FinishedEvent):
+            self.progress = None
             self.run_dir = Path(event.run_dir)
             self.step = event.step
             self._pending_end = STOPPED if event.stopped else FINISHED
             self.log_line(f"{'stopped' if event.stopped else 'finished'} at step {event.step}: {event.run_dir}")
         elif isinstance(event, FailedEvent):
+            self.progress = None
             self.error = event.message
             if event.run_dir is not None:
                 self.run_dir = Path(event.run_dir)

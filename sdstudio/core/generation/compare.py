@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sdstudio.core.errors import SdstudioError
 from sdstudio.core.generation.generator import GeneratedImage, GenerateOptions, Generator, LoraSpec, save_png
+from sdstudio.core.lora.identity import identify
 from sdstudio.core.lora.spec import parse_lora_spec
 from sdstudio.core.runs.run_dir import RunDir
 
@@ -24,6 +25,7 @@ class Variant:
     label: str
     model: str
     loras: tuple[LoraSpec, ...] = ()
+    file_label: str = ""  # what its image files are named after, when not the label
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,11 @@ def lora_specs(arg: str) -> list[LoraSpec]:
         cps = run.checkpoints()
         if not cps:
             raise SdstudioError(f"{path}: this run has no checkpoints yet")
-        return [LoraSpec(cp.weights, scale, f"{run.name} step {cp.step}", f"{run.name}-step{cp.step}") for cp in cps]
+        return [LoraSpec(cp.weights, scale, identify(cp.weights).label, f"{run.name}-step{cp.step}") for cp in cps]
     if not path.is_file():
         raise SdstudioError(f"--lora {arg}: no such file or run folder")
-    return [LoraSpec(path, scale)]
+    ident = identify(path)
+    return [LoraSpec(path, scale, ident.label if ident.run else "")]
 
 
 def plan_variants(models: list[str], lora_args: list[str], compare_loras: bool = False) -> list[Variant]:
@@ -66,11 +69,17 @@ def plan_variants(models: list[str], lora_args: list[str], compare_loras: bool =
     if len(runs) > 1:
         raise SdstudioError("give at most one run folder as --lora (its checkpoints are the grid's columns)")
     if runs:
-        return [Variant(spec.label, model, fixed + (spec,)) for spec in runs[0]]
+        return [Variant(spec.label, model, fixed + (spec,), _file_label(spec)) for spec in runs[0]]
     if compare_loras and len(fixed) > 1:
         return [Variant(f"{s.name} ({s.scale:g})", model, (s,)) for s in fixed]
     label = " + ".join(f"{s.name} ({s.scale:g})" for s in fixed) or resolve_base_model(model).name
     return [Variant(label, model, fixed)]
+
+
+def _file_label(spec: LoraSpec) -> str:
+    """A checkpoint column's images keep their names ("<run>-step-400-seed1.png") whatever its label says."""
+    ident = identify(spec.path)
+    return f"{ident.run} step {ident.step}" if ident.run else spec.name
 
 
 def _slug(text: str) -> str:
@@ -94,7 +103,7 @@ def run_comparison(variants: list[Variant], opts: GenerateOptions, out_dir: str 
             gen, current = generator_factory(variant.model), variant.model
         gen.set_loras(list(variant.loras))
         for item in gen.generate(opts):
-            name = f"seed{item.seed}.png" if len(variants) == 1 else f"{i:02d}-{_slug(variant.label)}-seed{item.seed}.png"
+            name = f"seed{item.seed}.png" if len(variants) == 1 else f"{i:02d}-{_slug(variant.file_label or variant.label)}-seed{item.seed}.png"
             path = save_png(item, out / name)
             paths[(i, item.seed)] = path
             results[(i, item.seed)] = item

@@ -27,6 +27,14 @@ def _fit(draw: Any, text: str, font: Any, width: int) -> str:
     return text + "…"
 
 
+def _label_lines(draw: Any, text: str, font: Any, width: int) -> list[str]:
+    """A column label on one line if it fits, else one line per " · " part (the first part
+    says what tells the columns apart: "step 400 checkpoint"), each cut to fit."""
+    if draw.textlength(text, font=font) <= width or " · " not in text:
+        return [_fit(draw, text, font, width)]
+    return [_fit(draw, part, font, width) for part in text.split(" · ")]
+
+
 def make_grid(rows: Sequence[Sequence[Any]], row_labels: Sequence[str], col_labels: Sequence[str],
               title: str | None = None) -> Any:
     """Images `rows[r][c]` in a grid with column labels on top, row labels on the left, and an
@@ -45,14 +53,16 @@ def make_grid(rows: Sequence[Sequence[Any]], row_labels: Sequence[str], col_labe
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line = int(probe.textbbox((0, 0), "Ag", font=font)[3]) + PAD
     left = min(max(int(probe.textlength(t, font=font)) for t in row_labels) + 2 * PAD, cw)
-    top = line + PAD + (line if title else 0)
+    heads = [_label_lines(probe, label, font, cw) for label in col_labels]
+    top = line * max(len(h) for h in heads) + PAD + (line if title else 0)
     sheet = Image.new("RGB", (left + len(col_labels) * (cw + PAD), top + len(rows) * (ch + PAD)), "white")
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((PAD, PAD // 2), _fit(draw, title, font, sheet.width - 2 * PAD), fill="black", font=font)
-    for c, label in enumerate(col_labels):
+    for c, lines in enumerate(heads):
         x = left + c * (cw + PAD)
-        draw.text((x, top - line), _fit(draw, label, font, cw), fill="black", font=font)
+        for i, text in enumerate(lines):
+            draw.text((x, top - line * (len(lines) - i)), text, fill="black", font=font)
     for r, (label, images) in enumerate(zip(row_labels, rows)):
         y = top + r * (ch + PAD)
         draw.text((PAD, y + ch // 2 - line // 2), _fit(draw, label, font, left - PAD), fill="black", font=font)

@@ -19,6 +19,7 @@ from sdstudio.core.errors import SdstudioError
 from sdstudio.core.filetypes import IMAGE_SUFFIXES
 from sdstudio.core.io.hashing import tensors_sha256
 from sdstudio.core.lora.formats import LoraWeights, read_lora_file, to_kohya
+from sdstudio.core.progress import Progress
 from sdstudio.core.runs.run_dir import LORA_WEIGHTS_NAME, CheckpointRecord, RunDir
 
 DTYPES = ("fp16", "fp32", "bf16")
@@ -170,6 +171,8 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
 
     torch_dtype = _torch_dtype(dtype)
     run, ckpt = resolve_checkpoint(run_or_ckpt_dir, step)
+    progress = Progress("export", 3)
+    progress.update(0, detail="reading")
     default_alpha = None
     if run is not None:
         cfg = run.config()
@@ -177,6 +180,7 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
             default_alpha = float(cfg.get("lora_alpha") or cfg["rank"])
     weights = read_lora_file(ckpt.weights, default_alpha=default_alpha)
     family = _base_identity(run.meta() if run else {}, run.config() if run else {})["family"]
+    progress.update(1, detail="converting")
     tensors = to_kohya(weights, torch_dtype, sdxl=family == "sdxl" or None)
     target = Path(out) if out else default_export_path(run, ckpt)
     if target.suffix != ".safetensors":
@@ -184,6 +188,8 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
     if target.exists() and not overwrite:
         raise SdstudioError(f"{target}: already exists (pass --overwrite to replace it)")
     title = target.stem
+    progress.update(2, detail="writing")
     metadata = export_metadata(weights, run, ckpt.step, title, tensors_sha256(tensors))
     save_safetensors(tensors, target, metadata=metadata)
+    progress.finish()
     return target

@@ -13,8 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from sdstudio.core.events import (CheckpointEvent, Event, FailedEvent, FinishedEvent, LogEvent, SampleEvent,
-                                  StepEvent)
+from sdstudio.core.events import (CheckpointEvent, Event, FailedEvent, FinishedEvent, LogEvent, ProgressEvent,
+                                  SampleEvent, StepEvent)
 from sdstudio.core.runs.run_dir import FAILED, FINISHED, STOPPED, RunDir
 
 LOG_TAIL_BYTES = 64 * 1024  # on attaching, only the end of a long log is replayed
@@ -35,6 +35,7 @@ class RunFollower:
         self._log_offset: int | None = None
         self._log_rest = b""
         self._per_step: int | None | bool = False  # samples per validation round; False: not read yet
+        self._phase: ProgressEvent | None = None  # the long phase status.json names, as last reported
         self.ended = False
 
     def _samples_per_step(self) -> int | None:
@@ -64,7 +65,8 @@ class RunFollower:
             return []
         status = self.run.status()  # read first: an end seen here comes after every row read below
         total = int(status.get("total") or 0)
-        events: list[Event] = [*self._log_lines(), *self._steps(total), *self._checkpoints(), *self._samples()]
+        events: list[Event] = [*self._log_lines(), *self._steps(total), *self._checkpoints(), *self._samples(),
+                               *self._progress(status)]
         end = self._end(status)
         if end is not None:
             events += [*self._log_lines(), *self._steps(total), *self._checkpoints(), *self._samples(final=True), end]
@@ -102,6 +104,17 @@ class RunFollower:
                 return []
         self._sample_key = self._sample_pending = key
         return [SampleEvent(newest, key[1], tuple(r.prompt for r in latest))]
+
+    def _progress(self, status: dict[str, object]) -> list[Event]:
+        """The trainer's current long phase (status.json's `phase`); its end when the field goes."""
+        phase = ProgressEvent.from_status(status.get("phase"))
+        if phase == self._phase:
+            return []
+        ended = self._phase
+        self._phase = phase
+        if phase is None and ended is not None:
+            return [ProgressEvent(ended.phase, ended.total, ended.total, ended.unit)]
+        return [phase] if phase is not None else []
 
     def _checkpoints(self) -> list[Event]:
         out: list[Event] = []

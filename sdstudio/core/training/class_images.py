@@ -13,6 +13,7 @@ from typing import Any
 from sdstudio.core.io import atomic
 from sdstudio.core.config import TrainConfig
 from sdstudio.core.filetypes import IMAGE_SUFFIXES
+from sdstudio.core.progress import Progress
 
 
 def count_class_images(folder: Path) -> int:
@@ -21,11 +22,14 @@ def count_class_images(folder: Path) -> int:
     return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def step_check(check: Callable[[], None]) -> Callable[..., dict[str, Any]]:
-    """A diffusers `callback_on_step_end` that calls `check` at every denoising step."""
+def step_check(check: Callable[[], None], on_step: Callable[[int], None] | None = None) -> Callable[..., dict[str, Any]]:
+    """A diffusers `callback_on_step_end` that calls `check` (and `on_step(denoising steps done)`)
+    at every denoising step."""
 
-    def callback(_pipe: Any, _step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def callback(_pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         check()
+        if on_step is not None:
+            on_step(step + 1)
         return kwargs
 
     return callback
@@ -51,6 +55,8 @@ def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
     log(f"generating {missing} class images for '{cfg.class_prompt}' into {folder} ({have} exist)")
     made = 0
     index = have
+    progress = Progress("class images", missing)
+    steps = max(1, cfg.validation_num_inference_steps)
     while made < missing:
         n = min(cfg.sample_batch_size, missing - made)
         seeds = [cfg.seed * 100_003 + have + made + i for i in range(n)]
@@ -62,7 +68,8 @@ def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
             images = pipe([cfg.class_prompt] * n, height=cfg.resolution, width=cfg.resolution,
                           num_inference_steps=cfg.validation_num_inference_steps,
                           guidance_scale=cfg.validation_guidance_scale, generator=gens,
-                          callback_on_step_end=step_check(check),
+                          callback_on_step_end=step_check(check, lambda k: progress.update(
+                              made, fraction=(made + n * k / steps) / missing)),
                           output_type="latent" if autocast_dtype is not None else "pil").images
             if autocast_dtype is not None:
                 images = decode_fp32(pipe, images, device)
@@ -72,5 +79,6 @@ def ensure_class_images(cfg: TrainConfig, pipe: Any, log: Callable[[str], None],
             atomic.save_image(image, folder / f"class-{index:05d}.png")
             index += 1
         made += n
+        progress.update(made)
         log(f"class images: {have + made}/{cfg.num_class_images}")
     return made

@@ -17,6 +17,7 @@ from typing import Any
 from sdstudio.core.config import TrainConfig
 from sdstudio.core.dataset import check_dataset, crop_box, load_rgb, preprocess, require_usable
 from sdstudio.core.errors import DatasetError
+from sdstudio.core.progress import Progress
 from sdstudio.core.training import buckets as bk
 
 
@@ -185,6 +186,7 @@ class ExampleSource:
             by_shape: dict[Any, list[tuple[Example, bool]]] = {}
             for ex, f in todo:
                 by_shape.setdefault(ex.placement.bucket if ex.placement else None, []).append((ex, f))
+            progress, done = Progress("caching latents", len(todo), "images"), 0
             for group in by_shape.values():
                 for start in range(0, len(group), 8):
                     check()
@@ -193,6 +195,8 @@ class ExampleSource:
                     moments = self._moments(pixels).cpu()
                     for (ex, f), m in zip(chunk, moments):
                         self._latent_cache[(ex.path, f)] = m
+                    done += len(chunk)
+                    progress.update(done)
         if self.cache_text:
             for caption in sorted({ex.caption for ex in examples} - set(self._text_cache)):
                 check()

@@ -10,6 +10,7 @@ from typing import Any
 
 from sdstudio.core.config import TrainConfig
 from sdstudio.core.models import BaseModel, load_pipeline
+from sdstudio.core.progress import Progress
 from sdstudio.core.training import checkpoint
 from sdstudio.core.training.examples import Example, ExampleSource, class_examples
 from sdstudio.core.training.loss import StepLoss
@@ -45,10 +46,14 @@ class TrainingModels:
 
     def build(self) -> None:
         """Run the setup steps in order, looking for a stop between and inside them."""
-        for setup_step in (self._load, self._add_adapters, self._make_optimizer_and_scheduler, self._prepare,
-                           self._build_caches, self._compile):
+        steps = (self._load, self._add_adapters, self._make_optimizer_and_scheduler, self._prepare,
+                 self._build_caches, self._compile)
+        progress = Progress("loading", len(steps))
+        for done, setup_step in enumerate(steps):
             self.check()
+            progress.update(done, detail=setup_step.__name__.strip("_").replace("_", " "))
             setup_step()
+        progress.finish()
         self.check()
 
     def _load(self) -> None:

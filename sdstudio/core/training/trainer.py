@@ -394,4 +394,8 @@ def train(cfg: TrainConfig, on_event: EventCallback | None = None, control: Trai
     Failures are reported as a FailedEvent and in status.json, then re-raised; the caller
     (CLI or studio) decides how to show them.
     """
-    return Trainer(cfg, on_event, control, resume, force).run()
+    from sdstudio.core.progress import StatusPhase, reporting_to
+
+    trainer = Trainer(cfg, on_event, control, resume, force)  # its phases report progress (core/progress.py)
+    with reporting_to(StatusPhase(trainer.emit, lambda: trainer.run_dir if trainer.is_main else None)):
+        return trainer.run()

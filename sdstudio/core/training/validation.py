@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
+from sdstudio.core.progress import Progress
 from sdstudio.core.runs.run_dir import RunDir
 
 
@@ -74,6 +75,8 @@ def sample(pipe: Any, run: RunDir, step: int, cfg: TrainConfig, prompts: list[st
 
     seeds = validation_seeds(cfg)
     paths: list[Path] = []
+    progress = Progress("sampling", len(prompts) * len(seeds), "images")
+    steps = max(1, cfg.validation_num_inference_steps)
     was_training = pipe.unet.training
     pipe.unet.eval()
     ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
@@ -84,11 +87,13 @@ def sample(pipe: Any, run: RunDir, step: int, cfg: TrainConfig, prompts: list[st
                 out = pipe([prompt] * len(seeds), height=cfg.resolution, width=cfg.resolution,
                            num_inference_steps=cfg.validation_num_inference_steps,
                            guidance_scale=cfg.validation_guidance_scale, generator=gens,
-                           callback_on_step_end=step_check(check),
+                           callback_on_step_end=step_check(check, lambda k: progress.update(
+                               len(paths), fraction=(pi + k / steps) / len(prompts))),
                            output_type="latent" if autocast_dtype is not None else "pil")
                 images = decode_fp32(pipe, out.images, device) if autocast_dtype is not None else out.images
                 for seed, image in zip(seeds, images):
                     paths.append(run.add_sample(step, pi, prompt, seed, image))
+                progress.update(len(paths))
     finally:
         if was_training:
             pipe.unet.train()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
+from sdstudio.core.progress import Progress
 from sdstudio.core.training.examples import Example, pixel_tensor
 
 NOISE_SEED = 20_240_515  # fixed: the noise must not change with the run's seed
@@ -153,6 +154,7 @@ class ValidationLoss:
         n = self.latents.shape[0]
         jobs = [(k, i) for k in range(len(self.timesteps)) for i in range(n)]
         losses = torch.zeros(len(jobs), dtype=torch.float64)
+        progress = Progress("validation loss", len(jobs), "passes")
         try:
             with torch.no_grad():
                 for start in range(0, len(jobs), BATCH):
@@ -167,6 +169,7 @@ class ValidationLoss:
                                 return_dict=False)[0]
                     err = F.mse_loss(pred.float().cpu(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                     losses[start:start + len(chunk)] = err.double()
+                    progress.update(start + len(chunk))
         finally:
             if was_training:
                 unet.train()

@@ -6,6 +6,7 @@ or another session); the screen re-reads the run folder every 1.5 s and follows 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ class CheckpointsScreen(StudioScreen):
         self._signature: Any = None
         self._runs_key: Any = None
         self._follow = True
+        self._auto_run: Path | None = None  # the run F3 chose last (a run chosen by hand stays until this changes)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -93,11 +95,32 @@ class CheckpointsScreen(StudioScreen):
 
     def on_mount(self) -> None:
         self.sub_title = "Checkpoints"
-        self._refresh_runs(select=getattr(self.app, "open_run", None))
+        self._auto_run = self.preferred_run()
+        self._refresh_runs(select=getattr(self.app, "open_run", None) or self._auto_run)
         self.set_interval(POLL_SECONDS, self.poll)
 
     def on_screen_resume(self) -> None:
+        """F3 shows the run training now, else the newest one, unless that is still the run
+        it chose last time (then a run picked by hand in the meantime stays)."""
+        preferred = self.preferred_run()
+        if preferred is not None and preferred != self._auto_run:
+            self._auto_run = preferred
+            self._refresh_runs(select=preferred)
         self.poll()
+
+    def preferred_run(self) -> Path | None:
+        """The run training now (this studio's, or one another process trains), else the one
+        touched last (status.json rewritten at every step and at the end)."""
+        from sdstudio.core.runs.lock import holder
+
+        runs = self._known_runs()
+        session = getattr(self.app, "session", None)
+        if session is not None and session.busy and session.run_dir is not None:
+            return Path(session.run_dir)
+        for run in runs[:10]:
+            if holder(run.path) is not None:
+                return run.path
+        return max(runs, key=_last_activity).path if runs else None
 
     # runs
     def _known_runs(self) -> list[RunDir]:
@@ -117,11 +140,12 @@ class CheckpointsScreen(StudioScreen):
         chooser = self.query_one("#run-select", Select)
         if key != self._runs_key:
             self._runs_key = key
+            chooser.prompt = "choose a run" if runs else "no runs yet"  # the blank entry, never stale
             with self.prevent(Select.Changed):
                 chooser.set_options([(run_label(r), str(r.path)) for r in runs])
         target = Path(select) if select is not None else (self.run.path if self.run else None)
         if target is None and runs:
-            target = runs[0].path
+            target = self.preferred_run()
         if target is not None and chooser.value != str(target) and any(r.path == target for r in runs):
             with self.prevent(Select.Changed):
                 chooser.value = str(target)
@@ -283,8 +307,16 @@ class CheckpointsScreen(StudioScreen):
             return
         self.notify(f"Exporting step {step}…")
         run_path = self.run.path
-        self.run_worker(lambda: _export(run_path, step), name=f"export-{step}", group="export", thread=True,
+        sink = partial(self.app.call_from_thread, self._export_phase)
+        self.run_worker(lambda: _export(run_path, step, sink), name=f"export-{step}", group="export", thread=True,
                         exit_on_error=False)
+
+    def _export_phase(self, event: Any) -> None:
+        """The export's progress line, in the run's hint line until it is done."""
+        if event.finished:
+            self._signature = None  # the next poll writes the run's hint again
+        else:
+            self.query_one("#run-hint", Static).update(event.line())
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "export":
@@ -296,7 +328,20 @@ class CheckpointsScreen(StudioScreen):
             self.notify(str(event.worker.error), title="Export failed", severity="error", timeout=12)
 
 
-def _export(run_path: Path, step: int) -> Path:
-    from sdstudio.core.lora.export import export_checkpoint  # torch/safetensors load here
+def _last_activity(run: RunDir) -> float:
+    """When a run last changed: its status.json (each step, the end), else its run.toml."""
+    for path in (run.status_json, run.run_toml):
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
 
-    return Path(export_checkpoint(run_path, step=step, out=None, overwrite=True))  # e again: the same file, refreshed
+
+
+def _export(run_path: Path, step: int, sink: Any = None) -> Path:
+    from sdstudio.core.lora.export import export_checkpoint  # torch/safetensors load here
+    from sdstudio.core.progress import reporting_to
+
+    with reporting_to(sink):
+        return Path(export_checkpoint(run_path, step=step, out=None, overwrite=True))  # e again: the same file, refreshed

@@ -23,6 +23,7 @@ from sdstudio.core.paths import data_dir
 from sdstudio.core.models import sampler_defaults as model_defaults
 from sdstudio.core.training import buckets as bk
 from sdstudio.tui.widgets.class_folder import ClassFolderPanel
+from sdstudio.tui.crop_preview import marked_original
 from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
 from sdstudio.tui.screens.base import StudioScreen
@@ -49,20 +50,6 @@ def summary_text(summary: dict[str, Any]) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def marked_original(image: Any, box: tuple[int, int, int, int], scale: float, size: int) -> Any:
-    """A shrunk copy of `image` with the crop the model gets outlined."""
-    from PIL import ImageDraw
-
-    left, top, right, bottom = (v / scale for v in box)
-    shown = image.copy()
-    shown.thumbnail((size, size))
-    ratio = shown.width / image.width
-    draw = ImageDraw.Draw(shown)
-    width = max(1, round(shown.width / 64))
-    draw.rectangle([left * ratio, top * ratio, right * ratio - 1, bottom * ratio - 1], outline=(255, 48, 48), width=width)
-    return shown
-
-
 class DatasetScreen(StudioScreen):
     """Open a dataset folder, check it, edit captions, preview crops, hand it to training."""
 
@@ -87,11 +74,12 @@ class DatasetScreen(StudioScreen):
     DatasetScreen #ds-caption-row Button { width: auto; min-width: 0; margin-right: 2; }
     """
     BINDINGS = [
-        Binding("ctrl+s", "save_caption", "Save caption", id="dataset.save_caption"),
-        Binding("ctrl+r", "rescan", "Re-check", id="dataset.rescan"),
-        Binding("ctrl+g", "reroll_crop", "New random crop", id="dataset.reroll_crop"),
-        Binding("ctrl+e", "caption_folder", "Caption folder", id="dataset.caption"),
-        Binding("ctrl+o", "train", "Train on it", id="dataset.train",
+        Binding("ctrl+s", "save_caption", "Save", id="dataset.save_caption", tooltip="Save the caption"),
+        Binding("ctrl+r", "rescan", "Check", id="dataset.rescan", tooltip="Check the folder again"),
+        Binding("ctrl+g", "reroll_crop", "New crop", id="dataset.reroll_crop", show=False,
+                tooltip="Preview another random crop"),
+        Binding("ctrl+e", "caption_folder", "Caption", id="dataset.caption", tooltip="Caption the folder, then review"),
+        Binding("ctrl+o", "train", "Use", id="dataset.train",
                 tooltip="Open the Train screen with this folder filled in"),
     ]
 
@@ -148,7 +136,7 @@ class DatasetScreen(StudioScreen):
                     yield Button("Caption folder…", id="ds-caption-folder", compact=True)
                 with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
                     yield ClassFolderPanel(id="ds-class-panel")
-        yield StudioFooter()
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Dataset"
@@ -191,6 +179,7 @@ class DatasetScreen(StudioScreen):
     def action_rescan(self) -> None:
         if self.folder:
             self.open_folder(self.folder)
+            self.notify(f"Checking {self.folder} again…")
 
     @work(thread=True, exclusive=True, group="dataset-scan")
     def _scan(self, folder: Path, resolution: int) -> None:

@@ -51,7 +51,7 @@ class GenerateScreen(StudioScreen):
     GenerateScreen #gen-thumbs { height: 9; }
     """
     BINDINGS = [
-        Binding("ctrl+r", "generate", "Generate", id="generate.run", tooltip="Generate one image per seed"),
+        Binding("ctrl+r", "generate", "Draw", id="generate.run", tooltip="Generate one image per seed"),
         Binding("ctrl+g", "grid", "Grid", id="generate.grid",
                 tooltip="Seeds x checkpoints of the chosen run, as one labelled PNG"),
         Binding("ctrl+s", "save", "Save", id="generate.save", tooltip="Write the results to the output folder"),
@@ -114,7 +114,7 @@ class GenerateScreen(StudioScreen):
                     yield Static("", id="gen-status")
                 yield Picture(large=True, id="gen-preview")
                 yield ThumbGrid(id="gen-thumbs")
-        yield StudioFooter()
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Generate"
@@ -143,7 +143,9 @@ class GenerateScreen(StudioScreen):
 
     async def add_lora(self, path: Path, scale: float = 1.0, label: str | None = None) -> None:
         """Add a LoRA file by path (also for files outside the runs folder)."""
-        await self.query_one(LoraList).add(LoraChoice(label or Path(path).name, Path(path)), scale)
+        from sdstudio.core.lora.identity import identify
+
+        await self.query_one(LoraList).add(LoraChoice(label or identify(path).label, Path(path)), scale)
 
     # reading the form
     def options(self) -> tuple[Any, list[Any]]:
@@ -180,8 +182,10 @@ class GenerateScreen(StudioScreen):
         return opts, loras
 
     def _label(self, path: Path) -> str:
+        from sdstudio.core.lora.identity import identify
+
         choice = self._choices.get(str(path))
-        return choice.label if choice else path.stem
+        return choice.label if choice else identify(path).label
 
     def _checked_options(self) -> tuple[Any, list[Any]] | None:
         if self.busy:

@@ -55,8 +55,8 @@ class MergeScreen(StudioScreen):
     MergeScreen #mg-save-progress { margin-top: 1; }
     """
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save merge", id="merge.save", tooltip="Write the merged model with the streaming merge"),
-        Binding("ctrl+r", "reload", "Reload models", id="merge.reload",
+        Binding("ctrl+s", "save", "Save", id="merge.save", tooltip="Write the merged model with the streaming merge"),
+        Binding("ctrl+r", "reload", "Load", id="merge.reload",
                 tooltip="Load A/B/C again (after changing the files)"),
         Binding("ctrl+l", "focus_slider", "Slider", id="merge.focus_slider", tooltip="Move focus to the multiplier"),
     ]
@@ -117,7 +117,7 @@ class MergeScreen(StudioScreen):
                 yield Button("Save merge", id="mg-save", variant="primary", compact=True)
                 yield ProgressBar(total=100, id="mg-save-progress", show_eta=False)
                 yield Static("", id="mg-save-status")
-        yield StudioFooter()
+        yield StudioFooter(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "Merge"
@@ -206,6 +206,7 @@ class MergeScreen(StudioScreen):
 
     def action_reload(self) -> None:
         self._models_changed()
+        self.notify("Loading A, B and C again for the preview")
 
     def action_focus_slider(self) -> None:
         self.query_one("#mg-slider").focus()

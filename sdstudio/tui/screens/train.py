@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -17,7 +18,7 @@ from textual.widgets import Header, Input, Label, Select, Static
 from sdstudio.core.config import TrainConfig, build_config, load_config, save_toml
 from sdstudio.core.errors import ConfigError, SdstudioError
 from sdstudio.core.paths import data_dir
-from sdstudio.tui.widgets.config_form import ConfigForm
+from sdstudio.tui.widgets.config_form import FIELD_NAMES, ConfigForm, to_text
 from sdstudio.tui.widgets.queue_panel import QueuePanel
 from sdstudio.tui.widgets.train_live import TrainingView
 from sdstudio.tui.screens.base import StudioScreen
@@ -49,6 +50,7 @@ class TrainScreen(StudioScreen):
     TrainScreen #train-body { height: 1fr; }
     TrainScreen #setup { width: 44; min-width: 36; border-right: solid $panel; padding: 0 1; }
     TrainScreen #config-error { color: $error; height: auto; max-height: 3; }
+    TrainScreen #also-set { color: $text-muted; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     TrainScreen #file-row { height: 1; }
     TrainScreen #file-row Label { width: 6; color: $text-muted; }
     TrainScreen #file-row Input { width: 1fr; }
@@ -84,6 +86,7 @@ class TrainScreen(StudioScreen):
             with Vertical(id="setup"):
                 yield Label("[b]Run setup[/b]  [dim]Tab: fields · Esc: leave[/dim]")
                 yield ConfigForm(self._base, id="form")
+                yield Static("", id="also-set")
                 yield Static("", id="config-error")
                 with Horizontal(id="file-row"):
                     yield Label("File")
@@ -95,11 +98,27 @@ class TrainScreen(StudioScreen):
     def on_mount(self) -> None:
         self.sub_title = "Train"
         self.set_interval(0.25, self._sync)
+        self._show_also_set()
         self.validate()
         self._sync()
 
     def on_screen_resume(self) -> None:
+        if self.focused is None:  # back from another screen: Enter works on Method at once
+            self.query_one("#field-method", Select).focus()
         self._sync()
+
+    def _show_also_set(self) -> None:
+        """The config's settings that have no row in the form (a loaded TOML's snr_gamma, ...):
+        listed at the end of the form, and counted under it, so the form never hides what the run
+        will use."""
+        defaults = TrainConfig().to_dict()
+        extra = [(name, _short(name, value)) for name, value in self._base.items()
+                 if name not in FIELD_NAMES and name != "with_prior_preservation" and value != defaults.get(name)]
+        self.query_one(ConfigForm).show_extra(extra)
+        names = ", ".join(name for name, _ in extra)
+        also = self.query_one("#also-set", Static)
+        also.update(Text(f"+{len(extra)} at the end: {names}") if extra else "")
+        also.display = bool(extra)
 
     def _sync(self) -> None:
         self.query_one(TrainingView).sync(self.app.session)  # type: ignore[attr-defined]
@@ -119,10 +138,12 @@ class TrainScreen(StudioScreen):
             form.mark(exc.field)
             self._error_text = str(exc).removeprefix("form: ")
             error.update(self._error_text)
+            error.display = True
             return None
         form.mark(None)
         self._error_text = ""
         error.update("")
+        error.display = False  # no blank row under the form
         return cfg
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -195,6 +216,7 @@ class TrainScreen(StudioScreen):
 
     def action_stop(self) -> None:
         if self.app.session.request_stop():  # type: ignore[attr-defined]
+            self.notify("Stopping after this step (a checkpoint is kept)")
             self._sync()
 
     def action_sample_now(self) -> None:
@@ -202,17 +224,20 @@ class TrainScreen(StudioScreen):
         if session.control is not None:
             session.control.request_sample()
             session.log_line("sample requested: after the current step")
+            self.notify("Samples after the current step")
 
     def action_save_now(self) -> None:
         session = self.app.session  # type: ignore[attr-defined]
         if session.control is not None:
             session.control.request_save()
             session.log_line("checkpoint requested: after the current step")
+            self.notify("Checkpoint after the current step")
 
     def use_dataset(self, fields: dict[str, Any]) -> None:
         """Fill the form from the Dataset screen (fields the form lacks go into the base config)."""
         self._base = {**self._base, **fields}
         self.query_one(ConfigForm).fill(self._base)
+        self._show_also_set()
         if self.validate() is not None:
             folder = fields.get("train_data_dir") or fields.get("instance_data_dir")
             self.notify(f"Training on {folder}")
@@ -232,6 +257,7 @@ class TrainScreen(StudioScreen):
             return
         self._base = cfg.to_dict()
         self.query_one(ConfigForm).fill(self._base)
+        self._show_also_set()
         self.validate()
         self.notify(f"Loaded {path}")
 
@@ -247,3 +273,11 @@ class TrainScreen(StudioScreen):
             self.notify(f"{path}: {exc}", title="Cannot save", severity="error")
             return
         self.notify(f"Saved {path}")
+
+
+def _short(name: str, value: Any) -> str:
+    """A setting's value in a few characters (paths by their name)."""
+    text = to_text(name, value)
+    if isinstance(value, str) and ("/" in text or "\\" in text):
+        text = Path(text).name
+    return text if len(text) <= 24 else text[:23] + "…"

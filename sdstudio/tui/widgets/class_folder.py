@@ -9,7 +9,7 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, ProgressBar
+from textual.widgets import Button, Input, Label, ProgressBar
 
 
 class ClassFolderPanel(Vertical):
@@ -17,18 +17,21 @@ class ClassFolderPanel(Vertical):
     ClassFolderPanel { height: auto; }
     ClassFolderPanel #ds-class-row { height: 1; }
     ClassFolderPanel #ds-class-row Input, ClassFolderPanel #ds-class-dir { width: 1fr; }
-    ClassFolderPanel #ds-class-count { width: 8; }
+    ClassFolderPanel #ds-class-count { width: 7; }
+    ClassFolderPanel #ds-class-count-label { width: auto; padding: 0 1; color: $text-muted; }
     ClassFolderPanel #ds-class-start { width: auto; min-width: 0; margin-right: 2; }
     """
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="ds-class-row"):
             yield Input("", placeholder="class prompt, e.g. a photo of a heart", compact=True, id="ds-class-prompt")
-            yield Input("100", type="integer", compact=True, id="ds-class-count", tooltip="how many")
+            yield Label("count", id="ds-class-count-label")  # keeps the prompt's placeholder off the number
+            yield Input("100", type="integer", compact=True, id="ds-class-count", tooltip="how many class images")
         yield Input("", placeholder="class folder (default: <dataset>-class next to it)", compact=True,
                     id="ds-class-dir")
         yield Button("Generate class images", id="ds-class-start", compact=True)
         yield ProgressBar(total=100, id="ds-class-progress", show_eta=False)
+        yield Label("", id="ds-class-phase")  # "class images 16/64 · ETA 2:31" while they are drawn
 
     def fields(self, default_dir: Path | None) -> dict[str, Any]:
         """class_data_dir, class_prompt and num_class_images as typed (the folder defaults to `default_dir`)."""
@@ -61,6 +64,7 @@ class ClassFolderPanel(Vertical):
         from sdstudio.core.config import TrainConfig
         from sdstudio.core.errors import SdstudioError
         from sdstudio.core.models import load_pipeline, resolve_base_model
+        from sdstudio.core.progress import reporting_to
 
         folder = Path(fields["class_data_dir"])
 
@@ -74,12 +78,16 @@ class ClassFolderPanel(Vertical):
             if count_class_images(folder) < cfg.num_class_images:
                 pipe = load_pipeline(resolve_base_model(model))
                 pipe.set_progress_bar_config(disable=True)
-                ensure_class_images(cfg, pipe, progress)
+                with reporting_to(lambda event: self.app.call_from_thread(self._show_phase, event)):
+                    ensure_class_images(cfg, pipe, progress)
         except (SdstudioError, OSError, ValueError) as exc:
             self.app.call_from_thread(self.notify, f"class images: {exc}", severity="error")
             return
         progress("")
         self.app.call_from_thread(self.notify, f"{count_class_images(folder)} class images in {folder}")
+
+    def _show_phase(self, event: Any) -> None:
+        self.query_one("#ds-class-phase", Label).update("" if event.finished else event.line())
 
     def _class_progress(self, count: int) -> None:
         self.query_one("#ds-class-progress", ProgressBar).update(progress=count)

@@ -2,6 +2,8 @@
 
 The form only turns text into typed values (`parse_cli_value`, so the rules match the CLI);
 the screen validates the whole config with `build_config` and marks the row the error names.
+"DreamBooth + prior preservation" is a fourth Method choice: the config's `method` is
+"dreambooth" with `with_prior_preservation = true`, and the class-image rows show.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Input, Label, Select
+from rich.text import Text
+from textual.widgets import Input, Label, Select, Static
 
 from sdstudio.core.config import METHODS, parse_cli_value
 
+PRIOR = "dreambooth+prior"  # the Method choice for DreamBooth with prior preservation
+METHOD_CHOICES = (*((m, m) for m in METHODS), ("DreamBooth + prior preservation", PRIOR))
 # (field, label, placeholder); `method` is a Select, `validation_prompts` takes "a | b".
 FIELDS: tuple[tuple[str, str, str], ...] = (
     ("method", "Method", ""),
@@ -21,6 +26,10 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("train_data_dir", "Dataset", "data/shapes (images + metadata.jsonl captions)"),
     ("instance_data_dir", "Instance images", "data/dreambooth/pink-heart"),
     ("instance_prompt", "Instance prompt", "a sks shape (sks: the new word)"),
+    ("class_prompt", "Class prompt", "a purple shape (what the subject is)"),
+    ("class_data_dir", "Class images", "a folder; missing images are drawn"),
+    ("num_class_images", "Class count", "how many class images"),
+    ("prior_loss_weight", "Prior weight", "1.0"),
     ("validation_prompts", "Sample prompts", ""),
     ("max_train_steps", "Steps", ""),
     ("learning_rate", "Learning rate", ""),
@@ -34,9 +43,15 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
 )
 FIELD_NAMES = tuple(name for name, _, _ in FIELDS)
 # Rows only one method uses, and sample prompts that fit each method (real ones, from the shipped configs).
-METHOD_ONLY = {"text2image": ("train_data_dir",), "dreambooth": ("instance_data_dir", "instance_prompt")}
+DREAMBOOTH_ROWS = ("instance_data_dir", "instance_prompt")
+PRIOR_ROWS = ("class_prompt", "class_data_dir", "num_class_images", "prior_loss_weight")
+METHOD_ONLY = {"text2image": ("train_data_dir",), "dreambooth": DREAMBOOTH_ROWS, PRIOR: DREAMBOOTH_ROWS + PRIOR_ROWS}
+OPTIONAL_TEXT = ("train_data_dir", "instance_data_dir", "instance_prompt", "class_data_dir", "class_prompt")
 PROMPT_EXAMPLE = {"text2image": "a red circle on a white background | a blue square",
-                  "dreambooth": "a sks shape | a red circle on a white background"}
+                  "dreambooth": "a sks shape | a red circle on a white background",
+                  PRIOR: "a sks shape | a purple shape"}
+# Errors about a field with no row of its own are shown on the row that decides it.
+ROW_OF = {"with_prior_preservation": "method"}
 
 
 def effective_method(method: str, instance_dir: str) -> str:
@@ -44,6 +59,16 @@ def effective_method(method: str, instance_dir: str) -> str:
     if method in METHOD_ONLY:
         return method
     return "dreambooth" if instance_dir.strip() else "text2image"
+
+
+def method_choice(values: dict[str, Any]) -> str:
+    """The Method row's value for a config: prior preservation is a choice of its own."""
+    method = values.get("method") or "auto"
+    if values.get("with_prior_preservation") and method != "text2image":
+        return PRIOR
+    return method
+
+
 PROMPT_SEPARATOR = " | "
 
 
@@ -64,13 +89,14 @@ def from_text(name: str, text: str) -> Any:
     text = text.strip()
     if name == "validation_prompts":
         return [p.strip() for p in text.split("|") if p.strip()]
-    if text == "" and name in ("train_data_dir", "instance_data_dir", "instance_prompt"):
+    if text == "" and name in OPTIONAL_TEXT:
         return None
     return parse_cli_value(name, text)
 
 
-class ConfigForm(VerticalScroll):
-    """Rows of label + compact input; `values()` reads them, `fill()` writes them."""
+class ConfigForm(VerticalScroll, can_focus=False):
+    """Rows of label + compact input; `values()` reads them, `fill()` writes them.
+    Not focusable itself: Tab and a screen switch land on a field, never on the scroll box."""
 
     DEFAULT_CSS = """
     ConfigForm { height: 1fr; }
@@ -78,6 +104,7 @@ class ConfigForm(VerticalScroll):
     ConfigForm .form-label { width: 17; color: $text-muted; }
     ConfigForm .form-row.-invalid .form-label { color: $error; text-style: bold; }
     ConfigForm Input, ConfigForm Select { width: 1fr; }
+    ConfigForm #form-extra { color: $text-muted; margin-top: 1; }
     """
 
     def __init__(self, values: dict[str, Any], **kwargs: Any) -> None:
@@ -90,10 +117,11 @@ class ConfigForm(VerticalScroll):
                 yield Label(label, classes="form-label")
                 value = self._initial.get(name)
                 if name == "method":
-                    yield Select([(m, m) for m in METHODS], value=value or "auto", allow_blank=False,
+                    yield Select(METHOD_CHOICES, value=method_choice(self._initial), allow_blank=False,
                                  compact=True, id="field-method")
                 else:
                     yield Input(to_text(name, value), placeholder=placeholder, compact=True, id=f"field-{name}")
+        yield Static("", id="form-extra")  # the config's settings that have no row (show_extra)
 
     def on_mount(self) -> None:
         self.show_method_fields()
@@ -110,31 +138,45 @@ class ConfigForm(VerticalScroll):
     def show_method_fields(self) -> None:
         """Only the rows of the chosen method, with that method's example sample prompts."""
         method = self.shown_method
-        for other, names in METHOD_ONLY.items():
-            for name in names:
-                self.query_one(f"#row-{name}").display = other == method
+        shown = METHOD_ONLY[method]
+        for name in {n for names in METHOD_ONLY.values() for n in names}:
+            self.query_one(f"#row-{name}").display = name in shown
         self.query_one("#field-validation_prompts", Input).placeholder = PROMPT_EXAMPLE[method]
 
     def values(self) -> dict[str, Any]:
         """Typed values of every row (ConfigError on the first row that does not parse)."""
-        out: dict[str, Any] = {"method": self.query_one("#field-method", Select).value}
+        choice = self.query_one("#field-method", Select).value
+        out: dict[str, Any] = {"method": "dreambooth" if choice == PRIOR else choice,
+                               "with_prior_preservation": choice == PRIOR}
         for name in FIELD_NAMES[1:]:
-            row_shown = self.query_one(f"#row-{name}").display
-            out[name] = from_text(name, self.query_one(f"#field-{name}", Input).value if row_shown else "")
+            if self.query_one(f"#row-{name}").display:
+                out[name] = from_text(name, self.query_one(f"#field-{name}", Input).value)
+            elif name in OPTIONAL_TEXT:  # another method's folder or prompt: not part of this run
+                out[name] = None
         return out
 
     def fill(self, values: dict[str, Any]) -> None:
         for name in FIELD_NAMES:
-            if name not in values:
+            if name not in values and not (name == "method" and "with_prior_preservation" in values):
                 continue
             if name == "method":
-                self.query_one("#field-method", Select).value = values[name] or "auto"
+                self.query_one("#field-method", Select).value = method_choice(values)
             else:
                 self.query_one(f"#field-{name}", Input).value = to_text(name, values[name])
         self.show_method_fields()
 
+    def show_extra(self, settings: list[tuple[str, str]]) -> None:
+        """List, below the rows, what the config sets that no row shows (a TOML's snr_gamma, ...):
+        the form never hides a setting the run will use."""
+        text = Text()
+        if settings:
+            text.append("also set by the config:\n")
+            text.append("\n".join(f"  {name} = {value}" for name, value in settings))
+        self.query_one("#form-extra", Static).update(text)
+
     def mark(self, field: str | None) -> None:
         """Highlight the row of the field an error names (None clears)."""
+        field = ROW_OF.get(field or "", field)
         for row in self.query(".form-row"):
             invalid = row.id == f"row-{field}"
             if row.has_class("-invalid") != invalid:  # no restyle when nothing changes

@@ -19,7 +19,7 @@ from sdstudio.tui.widgets.slider import FloatSlider
 
 @dataclass(frozen=True)
 class LoraChoice:
-    label: str  # e.g. "my-run step 400" or "my-run export my-run.safetensors"
+    label: str  # run, step and kind, what tells them apart first: "step 400 checkpoint · my-run"
     path: Path  # a .safetensors file
 
 
@@ -27,13 +27,15 @@ def find_loras(root: Path) -> list[LoraChoice]:
     """Every checkpoint and export of the runs under `root`, newest run first."""
     from sdstudio.core.runs.run_dir import list_runs
 
+    from sdstudio.core.lora.identity import identify
+
     found: list[LoraChoice] = []
     for run in list_runs(root):
         for cp in reversed(run.checkpoints()):
-            found.append(LoraChoice(f"{run.name} step {cp.step}", cp.weights))
+            found.append(LoraChoice(identify(cp.weights).label, cp.weights))
         if run.exports_dir.is_dir():
             for export in sorted(run.exports_dir.glob("*.safetensors")):
-                found.append(LoraChoice(f"{run.name} export {export.name}", export))
+                found.append(LoraChoice(identify(export).label, export))
     return found
 
 
@@ -51,7 +53,9 @@ class LoraRow(Horizontal):
         self.initial_scale = scale
 
     def compose(self) -> ComposeResult:
-        yield Label(self.choice.label.replace("[", r"\["), classes="lora-label")
+        label = Label(self.choice.label.replace("[", r"\["), classes="lora-label")
+        label.tooltip = str(self.choice.path)  # the whole story when the row cuts the run's name
+        yield label
         yield FloatSlider(self.initial_scale, minimum=-1.0, maximum=2.0, step=0.05, coarse_step=0.25)
         yield Button("✕", classes="lora-remove", compact=True, tooltip="Remove this LoRA")
 

@@ -18,6 +18,23 @@ from textual.widgets import Static
 REDRAW_S = 1.0
 
 
+def step_ticks(first: int, last: int, most: int = 6) -> list[int]:
+    """At most `most` whole, round steps from `first` to `last` (1, 2 or 5 x 10^k apart): steps
+    are counts, and plotext's own ticks split them ("75.8 150.5")."""
+    span = max(1, last - first)
+    gap = 1
+    while span / gap > most - 1:
+        gap = _next_round(gap)  # 1, 2, 5, 10, 20, 50 ...
+    start = -(-first // gap) * gap
+    return list(range(start, last + 1, gap)) or [first]
+
+
+def _next_round(gap: int) -> int:
+    digits = str(gap)
+    lead, zeros = int(digits[0]), len(digits) - 1
+    return {1: 2, 2: 5, 5: 10}[lead] * 10 ** zeros
+
+
 def loss_numbers(raw: Sequence[tuple[int, float]], val: Sequence[tuple[int, float]]) -> str:
     """`loss 0.1234 (step 40) · min 0.0912 · max 0.4410 · val 0.1190 (step 40)`, or a hint."""
     if not raw:
@@ -98,4 +115,6 @@ class LossChart(Vertical):
                      label="smoothed")
         if val:
             plt.plot([s for s, _ in val], [v for _, v in val], marker="hd", color="orange", label="val")
+        steps = [s for s, _ in raw] + [s for s, _ in val]
+        plt.xticks(step_ticks(min(steps), max(steps)))
         plot.refresh()

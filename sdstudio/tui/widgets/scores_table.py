@@ -140,6 +140,10 @@ class ScoresPanel(Horizontal):
             plt.plot([p[0] for p in losses], [p[1] for p in losses], yside="right", marker="braille")
         if self.recommended is not None:
             plt.vline(self.recommended)
+        if rows:
+            from sdstudio.tui.widgets.loss_chart import step_ticks
+
+            plt.xticks(step_ticks(min(r.step for r in rows), max(r.step for r in rows)))
         chart.refresh()
 
     # actions

@@ -33,7 +33,7 @@ def stats_line(s: TrainingSession) -> str:
         parts.append(f"loss {s.loss:.4f}")
     if s.images_per_s is not None:
         parts.append(f"{s.images_per_s:.2f} img/s")
-    if s.busy:
+    if s.busy and (s.progress is None or s.eta_seconds() is not None):  # a phase's line has its own ETA
         parts.append(f"ETA {format_eta(s.eta_seconds())}")
     if s.lr is not None:
         parts.append(f"lr {s.lr:.2e}")
@@ -50,6 +50,7 @@ class TrainingView(Vertical):
     TrainingView #state { text-style: bold; }
     TrainingView #state.-failed { color: $error; }
     TrainingView #state.-stopping { color: $warning; }
+    TrainingView #phase { color: $accent; text-style: bold; height: auto; }
     TrainingView #loss { height: 1; margin: 0; }
     TrainingView LossChart { height: 1fr; min-height: 8; }
     TrainingView #thumbs { height: auto; max-height: 8; }
@@ -68,6 +69,7 @@ class TrainingView(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(STATE_TEXT[IDLE], id="state")
         yield Static("", id="stats", classes="muted")
+        yield Static("", id="phase")  # the long phase under way: what, k/N, ETA
 
     def on_mount(self) -> None:
         # The rest is empty until a run starts: it is built after the first paint, which it would slow.
@@ -99,15 +101,17 @@ class TrainingView(Vertical):
         state.set_class(s.state == FAILED, "-failed")
         state.set_class(s.state == STOPPING, "-stopping")
         self.query_one("#stats", Static).update(stats_line(s))
+        self.query_one("#phase", Static).update(s.progress.line() if s.progress is not None else "")
         self.query_one("#loss", Sparkline).data = list(s.losses)
         val = self._val_points(s)
         self.query_one(LossChart).update_data(s.raw_points, s.smooth_points, val)
+        val_text = ""
         if val:
             step, last = val[-1]
             low_step, low = min(val, key=lambda p: p[1])
-            self.query_one("#val-label", Label).update(
-                f"validation loss {last:.4f} at {step} · lowest {low:.4f} at {low_step}"
-                + (f" · on {s.val_set}" if s.val_set else ""))
+            val_text = f"validation loss {last:.4f} at {step} · lowest {low:.4f} at {low_step}" \
+                + (f" · on {s.val_set}" if s.val_set else "")
+        self.query_one("#val-label", Label).update(val_text)  # a new run starts without the last one's
         if s.samples != self._samples:
             self._samples = s.samples
             for i in range(THUMBS):
@@ -118,8 +122,11 @@ class TrainingView(Vertical):
         if len(s.log) < self._log_seen:  # a new run started
             log.clear()
             self._log_seen = 0
-        for line in s.log[self._log_seen:]:
-            log.write_line(line)
+        if len(s.log) > self._log_seen:
+            follow = log.is_vertical_scroll_end or log.max_scroll_y == 0  # unless scrolled up to read
+            log.write_lines(s.log[self._log_seen:], scroll_end=False)
+            if follow:  # after the layout has grown the scroll range (also when written off screen)
+                log.call_after_refresh(log.scroll_end, animate=False)
         self._log_seen = len(s.log)
 
     def _val_points(self, s: TrainingSession) -> list[tuple[int, float]]:
