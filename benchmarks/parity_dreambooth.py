@@ -26,6 +26,7 @@ import math
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0-7", help="training seeds, e.g. 0-7 or 0,2,5")
     ap.add_argument("--judge-seeds", type=int, default=16, help="pictures judged per training seed")
     ap.add_argument("--diffusers-script", type=Path, help="train_dreambooth_lora.py (or a copy) to compare with")
-    ap.add_argument("--work", type=Path, default=Path("parity-work"), help="where trained weights are kept and reused")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sdstudio-parity",
+                    help="where trained weights are kept and reused (default: under the system temp folder)")
     ap.add_argument("--label", default="sdstudio", help="sub-folder of --work for this sdstudio variant")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a config override (TOML value)")
     ap.add_argument("--threads", type=int, default=1)
