@@ -17,6 +17,11 @@ next call, so a second call only judges. Prints each seed's count, the pooled ra
 interval from a bootstrap over training seeds (pictures of one seed share one LoRA, so they are
 not independent; the Wilson interval of the pooled count, shown beside it, ignores that), and
 with both trainers the difference with its own bootstrap interval.
+
+Measured (2 shared CPU cores, diffusers 0.42.1, script at diffusers 58eb52c, training seeds 0-9):
+sdstudio 101/160 = 63.1 % [51.9, 72.5], the script 97/160 = 60.6 % [53.1, 67.5], difference
++2.5 points [-10.6, +14.4]: the same learning within the noise of training seeds (one seed
+ranges from 4/16 to 13/16 with either trainer).
 """
 
 from __future__ import annotations
