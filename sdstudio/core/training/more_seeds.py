@@ -76,13 +76,13 @@ def sample_contenders(run: RunDir, scorer: Any, budget: int, log: Callable[[str]
                 result.outcome = "budget"
                 break
             if generator is None:
-                generator = _generator(cfg, device)
+                generator = load_generator(cfg, device)
             t0 = time.perf_counter()
             got: dict[int, list[int]] = {}
             for step in todo:
                 got[step] = seeds[given.get(step, 0):given.get(step, 0) + per_round]
                 given[step] = given.get(step, 0) + len(got[step])
-                _sample_step(generator, run, step, got[step], cfg)
+                sample_step(generator, run, step, got[step], cfg)
             result.table = scorer.score()
             images = sum(len(v) for v in got.values()) * len(_prompts(run))
             result.rounds.append(Round(todo, got, images, time.perf_counter() - t0, result.table.recommendation))
@@ -119,14 +119,14 @@ def _prompts(run: RunDir) -> dict[int, str]:
     return {s.prompt_index: s.prompt for s in run.samples()}
 
 
-def _generator(cfg: dict[str, Any], device: str | None) -> Any:
+def load_generator(cfg: dict[str, Any], device: str | None) -> Any:
     from sdstudio.core.generation.generator import Generator
 
     return Generator(str(cfg["pretrained_model_name_or_path"]), device=device,
                      vae=cfg.get("pretrained_vae_model_name_or_path") or None)
 
 
-def _sample_step(generator: Any, run: RunDir, step: int, seeds: list[int], cfg: dict[str, Any]) -> None:
+def sample_step(generator: Any, run: RunDir, step: int, seeds: list[int], cfg: dict[str, Any]) -> None:
     """The run's validation prompts at `step` on `seeds`, with its sampler settings, into samples/."""
     from sdstudio.core.generation.generator import GenerateOptions, LoraSpec
 
