@@ -38,8 +38,8 @@ def test_more_seeds_samples_the_contenders_until_the_budget_is_spent(tiny_dreamb
     before = {(s.step, s.prompt_index, s.seed) for s in run.samples()}
     assert main(["score", str(run.path), "--scorer", "demo"]) == 0
     first = capsys.readouterr().out
-    assert "recommended: step 4: subject 0.00 [0.00–0.00]" in first
-    assert "not distinguishable from step 2 (intervals overlap" in first
+    assert "recommended: step 4, not distinguishable from step 2 (intervals overlap): subject 0.00 [0.00–0.00]" in first
+    assert f"sample them again: sdstudio score {run.path} --more-seeds" in first
     assert main(["score", str(run.path), "--scorer", "demo", "--more-seeds", "3"]) == 0
     out = capsys.readouterr().out
     # rounds of the run's num_validation_images (2) seeds, fresh ones (the run used 0 and 1), the same

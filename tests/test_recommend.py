@@ -92,8 +92,8 @@ def test_a_pick_decided_by_four_samples_is_not_distinguishable_from_its_neighbou
             _judged(300, [1, 1, 1, 0], [1, 1, 1, 1])]
     rec = recommend(rows)
     assert rec.step == 300 and rec.contenders == [250], rec
-    assert rec.reason.startswith("step 300: subject 0.75 [0.25–1.00]"), rec.reason
-    assert "; not distinguishable from step 250 (intervals overlap" in rec.reason
+    assert rec.reason.startswith("step 300, not distinguishable from step 250 (intervals overlap): "
+                                 "subject 0.75 [0.25–1.00]"), rec.reason
     assert "prompt 1.00 [1.00–1.00]" in rec.reason
     # 16 samples each (as after `score --more-seeds`): 250 is clearly better on the subject
     rows[3] = _judged(250, [1] * 16, [1] * 16)

@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     rec = table.recommendation
     if rec is not None:
         print(f"recommended: {rec.reason}" if rec.step is not None else rec.reason)
+        if rec.contenders and more is None:
+            seeds = len({s.seed for s in run_dir.samples() if s.step == rec.step})  # suggest 3x the samples
+            print(f"sample them again: sdstudio score {run_dir.path} --more-seeds {max(2, 2 * seeds)}")
         if rec.step is not None:
             print(f"export it: sdstudio export {run_dir.path} --best")
     print(f"wrote {run_dir.scores_jsonl}")
@@ -121,3 +124,4 @@ def more_seeds_summary(more, budget: int) -> str:
         return (f"more seeds: budget spent ({budget} new seeds per checkpoint, {cost}); still not distinguishable "
                 f"from step {left}: give a larger --more-seeds to sample further")
     return f"more seeds: nothing to compare ({cost})"
+

@@ -107,12 +107,11 @@ def _overlaps(a: Any, b: Any) -> bool:
 
 
 def _not_distinguishable(reason: str, steps: list[int]) -> str:
-    """The reason with "not distinguishable" right after its first part (the pick's subject), so a
-    short panel shows it."""
-    head, sep, rest = reason.partition("; ")
-    note = (f"not distinguishable from step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))} "
-            "(intervals overlap; `sdstudio score --more-seeds K` samples them again)")
-    return f"{head}; {note}{sep}{rest}"
+    """The reason with "not distinguishable" right after the picked step, so that a short panel
+    (the Checkpoints screen's) shows it first."""
+    step, sep, rest = reason.partition(":")
+    note = f", not distinguishable from step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))} (intervals overlap)"
+    return f"{step}{note}{sep}{rest}"
 
 
 def _reason(pick: Any, cands: list[Any], learned: list[Any], overfit: list[Any], best_subject: float | None,
