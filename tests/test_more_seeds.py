@@ -44,7 +44,7 @@ def test_more_seeds_samples_the_contenders_until_the_budget_is_spent(tiny_dreamb
     out = capsys.readouterr().out
     # rounds of the run's num_validation_images (2) seeds, fresh ones (the run used 0 and 1), the same
     # for every contender; the budget is 3 new seeds per checkpoint
-    assert "round 1: steps 2, 4 on seeds 2-3 (8 images" in out and "round 2: steps 2, 4 on seeds 4 (4 images" in out
+    assert "round 1: steps 2, 4 on seeds 2-3 (8 images" in out and "round 2: steps 2, 4 on seed 4 (4 images" in out
     assert "more seeds: budget spent (3 new seeds per checkpoint, 2 rounds" in out
     assert "still not distinguishable from step 2" in out
     added = {(s.step, s.prompt_index, s.seed) for s in run.samples()} - before

@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     scored = [r for r in table.rows if r.seconds]
     if scored:
         per = sum(sum(r.seconds.values()) for r in scored) / len(scored)
-        print(f"scorers: {', '.join(names)}; {per:.2f} s per checkpoint ({scored[0].images} samples each), "
+        counts = sorted({r.images for r in scored})
+        each = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        print(f"scorers: {', '.join(names)}; {per:.2f} s per checkpoint ({each} samples each), "
               f"models loaded in {scorer.load_seconds:.1f} s, {total:.1f} s in all")
     if more is not None:
         print(more_seeds_summary(more, args.more_seeds))

@@ -95,14 +95,17 @@ def sample_contenders(run: RunDir, scorer: Any, budget: int, log: Callable[[str]
 
 
 def describe_round(number: int, rnd: Round) -> str:
-    """One line per round: what was sampled, the cost, the pick after it."""
-    seeds = sorted({s for v in rnd.seeds.values() for s in v})
-    span = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    """One line per round: what was sampled on which seeds, the cost, the pick after it."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for step in rnd.steps:
+        groups.setdefault(tuple(rnd.seeds[step]), []).append(step)
+    sampled = ", ".join(f"step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))} on seed"
+                        + (f"s {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f" {seeds[0]}")
+                        for seeds, steps in groups.items())
     rec = rnd.recommendation
     after = f"pick step {rec.step}" + (f", not distinguishable from {', '.join(map(str, rec.contenders))}"
                                        if rec.contenders else ", clear")
-    return (f"round {number}: steps {', '.join(map(str, rnd.steps))} on seeds {span} "
-            f"({rnd.images} images, {rnd.seconds:.1f} s); {after}")
+    return f"round {number}: {sampled} ({rnd.images} images, {rnd.seconds:.1f} s); {after}"
 
 
 def _refuse_live(run: RunDir) -> None:
