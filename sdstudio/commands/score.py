@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             for line in format_table(table):
                 print(line)
-            print(f"before: {table.recommendation.reason if table.recommendation else 'no recommendation'}")
+            print(f"before: {table.recommendation.reason if table.recommendation else 'no recommendation'}", flush=True)
         more = sample_contenders(run_dir, scorer, args.more_seeds,
-                                 log=(lambda _line: None) if args.json else print)
+                                 log=(lambda _line: None) if args.json else (lambda line: print(line, flush=True)))
         table = more.table
     total = time.perf_counter() - t0
     if args.json:

@@ -110,7 +110,8 @@ def _not_distinguishable(reason: str, steps: list[int]) -> str:
     """The reason with "not distinguishable" right after the picked step, so that a short panel
     (the Checkpoints screen's) shows it first."""
     step, sep, rest = reason.partition(":")
-    note = f", not distinguishable from step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))} (intervals overlap)"
+    plural = "s" if len(steps) > 1 else ""
+    note = f", not distinguishable from step{plural} {', '.join(map(str, steps))} (intervals overlap)"
     return f"{step}{note}{sep}{rest}"
 
 
