@@ -122,8 +122,9 @@ def more_seeds_summary(more, budget: int) -> str:
     if more.outcome == "clear":
         return f"more seeds: the pick is clear ({cost})"
     if more.outcome == "budget":
-        left = ", ".join(map(str, more.table.recommendation.contenders))
+        left = more.table.recommendation.contenders
         return (f"more seeds: budget spent ({budget} new seeds per checkpoint, {cost}); still not distinguishable "
-                f"from step {left}: give a larger --more-seeds to sample further")
+                f"from step{'s' if len(left) > 1 else ''} {', '.join(map(str, left))}: "
+                "give a larger --more-seeds to sample further")
     return f"more seeds: nothing to compare ({cost})"
 
