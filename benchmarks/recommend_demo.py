@@ -5,9 +5,12 @@ validation prompts beside the instance prompt (8 seeds each) (or takes an existi
 it with the demo judge (`sdstudio score`), then judges every checkpoint on fresh seeds:
 subject rate on the instance prompt and ordinary-caption fidelity on captions the run never
 sampled. Prints the score table, the recommendation, the cost of scoring per checkpoint and
-the fresh-seed figures of the recommended checkpoint beside the last one.
+the fresh-seed figures of the recommended checkpoint beside the last one. With --more-seeds K, the
+contenders the pick is not distinguishable from are first sampled again (`sdstudio score --more-seeds`),
+and the fresh-seed judging shows whether the pick made then holds up.
 
     python benchmarks/recommend_demo.py [--run RUN_DIR | --out RUN_DIR] [--seeds 16] [--captions 10] [--all]
+                                        [--more-seeds K]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=16, help="fresh seeds per prompt")
     ap.add_argument("--captions", type=int, default=10, help="ordinary captions judged per checkpoint")
     ap.add_argument("--all", action="store_true", help="judge every checkpoint, not only the recommended and the last")
+    ap.add_argument("--more-seeds", type=int, help="sample the pick's contenders again on up to K new seeds first")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -59,6 +63,15 @@ def main() -> None:
     rec = table.recommendation
     assert rec is not None and rec.step is not None
     print(f"recommended: {rec.reason}")
+    if args.more_seeds:
+        from sdstudio.commands.score import more_seeds_summary
+        from sdstudio.core.training.more_seeds import sample_contenders
+
+        more = sample_contenders(run, scorer, args.more_seeds, device="cpu")
+        table, rec = more.table, more.table.recommendation
+        print("\n".join(format_table(table)))
+        print(more_seeds_summary(more, args.more_seeds))
+        print(f"recommended: {rec.reason}")
 
     config = run.config()
     seeds = list(range(FRESH_SEEDS_FROM, FRESH_SEEDS_FROM + args.seeds))

@@ -65,6 +65,43 @@ def test_no_scores_no_recommendation() -> None:
     assert recommend(rows({0: (0.0, 1.0, None)})).reason == "no scored checkpoint yet"
 
 
+def test_the_reason_quotes_the_number_of_the_scorer_it_names() -> None:
+    # two scorers: DINO gives the subject fidelity, CLIP the prompt fidelity; CLIP-I is also there
+    table = {0: {"dino_subject": 0.10, "clip_subject": 0.50, "clip_prompt": 0.30},
+             100: {"dino_subject": 0.42, "clip_subject": 0.81, "clip_prompt": 0.29},
+             200: {"dino_subject": 0.44, "clip_subject": 0.83, "clip_prompt": 0.28}}
+    rec = recommend([ScoreRow(step, step > 0, None, scores) for step, scores in table.items()])
+    assert rec.subject_metric == "dino_subject" and rec.prompt_metric == "clip_prompt"
+    assert rec.reason.startswith(f"step {rec.step}: DINO {table[rec.step]['dino_subject']:.2f}"), rec.reason
+    assert "0.81" not in rec.reason and "0.83" not in rec.reason  # CLIP-I is never quoted as DINO
+
+
+def _judged(step: int, subject: list[float], prompt: list[float]) -> ScoreRow:
+    """A demo-judge row from per-sample hits, with its bootstrap intervals (as scoring writes them)."""
+    from sdstudio.core.training.intervals import bootstrap_interval
+
+    scores = {"demo_subject": sum(subject) / len(subject), "demo_prompt": sum(prompt) / len(prompt)}
+    intervals = {"demo_subject": bootstrap_interval(subject), "demo_prompt": bootstrap_interval(prompt)}
+    return ScoreRow(step, step > 0, None, scores, images=len(subject) + len(prompt), intervals=intervals)
+
+
+def test_a_pick_decided_by_four_samples_is_not_distinguishable_from_its_neighbour() -> None:
+    # the demo DreamBooth run of issue 20: 4 samples per prompt, the last step won a tie
+    rows = [_judged(0, [0, 0, 0, 0], [1, 1, 1, 1]), _judged(100, [0, 0, 0, 0], [1, 1, 1, 1]),
+            _judged(200, [0, 0, 0, 0], [1, 1, 1, 1]), _judged(250, [1, 1, 1, 1], [1, 1, 1, 1]),
+            _judged(300, [1, 1, 1, 0], [1, 1, 1, 1])]
+    rec = recommend(rows)
+    assert rec.step == 300 and rec.contenders == [250], rec
+    assert rec.reason.startswith("step 300, not distinguishable from step 250 (intervals overlap): "
+                                 "subject 0.75 [0.25–1.00]"), rec.reason
+    assert "prompt 1.00 [1.00–1.00]" in rec.reason
+    # 16 samples each (as after `score --more-seeds`): 250 is clearly better on the subject
+    rows[3] = _judged(250, [1] * 16, [1] * 16)
+    rows[4] = _judged(300, [1] * 3 + [0] * 13, [1] * 16)
+    rec = recommend(rows)
+    assert rec.step == 250 and rec.contenders == [] and "not distinguishable" not in rec.reason, rec
+
+
 # A real run: the shipped demo DreamBooth config with a checkpoint every 50 steps, scored by the judge
 # while it trains. Slow (about two minutes on 2 cores); the other tests above stay instant.
 FRESH_SEEDS = list(range(1000, 1008))

@@ -71,7 +71,7 @@ def test_demo_judge_scores_mean_what_the_pictures_show(tmp_path: Path) -> None:
     assert table.row(20).val_loss == pytest.approx(0.03)  # from metrics.jsonl
     rec = table.recommendation
     assert rec.step == 10, rec
-    assert rec.reason.startswith("step 10: subject 1.00 (best)") and "later steps lose prompt" in rec.reason
+    assert rec.reason.startswith("step 10: subject 1.00 [1.00–1.00] (best)") and "later steps lose prompt" in rec.reason
     # the file is the contract: another reader gets the same table back
     again = read_scores(run)
     assert [r.to_json() for r in again.rows] == [r.to_json() for r in table.rows]
@@ -138,6 +138,59 @@ def test_clip_and_dino_scorers_load_by_path_and_fill_their_columns(tmp_path: Pat
     rec = table.recommendation
     assert rec.subject_metric == "dino_subject" and rec.prompt_metric == "clip_prompt" and rec.step in (10, 20)
     assert "DINO" in rec.reason and "CLIP-T" in rec.reason
+
+
+def _tiny_dino_v1(folder: Path) -> Path:
+    """A DINO v1-style checkpoint: a ViT saved without a pooler (as facebook/dino-vits16 is)."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                       image_size=32, patch_size=8)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(folder / "dino-v1")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder / "dino-v1")
+    return folder / "dino-v1"
+
+
+def test_a_dino_v1_checkpoint_scores_the_same_at_every_load(tmp_path: Path, one_torch_thread) -> None:
+    # transformers gives a checkpoint without pooler weights a fresh random pooler at each load:
+    # the class token is what DINO's embedding is
+    from sdstudio.core.training.scorers import DinoScorer
+
+    run = drift_run(tmp_path)
+    dino = _tiny_dino_v1(tmp_path / "models")
+    first = RunScorer(run, ["dino"], dino_model=str(dino)).score(rescore=True)
+    second = RunScorer(run, ["dino"], dino_model=str(dino)).score(rescore=True)
+    assert [r.scores for r in first.rows] == [r.scores for r in second.rows]
+    import torch
+    from transformers import ViTModel
+
+    scorer = DinoScorer(str(dino))
+    image = _scene(random.Random(3), "pink", "heart")
+    pixels = scorer.processor(images=[image], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        cls = ViTModel.from_pretrained(dino, add_pooling_layer=False)(pixel_values=pixels).last_hidden_state[:, 0]
+    assert torch.allclose(scorer.embed_images([image]), torch.nn.functional.normalize(cls, dim=-1), atol=1e-6)
+
+
+def test_the_clip_scorer_embeds_with_clips_projection(tmp_path: Path, one_torch_thread) -> None:
+    # get_image_features / get_text_features return a tensor under transformers 4.x and an output
+    # object under 5.x (pyproject allows both): either way the embedding is the projected pooled token
+    import torch
+
+    from sdstudio.core.training.scorers import ClipScorer
+
+    scorer = ClipScorer(str(_tiny_clip(tmp_path / "models")))
+    model, image = scorer.model, _scene(random.Random(4), "red", "circle")
+    pixels = scorer.processor(images=[image], return_tensors="pt")["pixel_values"]
+    tok = scorer.processor(text=["a red circle"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        img = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+        txt = model.text_projection(model.text_model(input_ids=tok["input_ids"],
+                                                     attention_mask=tok["attention_mask"]).pooler_output)
+    assert torch.allclose(scorer.embed_images([image]), torch.nn.functional.normalize(img, dim=-1), atol=1e-6)
+    assert torch.allclose(scorer.embed_texts(["a red circle"]), torch.nn.functional.normalize(txt, dim=-1), atol=1e-6)
 
 
 def test_a_scorer_model_that_is_not_there_is_named(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.geometry import Region
 from textual.widgets import DataTable, Label
 
 from sdstudio.core.events import ValidationLossEvent
@@ -73,3 +74,24 @@ async def test_train_screen_shows_the_validation_loss_per_checkpoint(runs_root: 
         assert view.query_one(LossChart)._data[2] == [(50, 0.036), (100, 0.026), (150, 0.027)]
         label = str(view.query_one("#val-label", Label).render())
         assert "0.0270 at 150" in label and "lowest 0.0260 at 100" in label and "training images at fixed noise" in label
+
+
+async def test_the_recommendation_says_how_sure_it_is(runs_root: Path) -> None:
+    from sdstudio.core.training.intervals import bootstrap_interval
+    from sdstudio.core.training.recommend import recommend
+    from sdstudio.core.training.scoring import ScoreRow, ScoreTable, write_scores
+
+    run = drift_run(runs_root)
+    hits = {0: [0, 0, 0, 0], 10: [1, 1, 1, 1], 20: [1, 1, 1, 0]}  # 4 samples: 20 and 10 overlap
+    rows = [ScoreRow(step, step > 0, None, {"demo_subject": sum(h) / 4, "demo_prompt": 1.0}, images=8,
+                     intervals={"demo_subject": bootstrap_interval(h), "demo_prompt": (1.0, 1.0)})
+            for step, h in hits.items()]
+    write_scores(run, ScoreTable(rows, recommend(rows)))
+    app = StudioApp(run_dir=run.path)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.pause()
+        reason = app.screen.query_one("#scores-reason")
+        shown = " ".join(strip.text.strip() for strip in reason.render_lines(Region(0, 0, *reason.size)))
+        # what the panel's lines show (the reason goes on beyond them): the doubt and the interval first
+        assert shown.startswith("▶ recommended (b jumps to it): step 20, not distinguishable from step 10 "
+                                "(intervals overlap): subject 0.75 [0.25–1.00]"), shown

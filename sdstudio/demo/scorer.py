@@ -45,22 +45,22 @@ class DemoJudgeScorer(Scorer):
         self._subject = (colour, shape) if colour != "none" and shape not in ("none", "unknown") else None
         self._ref_pixels = np.stack([_pixels(r) for r in references])
 
-    def score(self, samples: StepSamples, references: list[Any]) -> dict[str, float]:
+    def values(self, samples: StepSamples, references: list[Any]) -> dict[str, list[float]]:
         import numpy as np
 
-        out: dict[str, float] = {}
+        out: dict[str, list[float]] = {}
         if samples.ordinary:
             hits = [judge.check_caption(im, p) for p, im in samples.ordinary]
-            out["prompt"] = sum(h["colour"] and h["shape"] for h in hits) / len(hits)
+            out["prompt"] = [float(h["colour"] and h["shape"]) for h in hits]
         if not references:
             return out
         self._references(references)
         if samples.subject and self._subject is not None:
             colour, shape = self._subject
-            out["subject"] = sum(judge.read_image(im).matches(colour=colour, shape=shape)
-                                 for _, im in samples.subject) / len(samples.subject)
+            out["subject"] = [float(judge.read_image(im).matches(colour=colour, shape=shape))
+                              for _, im in samples.subject]
         pool = samples.subject or samples.ordinary
         if pool:
-            dists = [np.abs(self._ref_pixels - _pixels(im)).mean(axis=(1, 2, 3)).min() for _, im in pool]
-            out["nearest"] = float(1.0 - np.mean(dists))
+            out["nearest"] = [float(1.0 - np.abs(self._ref_pixels - _pixels(im)).mean(axis=(1, 2, 3)).min())
+                              for _, im in pool]
         return out

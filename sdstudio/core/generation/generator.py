@@ -110,13 +110,15 @@ def _is_oom(exc: BaseException) -> bool:
 class Generator:
     """A loaded base model plus the LoRA adapters loaded into it so far."""
 
-    def __init__(self, model: str | BaseModel, device: str | None = None, torch_dtype: Any = None) -> None:
+    def __init__(self, model: str | BaseModel, device: str | None = None, torch_dtype: Any = None,
+                 vae: str | None = None) -> None:
+        """`vae`: another VAE than the model's (a run's pretrained_vae_model_name_or_path)."""
         import torch
 
         self.base = model if isinstance(model, BaseModel) else resolve_base_model(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch_dtype or (torch.float16 if self.device.startswith("cuda") else torch.float32)
-        self.pipe = load_pipeline(self.base, torch_dtype=dtype).to(self.device)
+        self.pipe = load_pipeline(self.base, torch_dtype=dtype, vae=vae).to(self.device)
         self.identity = model_identity(self.base)
         self._default_scheduler = self.pipe.scheduler
         self._adapters: dict[tuple[str, float], str] = {}  # (resolved path, mtime) -> adapter name

@@ -13,6 +13,10 @@ The rule (also in the README, "Which checkpoint is best"):
        base model). Prompt fidelities within PROMPT_TIE (5 %) of the best are a tie, which
        goes to the later step: it has seen more of the subject, and no drift was measured.
     Text-to-image has no subject: step 3 keeps every candidate.
+    5. Every score has an interval (a bootstrap over its samples, intervals.py). A candidate whose
+       subject and prompt intervals both overlap the pick's is "not distinguishable" from it: the
+       samples cannot tell them apart, and `sdstudio score --more-seeds K` samples these
+       contenders again (more_seeds.py). The reason names them.
 
 Why this rule: training longer teaches the subject, then costs prompt fidelity (the "later
 checkpoints draw everything as the subject" drift). So among the checkpoints that learned the
@@ -24,9 +28,10 @@ number (no validation loss, no ordinary prompt) excludes nothing. Scores come fr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sdstudio.core.training.intervals import format_interval, overlap
 from sdstudio.core.training.scorers import LABELS
 
 PROMPT_TIE = 0.05  # prompt fidelities this close (a share of the best) are a tie: the later step takes it
@@ -40,6 +45,7 @@ class Recommendation:
     reason: str
     subject_metric: str | None = None
     prompt_metric: str | None = None
+    contenders: list[int] = field(default_factory=list)  # steps not distinguishable from `step`
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +72,8 @@ def recommend(rows: list[Any], subject_tolerance: float = 0.10, loss_tolerance: 
     scored = [r for r in rows if r.step > 0 and r.checkpoint and (subject or prompt) in r.scores]
     if not scored:
         return Recommendation(None, "no scored checkpoint yet", subject, prompt)
-    cands = [_Smoothed(r, _window(scored, i, subject), _window(scored, i, prompt)) for i, r in enumerate(scored)]
+    cands = [_Smoothed(r, subject, prompt, _window(scored, i, subject), _window(scored, i, prompt))
+             for i, r in enumerate(scored)]
     losses = [r for r in cands if r.val_loss is not None]
     lowest = min(losses, key=lambda r: r.val_loss) if losses else None
     min_loss = lowest.val_loss if lowest is not None else None
@@ -86,7 +93,26 @@ def recommend(rows: list[Any], subject_tolerance: float = 0.10, loss_tolerance: 
     if tied:
         reason += (f"; {labels[1]} ties with step{'s' if len(tied) > 1 else ''} {', '.join(map(str, tied))} "
                    f"(within {PROMPT_TIE * 100:.0f} %): the later step is taken")
-    return Recommendation(pick.step, reason, subject, prompt)
+    contenders = [r.step for r in pool if r is not pick and _overlaps(r, pick)]
+    if contenders:
+        reason = _not_distinguishable(reason, contenders)
+    return Recommendation(pick.step, reason, subject, prompt, contenders)
+
+
+def _overlaps(a: Any, b: Any) -> bool:
+    """Whether the samples cannot tell a from b: every interval both have overlaps (at least one)."""
+    found = [overlap(x, y) for x, y in ((a.subject_iv, b.subject_iv), (a.prompt_iv, b.prompt_iv))]
+    known = [f for f in found if f is not None]
+    return bool(known) and all(known)
+
+
+def _not_distinguishable(reason: str, steps: list[int]) -> str:
+    """The reason with "not distinguishable" right after the picked step, so that a short panel
+    (the Checkpoints screen's) shows it first."""
+    step, sep, rest = reason.partition(":")
+    plural = "s" if len(steps) > 1 else ""
+    note = f", not distinguishable from step{plural} {', '.join(map(str, steps))} (intervals overlap)"
+    return f"{step}{note}{sep}{rest}"
 
 
 def _reason(pick: Any, cands: list[Any], learned: list[Any], overfit: list[Any], best_subject: float | None,
@@ -94,7 +120,7 @@ def _reason(pick: Any, cands: list[Any], learned: list[Any], overfit: list[Any],
     subject_name, prompt_name = labels
     head = f"step {pick.step}"
     if pick.own_subject is not None and best_subject is not None:
-        head += f": {subject_name} {pick.own_subject:.2f}"
+        head += f": {subject_name} {pick.own_subject:.2f}{format_interval(pick.subject_iv)}"
         if pick.subject >= best_subject:
             head += " (best)"
         else:
@@ -104,7 +130,7 @@ def _reason(pick: Any, cands: list[Any], learned: list[Any], overfit: list[Any],
     parts = [head]
     if pick.own_prompt is not None:
         vs = f", {_pct(pick.own_prompt, base_prompt)} vs base" if base_prompt is not None else ""
-        parts.append(f"{prompt_name} {pick.own_prompt:.2f}{vs}")
+        parts.append(f"{prompt_name} {pick.own_prompt:.2f}{format_interval(pick.prompt_iv)}{vs}")
     later = [r for r in cands if r.step > pick.step and r.own_prompt is not None]
     if later and pick.prompt is not None:
         worst = min(later, key=lambda r: r.own_prompt)
@@ -134,10 +160,15 @@ def _window(rows: list[Any], i: int, metric: str | None) -> float | None:
 
 
 class _Smoothed:
-    """A score row seen through the window: smoothed `subject` and `prompt` numbers."""
+    """A score row seen through the window: smoothed `subject` and `prompt` numbers, and the row's
+    own numbers and intervals of the metrics that count (not another scorer's)."""
 
-    def __init__(self, row: Any, subject: float | None, prompt: float | None) -> None:
+    def __init__(self, row: Any, subject_metric: str | None, prompt_metric: str | None,
+                 subject: float | None, prompt: float | None) -> None:
         self.step, self.val_loss = row.step, row.val_loss
         self.subject, self.prompt = subject, prompt
-        own = {k.rsplit("_", 1)[-1]: v for k, v in row.scores.items()}
-        self.own_subject, self.own_prompt = own.get("subject"), own.get("prompt")
+        self.own_subject = row.scores.get(subject_metric) if subject_metric else None
+        self.own_prompt = row.scores.get(prompt_metric) if prompt_metric else None
+        intervals = getattr(row, "intervals", {})
+        self.subject_iv = intervals.get(subject_metric) if self.own_subject is not None else None
+        self.prompt_iv = intervals.get(prompt_metric) if self.own_prompt is not None else None

@@ -1,7 +1,8 @@
 """Image scorers: how well a checkpoint's validation samples follow their prompts and show the subject.
 
 A scorer reads one step's samples (prompt, image) and the training images, and returns
-numbers by role:
+one number per sample by role (the step's score is their mean; `intervals.py` bootstraps its
+interval over them):
 
 - `prompt`: prompt fidelity on the ordinary prompts (CLIP-T: image-text cosine; the demo
   judge: share of pictures showing the caption's colour and shape);
@@ -65,12 +66,17 @@ def split_samples(samples: list[tuple[str, Any]], instance_prompt: str | None) -
 
 
 class Scorer:
-    """Base: subclasses fill `name` and `score`; a role they cannot measure is left out."""
+    """Base: subclasses fill `name` and `values`; a role they cannot measure is left out."""
 
     name = ""
 
-    def score(self, samples: StepSamples, references: list[Any]) -> dict[str, float]:
+    def values(self, samples: StepSamples, references: list[Any]) -> dict[str, list[float]]:
+        """Per role, one number per sample (the samples an interval is drawn from)."""
         raise NotImplementedError
+
+    def score(self, samples: StepSamples, references: list[Any]) -> dict[str, float]:
+        """Per role, the mean over the samples."""
+        return {k: sum(v) / len(v) for k, v in self.values(samples, references).items() if v}
 
 
 class EmbeddingScorer(Scorer):
@@ -92,22 +98,30 @@ class EmbeddingScorer(Scorer):
             self._ref_key, self._ref_emb = key, self.embed_images(references)
         return self._ref_emb
 
-    def score(self, samples: StepSamples, references: list[Any]) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def values(self, samples: StepSamples, references: list[Any]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
         if samples.ordinary:
             prompts = sorted({p for p, _ in samples.ordinary})  # each prompt embedded once
             texts = self.embed_texts(prompts)
             if texts is not None:
                 images = self.embed_images([im for _, im in samples.ordinary])
                 rows = texts[[prompts.index(p) for p, _ in samples.ordinary]]
-                out["prompt"] = float((images * rows).sum(-1).mean())
+                out["prompt"] = (images * rows).sum(-1).tolist()
         pool = samples.subject or samples.ordinary  # text-to-image: every sample against the training images
         if pool and references:
             sims = self.embed_images([im for _, im in pool]) @ self._references(references).T  # (samples, refs)
             if samples.subject:
-                out["subject"] = float(sims.mean())
-            out["nearest"] = float(sims.max(dim=1).values.mean())
+                out["subject"] = sims.mean(dim=1).tolist()
+            out["nearest"] = sims.max(dim=1).values.tolist()
         return out
+
+
+def _features(out: Any) -> Any:
+    """CLIP's projected features: transformers 4.x returns the tensor, 5.x an output whose
+    pooler_output holds it (pyproject allows both)."""
+    import torch
+
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
 def _load(kind: str, model_class: str, processor_class: str, name: str, field_name: str) -> tuple[Any, Any]:
@@ -138,7 +152,7 @@ class ClipScorer(EmbeddingScorer):
 
         pixels = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            emb = self.model.get_image_features(pixel_values=pixels).pooler_output
+            emb = _features(self.model.get_image_features(pixel_values=pixels))
         return torch.nn.functional.normalize(emb.float(), dim=-1)
 
     def embed_texts(self, texts: list[str]) -> Any:
@@ -146,12 +160,17 @@ class ClipScorer(EmbeddingScorer):
 
         tok = self.processor(text=texts, padding=True, truncation=True, return_tensors="pt")
         with torch.no_grad():
-            emb = self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).pooler_output
+            emb = _features(self.model.get_text_features(input_ids=tok["input_ids"],
+                                                         attention_mask=tok["attention_mask"]))
         return torch.nn.functional.normalize(emb.float(), dim=-1)
 
 
 class DinoScorer(EmbeddingScorer):
-    """DINO (v2) image-image cosines of the pooled class token, from `dino_model`."""
+    """DINO image-image cosines of the class token, from `dino_model`.
+
+    The class token is the last hidden state's first position (after the final layer norm), not
+    `pooler_output`: a DINO v1 checkpoint (a ViTModel) has no pooler weights, so transformers would
+    initialise one at random at every load; DINOv2's pooler_output is this same token."""
 
     name = "dino"
 
@@ -164,7 +183,7 @@ class DinoScorer(EmbeddingScorer):
 
         pixels = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            emb = self.model(pixel_values=pixels).pooler_output
+            emb = self.model(pixel_values=pixels).last_hidden_state[:, 0]
         return torch.nn.functional.normalize(emb.float(), dim=-1)
 
 

@@ -1,10 +1,12 @@
 """Score a run's checkpoints from the validation samples it already made, into `<run>/scores.jsonl`.
 
 One row per scored step (step 0 is the base model, then every checkpoint that has samples):
-its validation loss (from metrics.jsonl), the scorers' numbers, their cost in seconds; the
-last line is the recommendation (recommend.py). The file is rewritten atomically, so the
+its validation loss (from metrics.jsonl), the scorers' numbers with their intervals (a seeded
+bootstrap over the samples, intervals.py), their cost in seconds; the last line is the
+recommendation (recommend.py). The file is rewritten atomically, so the
 TUI, the CLI and another SSH session always read a whole table. Scoring is incremental: a
-step already scored by a scorer is not scored again unless asked.
+step already scored by a scorer is not scored again unless asked, or unless the step has gained
+samples (`sdstudio score --more-seeds`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdstudio.core.runs.run_dir import RunDir
+from sdstudio.core.training.intervals import bootstrap_interval
 from sdstudio.core.training.recommend import Recommendation, recommend
 from sdstudio.core.training.scorers import Scorer, make_scorer, split_samples
 
@@ -32,9 +35,12 @@ class ScoreRow:
     scores: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # scoring cost per scorer
     images: int = 0
+    # per score: (low, high) of its bootstrap interval; None where one sample gave the score
+    intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "checkpoint": self.checkpoint, "val_loss": self.val_loss, "scores": self.scores,
+                "intervals": {k: list(v) if v is not None else None for k, v in self.intervals.items()},
                 "seconds": self.seconds, "images": self.images}
 
 
@@ -70,7 +76,9 @@ def read_scores(run: RunDir) -> ScoreTable:
             else:
                 rows.append(ScoreRow(int(data["step"]), bool(data.get("checkpoint")), data.get("val_loss"),
                                      {k: float(v) for k, v in data.get("scores", {}).items()},
-                                     {k: float(v) for k, v in data.get("seconds", {}).items()}, int(data.get("images", 0))))
+                                     {k: float(v) for k, v in data.get("seconds", {}).items()}, int(data.get("images", 0)),
+                                     {k: (float(v[0]), float(v[1])) if v is not None else None
+                                      for k, v in data.get("intervals", {}).items()}))
         except (ValueError, TypeError, KeyError):
             continue
     return ScoreTable(sorted(rows, key=lambda r: r.step), rec)
@@ -156,15 +164,23 @@ class RunScorer:
             if step != 0 and step not in ckpts and step not in old:
                 continue
             row = old.get(step) or ScoreRow(step, step in ckpts)
+            grown = row.images != len(files)  # new samples (score --more-seeds): every scorer again
             row.checkpoint, row.val_loss, row.images = step in ckpts, losses.get(step, row.val_loss), len(files)
-            todo = [s for s in self.scorers if rescore or s.name not in row.seconds]
+            todo = [s for s in self.scorers if rescore or grown or s.name not in row.seconds
+                    or any(k.startswith(s.name + "_") and k not in row.intervals for k in row.scores)]
             if todo:
                 samples = split_samples([(p, Image.open(f).convert("RGB")) for p, f in files], instance_prompt)
                 for scorer in todo:
                     t0 = time.perf_counter()
-                    found = scorer.score(samples, self.references)
-                    row.scores = {k: v for k, v in row.scores.items() if not k.startswith(scorer.name + "_")}
-                    row.scores.update({f"{scorer.name}_{k}": v for k, v in found.items()})
+                    found = scorer.values(samples, self.references)
+                    mine = scorer.name + "_"
+                    row.scores = {k: v for k, v in row.scores.items() if not k.startswith(mine)}
+                    row.intervals = {k: v for k, v in row.intervals.items() if not k.startswith(mine)}
+                    for role, values in found.items():
+                        if not values:
+                            continue
+                        row.scores[mine + role] = sum(values) / len(values)
+                        row.intervals[mine + role] = bootstrap_interval(values)
                     row.seconds[scorer.name] = time.perf_counter() - t0
             rows.append(row)
         table = ScoreTable(rows)
