@@ -181,3 +181,11 @@ def demo_dreambooth_run(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("demo-dreambooth") / "run"
     cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", evaluation.recommend_run_overrides(out))
     return train(cfg)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`, see pyproject.toml) the tests that share the demo
+    DreamBooth run go to one worker, so that minutes-long run is trained once, not once per worker."""
+    for item in items:
+        if "demo_dreambooth_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("demo_dreambooth_run"))
