@@ -1,5 +1,6 @@
 """The validation loss is deterministic: the same weights give the same bits, twice and across a resume,
-and every checkpoint's value lands in metrics.jsonl with its cost."""
+and every checkpoint's value lands in metrics.jsonl with its cost; a stop's checkpoint gets its value
+on resume (or from `sdstudio score`), never during the stop."""
 
 from __future__ import annotations
 
@@ -96,8 +97,11 @@ def test_a_run_and_its_resumed_twin_log_bit_identical_validation_losses(tiny_mod
     twin_cfg = _cfg(tiny_model_dir, tmp_path / "twin", instance_dir, **common)
     train(twin_cfg, on_event=stop_at_4, control=control)
     twin = RunDir(tmp_path / "twin")
-    assert twin.status()["state"] == "stopped" and sorted(twin.validation_losses()) == [2, 4]
-    train(twin_cfg, resume=twin.path)
+    # the stop wrote checkpoint and status at step 4 and left that checkpoint's validation loss for later
+    assert twin.status()["state"] == "stopped" and twin.status()["step"] == twin.latest_checkpoint().step == 4
+    assert sorted(twin.validation_losses()) == [2] and twin.pending()["val_loss"] == [4]
+    train(twin_cfg, resume=twin.path)  # the resume measures it first
+    assert "val_loss" not in twin.pending()
 
     a, b = straight.validation_losses(), twin.validation_losses()
     print(f"validation loss per checkpoint: {a}")
