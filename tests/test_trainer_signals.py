@@ -204,3 +204,11 @@ def test_a_kill_between_the_stops_checkpoint_and_its_status_is_repaired_on_the_n
     status = run.status()
     assert row.state == status["state"] == "stopped", out
     assert row.step == status["step"] == run.latest_checkpoint().step >= 3
+    # what the stop left for later, `sdstudio score` does first: the checkpoint's validation loss and samples
+    from sdstudio.core.training.pending import complete_pending
+
+    step = status["step"]
+    assert run.pending() == {"val_loss": [step], "samples": [step]} and step not in run.validation_losses()
+    assert complete_pending(run, log=lambda _line: None) == [step]
+    assert run.pending() == {} and run.validation_losses()[step] > 0
+    assert {s.step for s in run.samples()} == {0, step}
