@@ -226,9 +226,13 @@ class RunDir:
             return {}
 
     def set_pending(self, kind: str, step: int, waiting: bool = True) -> None:
+        """Mark (or, with waiting=False, clear) `kind` as pending at `step`; writes only on a change."""
         with _STATUS_LOCK:
             data = self.pending()
-            steps = set(data.get(kind, [])) | {step} if waiting else set(data.get(kind, [])) - {step}
+            before = set(data.get(kind, []))
+            steps = before | {step} if waiting else before - {step}
+            if steps == before:
+                return
             data[kind] = sorted(steps)
             atomic.write_json(self.pending_json, {k: v for k, v in data.items() if v})
 
