@@ -143,6 +143,8 @@ class RunDir:
         with _STATUS_LOCK:
             old = self.status()
             kept = {k: old[k] for k in KEPT_STATUS_FIELDS if k in old}
+            if state == RUNNING and old.get("stopping"):
+                kept["stopping"] = True  # a stop is under way: only the end state clears it
             atomic.write_json(
                 self.status_json,
                 {**kept, "state": state, "step": step, "total": total, "error": error, "pid": os.getpid(),
@@ -159,6 +161,14 @@ class RunDir:
             return json.loads(self.status_json.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return {"state": "unknown", "step": 0, "total": 0, "error": None, "pid": None}
+
+    def mark_stopping(self) -> None:
+        """A stop is under way (the hang-up's, before its deadline may end the trainer mid-step): if
+        the process is gone before it writes "stopped", `settle` stops the run at its newest checkpoint."""
+        with _STATUS_LOCK:
+            st = self.status()
+            if st.get("state") in (RUNNING, "starting") and not st.get("stopping"):
+                atomic.write_json(self.status_json, {**st, "stopping": True, "updated": time.time()})
 
     def settle(self) -> bool:
         """Repair a stop that a kill cut off between its checkpoint and its status (a hang-up's

@@ -12,16 +12,41 @@ finished or undone, the run is stopped at its newest whole checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.events import FinishedEvent
+from sdstudio.core.events import FinishedEvent, StopRequested
 from sdstudio.core.runs.run_dir import RUNNING, STOPPED
 
 OOM_HINT = ("out of memory. Each of these lowers memory: train_batch_size, resolution, "
             "gradient_checkpointing = true, fast_path = false (never folds the gradient_accumulation_steps "
             "micro-batches into one pass), mixed_precision = \"bf16\" or \"fp16\", train_text_encoder = false, "
             "cache_latents = true, use_8bit_adam = true, rank, num_validation_images")
+
+
+def abortable_steps(unet: Any, should_abort: Callable[[], bool]) -> None:
+    """Let a stop end the optimizer step in flight, in the UNet's forward or backward, between
+    two of its blocks: nothing has changed the weights before `optimizer.step()`, so the stop's
+    checkpoint holds the previous step exactly (data and noise come from per-position generators,
+    so the resume redoes the same step). Hooks, as PyTorch has no other way into a running forward
+    or backward: before each block, and on each block's output's gradient. A step on a slow box (a
+    large model, a CPU) would otherwise hold a stop for seconds, past a hang-up's 5 s."""
+    import torch
+
+    def check(*_args: Any) -> None:
+        if should_abort():
+            raise StopRequested()
+
+    def on_output(_module: Any, _inputs: Any, output: Any) -> None:
+        tensor = output[0] if isinstance(output, tuple) else output
+        if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
+            tensor.register_hook(check)
+
+    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+        if block is not None:
+            block.register_forward_pre_hook(check)
+            block.register_forward_hook(on_output)
 
 
 def stop_cleanly(trainer: Any) -> None:

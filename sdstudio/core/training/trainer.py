@@ -47,6 +47,7 @@ class Trainer:
         self._last_status = 0.0
         self._updating = False  # between optimizer.step() and the step counter: nothing to save
         self._stopping = False  # the stop's checkpoint is being written: a second signal must not restart it
+        self._in_step = False  # in a step's forward/backward: a stop may end it (weights not touched yet)
         self._pending_at_start: dict[str, list[int]] = {}  # optional work an earlier stop left (pending.json)
         self.clock = budget.RunClock()  # wall time of the steps and of sampling (optional work)
         self.sampling = validation.sampling_on(cfg)
@@ -108,6 +109,7 @@ class Trainer:
         # a refused resume leaves the run as it was (its status included)
         forced = resume_guard.check(run_dir.path, run_dir.meta(), dataset, identity, self.force) if self.resume else []
         self.run_dir = run_dir
+        self.control.run_path = run_dir.path if self.is_main else None
         self._pending_at_start = run_dir.pending() if self.resume else {}  # read by every rank before any writes
         self.precision = precision.plan(cfg.mixed_precision, cfg.fast_path)
         AcceleratorState._reset_state()  # each run sets its own precision (the studio runs several in one process)
@@ -173,6 +175,7 @@ class Trainer:
         probing = self.folding.probing
         if probing:
             self.folding.begin_probe()
+        self._in_step = True  # until optimizer.step(): a stop may end the step here (stopping.abortable_steps)
         if self.folding.fold:
             loss = self.models.loss(list(range(first, first + accum)))
             acc.backward(loss)
@@ -190,6 +193,7 @@ class Trainer:
             keep = f"the last good checkpoint is {last_good.path}" if last_good else "no checkpoint was saved yet"
             raise TrainingError(f"loss became {mean_loss} at step {self.step + 1}; {keep}. Lower learning_rate, "
                                 "or use mixed_precision = \"bf16\" or \"no\"")
+        self._in_step = False
         acc.clip_grad_norm_(self.models.params, cfg.max_grad_norm)
         self._updating = True
         self.models.optimizer.step()
@@ -330,6 +334,8 @@ class Trainer:
             self._stop_cleanly()
             return
         self._lora_probe = precision.LoraDtypeProbe(self.models.plain()["unet"])  # armed after sampling: a step's forward
+        if self._single_process and not cfg.torch_compile:  # a stop ends the step in flight (stopping.py)
+            stopping.abortable_steps(self.models.plain()["unet"], lambda: self._in_step and self.control.stop.is_set())
         while self.step < cfg.max_train_steps:
             t0 = time.perf_counter()
             loss = self._optimizer_step()
