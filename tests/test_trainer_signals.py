@@ -212,3 +212,30 @@ def test_a_kill_between_the_stops_checkpoint_and_its_status_is_repaired_on_the_n
     assert complete_pending(run, log=lambda _line: None) == [step]
     assert run.pending() == {} and run.validation_losses()[step] > 0
     assert {s.step for s in run.samples()} == {0, step}
+
+
+def test_a_stop_inside_a_step_ends_it_before_any_weight_changes(tiny_model_dir, instance_dir, tmp_path):
+    """A stop that lands in the UNet's forward of step 3 ends that step: checkpoint and status at step 2,
+    the weights still step 2's (a slow step never holds a stop, nor a hang-up, for its whole length)."""
+    from sdstudio.core.training import checkpoint
+    from sdstudio.core.training.trainer import Trainer
+
+    cfg = build_config(tiny_train_values(tiny_model_dir, tmp_path / "run", instance_data_dir=str(instance_dir),
+                                         instance_prompt="sks", max_train_steps=50, checkpointing_steps=2,
+                                         validation_steps=1000))
+    control = ev.TrainerControl()
+    seen: list[ev.Event] = []
+    digest_at_2: list[str] = []
+
+    def on_event(event: ev.Event) -> None:
+        seen.append(event)
+        if isinstance(event, ev.CheckpointEvent) and event.step == 2:
+            digest_at_2.append(checkpoint.lora_digest(trainer.models.plain()))
+            # step 3's forward, deep inside the UNet, is where the stop lands
+            trainer.models.plain()["unet"].up_blocks[-1].register_forward_pre_hook(lambda *_: control.request_stop())
+
+    trainer = Trainer(cfg, on_event, control, None)
+    run = trainer.run()
+    assert [e.step for e in seen if isinstance(e, ev.StepEvent)] == [1, 2]
+    assert run.status()["state"] == "stopped" and run.status()["step"] == run.latest_checkpoint().step == 2
+    assert [c.step for c in run.checkpoints()] == [2] and checkpoint.lora_digest(trainer.models.plain()) == digest_at_2[0]
