@@ -1,7 +1,8 @@
 """Optional work's share of a run, for each shipped demo config with its defaults: the seconds of
 training steps, of optional work (validation samples, validation loss, image scores), and the share
 of optional work in the two together, as the trainer records it (status.json `timing`). The
-shipped demo configs keep the share at or under 25 %.
+shipped demo configs aim at a share of at most 25 %; run this on otherwise idle cores (on a
+loaded box sampling slows down more than training steps do).
 
     python benchmarks/optional_share.py                     # every data/configs/demo-*.toml
     python benchmarks/optional_share.py --config data/configs/demo-dreambooth.toml

@@ -3,7 +3,7 @@ samples, validation loss, image scores).
 
 Optional work is worth its cost only while it stays a minor share of the run, so the share is
 measured in every run, printed at its end and kept in status.json (`timing`); the shipped demo
-configs keep it under 25 % (benchmarks/optional_share.py prints it for each).
+configs aim at 25 % at most (benchmarks/optional_share.py prints it for each).
 """
 
 from __future__ import annotations
