@@ -131,6 +131,16 @@ def captioned_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def default_signals() -> None:
+    """A child's `preexec_fn`: SIGINT, SIGTERM and SIGHUP at their defaults, as a shell gives a foreground
+    job. A test process started under nohup, or with `&` from a script, inherits them ignored, and a
+    test that sends one of them must not depend on that."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def tiny_train_values(model_dir: Path, out: Path, **extra: object) -> dict[str, object]:
     """Config values for a seconds-long run on the tiny model."""
     values: dict[str, object] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import tiny_train_values
+from conftest import default_signals, tiny_train_values
 from sdstudio.core.runs.run_dir import RunDir
 
 
@@ -88,7 +88,8 @@ def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_stopped(tiny_model_dir, ins
         tiny_model_dir, tmp_path / "run", instance_data_dir=str(instance_dir), instance_prompt="sks",
         max_train_steps=500, checkpointing_steps=1000, validation_steps=1000))
     run = RunDir(tmp_path / "run")
-    proc = subprocess.Popen(cli("train", str(cfg)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cli("train", str(cfg)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_signals)  # SIGINT may be ignored in this process (nohup, `&`)
     wait_for(lambda: len(run.metrics()) >= 2, proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)

@@ -1,5 +1,6 @@
 """The validation loss is deterministic: the same weights give the same bits, twice and across a resume,
-and every checkpoint's value lands in metrics.jsonl with its cost."""
+and every checkpoint's value lands in metrics.jsonl with its cost; a stop's checkpoint gets its value
+on resume (or from `sdstudio score`), never during the stop."""
 
 from __future__ import annotations
 
@@ -96,8 +97,11 @@ def test_a_run_and_its_resumed_twin_log_bit_identical_validation_losses(tiny_mod
     twin_cfg = _cfg(tiny_model_dir, tmp_path / "twin", instance_dir, **common)
     train(twin_cfg, on_event=stop_at_4, control=control)
     twin = RunDir(tmp_path / "twin")
-    assert twin.status()["state"] == "stopped" and sorted(twin.validation_losses()) == [2, 4]
-    train(twin_cfg, resume=twin.path)
+    # the stop wrote checkpoint and status at step 4 and left that checkpoint's validation loss for later
+    assert twin.status()["state"] == "stopped" and twin.status()["step"] == twin.latest_checkpoint().step == 4
+    assert sorted(twin.validation_losses()) == [2] and twin.pending()["val_loss"] == [4]
+    train(twin_cfg, resume=twin.path)  # the resume measures it first
+    assert "val_loss" not in twin.pending()
 
     a, b = straight.validation_losses(), twin.validation_losses()
     print(f"validation loss per checkpoint: {a}")
@@ -123,3 +127,44 @@ def test_a_run_and_its_resumed_twin_log_bit_identical_validation_losses(tiny_mod
     events.Reload()
     logged = {e.step: e.value for e in events.Scalars("val_loss")}
     assert logged == pytest.approx(a, rel=1e-6)
+
+
+def test_without_a_held_out_set_a_large_dataset_is_measured_on_a_fixed_subset(tiny_model_dir, tmp_path,
+                                                                                 one_torch_thread) -> None:
+    """Its cost does not grow with the dataset: 16 of 20 images, the same 16 every time, noise for those only."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from conftest import draw_shape_images
+    from sdstudio.core.models import load_pipeline, resolve_base_model
+    from sdstudio.core.training.validation_loss import TRAINING_SUBSET
+
+    folder = tmp_path / "many"
+    draw_shape_images(folder, 20, (230, 30, 30))
+    cfg = _cfg(tiny_model_dir, tmp_path / "run", folder, validation_loss_timesteps=2)
+    examples, _ = instance_examples(cfg)
+    train, held = split_examples(cfg, examples)
+    assert TRAINING_SUBSET == 16 and len(held.examples) == 16 and train == examples
+    assert "16 of the 20 training images" in held.note and held.short == "16 training images at fixed noise"
+    assert split_examples(cfg, list(reversed(examples)))[1].examples == held.examples
+    pipe = load_pipeline(resolve_base_model(cfg.pretrained_model_name_or_path))
+    val = ValidationLoss(cfg, held, pipe.vae, pipe.text_encoder, pipe.tokenizer,
+                         DDPMScheduler.from_config(pipe.scheduler.config), torch.device("cpu"))
+    assert tuple(val.noise.shape[:2]) == (2, 16) and val.latents.shape[0] == 16
+    assert val.evaluate(pipe.unet).images == 16
+
+
+def test_sdxl_with_a_validation_split_measures_the_held_out_images(tiny_sdxl_dir, instance_dir, tmp_path,
+                                                                   one_torch_thread) -> None:
+    from sdstudio.core.training.trainer import Trainer
+
+    cfg = build_config(tiny_train_values(tiny_sdxl_dir, tmp_path / "run", instance_data_dir=str(instance_dir),
+                                         instance_prompt="a photo of sks shape", validation_split=0.25,
+                                         max_train_steps=2, checkpointing_steps=2, validation_steps=100))
+    trainer = Trainer(cfg, None, None, None)
+    run = trainer.run()
+    held = trainer.review.held
+    assert held is not None and len(held.examples) == 1 and not set(held.examples) & set(trainer.examples)
+    rows = [r for r in (run.path / "metrics.jsonl").read_text().splitlines() if "val_loss" in r]
+    assert len(rows) == 1 and '"val_images": 1' in rows[0] and '"val_set": "1 held-out images"' in rows[0]
+    assert list(run.validation_losses()) == [2] and run.validation_losses()[2] > 0

@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score", help="score each checkpoint's samples and recommend a checkpoint",
         description="Score the validation samples of every checkpoint (step 0 is the base model) and write "
                     "RUN_DIR/scores.jsonl with the recommended checkpoint and its reason. Default scorer: the run's "
-                    "`scorers`, else `demo` on the demo model and `clip` otherwise.")
+                    "`scorers`, else `demo` on the demo model and `clip` otherwise. First it does what a stop left "
+                    "pending (the stop's checkpoint's validation loss and samples: RUN_DIR/pending.json).")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--scorer", action="append", choices=SCORERS, help="demo, clip or dino (repeatable)")
     p.add_argument("--clip-model", help="local folder or cached hub id of a CLIP model (default: the run's clip_model)")
@@ -67,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.run_dir)
     if not run_dir.exists():
         raise SdstudioError(f"{args.run_dir}: not a run directory (no run.toml)")
+    run_dir.settle()
+    from sdstudio.core.training.pending import complete_pending
+
+    complete_pending(run_dir, log=lambda line: print(line, flush=True) if not args.json else None)
     names = args.scorer or default_scorers(run_dir.config())
     t0 = time.perf_counter()
     scorer = RunScorer(run_dir, names, args.clip_model, args.dino_model)

@@ -97,6 +97,7 @@ class TrainConfig:
     validation_split: float = 0.0  # share of the dataset held out of training for it
     validation_data_dir: str | None = None  # or a separate folder (captioned like the training data)
     validation_loss_timesteps: int = 8  # stratified across the noise schedule
+    validation_loss_max_share: float = 0.1  # skip a checkpoint's (left pending) above this share of training time
     scorers: list[str] = field(default_factory=list)  # score each checkpoint's samples: demo, clip, dino
     clip_model: str = "openai/clip-vit-base-patch32"  # local folder or a model already in the HF cache
     dino_model: str = "facebook/dinov2-small"
@@ -334,6 +335,8 @@ def validate(cfg: TrainConfig, source: str | None = None) -> None:
     _need(not (cfg.validation_split and cfg.validation_data_dir), "validation_split",
           "give either validation_split or validation_data_dir, not both", source)
     _need(cfg.validation_loss_timesteps >= 1, "validation_loss_timesteps", "must be at least 1", source)
+    _need(cfg.validation_loss_max_share > 0, "validation_loss_max_share",
+          f"must be above 0 (a share of the training time, e.g. 0.1), got {cfg.validation_loss_max_share}", source)
     for name in cfg.scorers:
         _need(name in SCORERS, "scorers", f"unknown scorer {name!r}: choose from {', '.join(SCORERS)}", source)
     for name in ("recommend_subject_tolerance", "recommend_loss_tolerance"):

@@ -143,6 +143,7 @@ class TrainerControl:
     sample_now: threading.Event = field(default_factory=threading.Event)
     save_now: threading.Event = field(default_factory=threading.Event)
     abortable: threading.Event = field(default_factory=threading.Event)
+    run_path: Path | None = None  # the run being trained, once its folder is chosen (the hang-up marks it)
 
     def request_stop(self) -> None:
         self.stop.set()

@@ -125,6 +125,10 @@ class StudioApp(App[None]):
             control.request_save()
             control.request_stop()
             self._exit_when_idle = True
+            if control.run_path is not None:  # if the deadline ends it mid-step, the run still reads stopped
+                from sdstudio.core.runs.run_dir import RunDir
+
+                threading.Thread(target=RunDir(control.run_path).mark_stopping, daemon=True).start()
 
     def on_hangup(self) -> None:
         """The terminal is gone (SSH dropped): exit as soon as the trainer has saved and stopped.

@@ -9,7 +9,8 @@ orphan re-parented to init, holding the GPU if a model was loaded). So the guard
   without sending SIGHUP);
 * points stdout/stderr at /dev/null so that drawing can no longer fail;
 * does the hang-up contract for a running training at once, from the handler (the trainer's flags
-  are thread-safe): save a checkpoint, stop, mark the run stopped;
+  are thread-safe): save a checkpoint, mark the run stopped at its step (the checkpoint's validation
+  loss and samples are left pending: nothing optional runs after a hang-up, see training/stopping.py);
 * asks the app to exit normally, and starts a watchdog that waits for the trainer (at most
   TRAINER_GRACE_S) and then ends the process with `os._exit` if Textual's shutdown has not;
 * after a hang-up, `run_app` also leaves with `os._exit` once Textual has closed: tearing down

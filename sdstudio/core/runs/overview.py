@@ -38,10 +38,13 @@ class RunRow:
 
 
 def run_state(run: RunDir, status: dict[str, Any] | None = None) -> str:
-    """The state a person should see: running only while a live trainer holds the run."""
+    """The state a person should see: running only while a live trainer holds the run; a stop
+    cut off between its checkpoint and its status is settled to stopped (RunDir.settle)."""
     status = status if status is not None else run.status()
     state = str(status.get("state") or "unknown")
     if state in (RUNNING, "starting") and run_lock.live_trainer(run.path, status) is None:
+        if status.get("stopping") and run.settle():
+            return str(run.status().get("state"))
         return CRASHED
     return state
 
@@ -63,6 +66,7 @@ def _started(run: RunDir, owner: dict[str, Any] | None) -> float | None:
 
 
 def overview(run: RunDir) -> RunRow:
+    run.settle()
     status = run.status()
     state = run_state(run, status)
     owner = run_lock.holder(run.path)

@@ -6,6 +6,7 @@
     <run>/samples/          validation PNGs + index.jsonl
     <run>/checkpoints/step-NNNNNN/pytorch_lora_weights.safetensors (+ state/: Accelerate's state)
     <run>/exports/          kohya-format files for A1111/ComfyUI
+    <run>/pending.json      optional work a stop deferred: {"val_loss": [steps], "samples": [steps]}
 
 Anything that shows a run rebuilds its view from here, so every write is atomic and
 readers tolerate a torn last line.
@@ -136,14 +137,18 @@ class RunDir:
         return self.read_run_toml().get("sdstudio", {})
 
     # status.json
-    def write_status(self, state: str, step: int, total: int, error: str | None = None) -> None:
+    def write_status(self, state: str, step: int, total: int, error: str | None = None, **extra: Any) -> None:
+        """The whole status (the command reader's fields kept); `extra` adds fields such as
+        `stopping` (a stop is saving its checkpoint: see `settle`) or the run's `timing`."""
         with _STATUS_LOCK:
             old = self.status()
             kept = {k: old[k] for k in KEPT_STATUS_FIELDS if k in old}
+            if state == RUNNING and old.get("stopping"):
+                kept["stopping"] = True  # a stop is under way: only the end state clears it
             atomic.write_json(
                 self.status_json,
                 {**kept, "state": state, "step": step, "total": total, "error": error, "pid": os.getpid(),
-                 "updated": time.time()},
+                 "updated": time.time(), **extra},
             )
 
     def update_status(self, **fields: Any) -> None:
@@ -156,6 +161,36 @@ class RunDir:
             return json.loads(self.status_json.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return {"state": "unknown", "step": 0, "total": 0, "error": None, "pid": None}
+
+    def mark_stopping(self) -> None:
+        """A stop is under way (the hang-up's, before its deadline may end the trainer mid-step): if
+        the process is gone before it writes "stopped", `settle` stops the run at its newest checkpoint."""
+        with _STATUS_LOCK:
+            st = self.status()
+            if st.get("state") in (RUNNING, "starting") and not st.get("stopping"):
+                atomic.write_json(self.status_json, {**st, "stopping": True, "updated": time.time()})
+
+    def settle(self) -> bool:
+        """Repair a stop that a kill cut off between its checkpoint and its status (a hang-up's
+        deadline, a second kill): the trainer marked the status `stopping` before saving and is
+        gone now, so the run is stopped at its newest whole checkpoint. Readers call this when
+        they open a run, so a clean stop is never shown as crashed. True if it changed the status."""
+        from sdstudio.core.runs.lock import live_trainer
+
+        st = self.status()
+        if st.get("state") not in (RUNNING, "starting") or not st.get("stopping"):
+            return False
+        if live_trainer(self.path, st) is not None:
+            return False  # still stopping: its own status write follows
+        self.recover_checkpoints()
+        latest = self.latest_checkpoint()
+        with _STATUS_LOCK:
+            now = self.status()
+            if now.get("updated") != st.get("updated"):
+                return False  # somebody wrote meanwhile (a new trainer): leave it to them
+            atomic.write_json(self.status_json, {**now, "state": STOPPED, "step": latest.step if latest else 0,
+                                                 "stopping": False, "settled": time.time()})
+        return True
 
     def is_alive(self) -> bool:
         """True if the status says running and its trainer still exists (on this machine): the
@@ -186,6 +221,30 @@ class RunDir:
     @property
     def scores_jsonl(self) -> Path:
         return self.path / "scores.jsonl"
+
+    # pending.json: optional work a stop left for later (`sdstudio score`, or the resume)
+    @property
+    def pending_json(self) -> Path:
+        return self.path / "pending.json"
+
+    def pending(self) -> dict[str, list[int]]:
+        """kind ("val_loss", "samples") -> checkpoint steps still waiting for it."""
+        try:
+            data = json.loads(self.pending_json.read_text(encoding="utf-8"))
+            return {str(k): sorted({int(s) for s in v}) for k, v in data.items() if isinstance(v, list)}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def set_pending(self, kind: str, step: int, waiting: bool = True) -> None:
+        """Mark (or, with waiting=False, clear) `kind` as pending at `step`; writes only on a change."""
+        with _STATUS_LOCK:
+            data = self.pending()
+            before = set(data.get(kind, []))
+            steps = before | {step} if waiting else before - {step}
+            if steps == before:
+                return
+            data[kind] = sorted(steps)
+            atomic.write_json(self.pending_json, {k: v for k, v in data.items() if v})
 
     # samples
     def sample_path(self, step: int, prompt_index: int, seed: int) -> Path:
@@ -296,6 +355,9 @@ class RunDir:
         if self.samples_index.exists():
             keep = [r for r in _read_jsonl(self.samples_index) if int(r.get("step", 0)) <= step]
             atomic.write_text(self.samples_index, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        pending = self.pending()
+        if any(s > step for steps in pending.values() for s in steps):
+            atomic.write_json(self.pending_json, {k: [s for s in v if s <= step] for k, v in pending.items()})
         for cp_dir in self.checkpoints_dir.glob("step-*") if self.checkpoints_dir.is_dir() else []:
             m = _CKPT_RE.match(cp_dir.name)
             if m and int(m.group(1)) > step:

@@ -125,6 +125,19 @@ def rank_digests(trained: dict[str, Any]) -> list[str]:
     return list(gather_object([lora_digest(trained)]))
 
 
+def check_ranks_agree(trained: dict[str, Any], step: int) -> str:
+    """Every process must hold the same LoRA weights (DDP all-reduces every trained module);
+    returns the digests line for the log, raises TrainingError when they differ."""
+    from sdstudio.core.errors import TrainingError
+
+    digests = rank_digests(trained)
+    line = ", ".join(f"rank {i} {d[:16]}" for i, d in enumerate(digests))
+    if len(set(digests)) > 1:
+        raise TrainingError(f"the processes disagree on the LoRA weights at step {step} ({line}); "
+                            "the checkpoint would hold rank 0's copy only")
+    return f"LoRA digests at step {step}: {line}"
+
+
 def install_hooks(accelerator: Any, models: Any) -> None:
     """Make save_state/load_state write and read only the adapters. `models()` returns the plain
     trained models by component name."""

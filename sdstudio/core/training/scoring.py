@@ -199,15 +199,18 @@ class BackgroundScorer:
         self.run, self.cfg, self.log = run, cfg, log
         self._jobs: queue.Queue[int | None] = queue.Queue()
         self._scorer: RunScorer | None = None
+        self.seconds = 0.0  # spent scoring (the run's optional-work share counts it)
         self._thread = threading.Thread(target=self._work, name="sdstudio-scorer", daemon=True)
         self._thread.start()
 
     def submit(self, step: int) -> None:
         self._jobs.put(step)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """No more jobs; with wait=False (a stop) the thread ends after its current job, unwaited."""
         self._jobs.put(None)
-        self._thread.join()
+        if wait:
+            self._thread.join()
 
     def _work(self) -> None:
         broken = False
@@ -227,6 +230,7 @@ class BackgroundScorer:
                 t0 = time.perf_counter()
                 table = self._scorer.score()
                 rec = table.recommendation
+                self.seconds += time.perf_counter() - t0
                 self.log(f"scores up to step {step} ({time.perf_counter() - t0:.2f} s)"
                          + (f"; recommended: {rec.reason}" if rec and rec.step is not None else ""))
             except Exception as exc:  # noqa: BLE001 - scoring must never stop a training

@@ -21,17 +21,11 @@ from sdstudio.core.errors import SdstudioError, TrainingError
 from sdstudio.core.events import (CheckpointEvent, Event, EventCallback, FailedEvent, FinishedEvent, LogEvent,
                                   SampleEvent, StepEvent, StopRequested, TrainerControl)
 from sdstudio.core.models import BaseModel, model_identity, resolve_base_model
-from sdstudio.core.runs.run_dir import FAILED, FINISHED, RUNNING, STOPPED, RunDir
-from sdstudio.core.training import checkpoint, opening, precision, resume_guard, validation
+from sdstudio.core.runs.run_dir import FAILED, FINISHED, RUNNING, RunDir
+from sdstudio.core.training import budget, checkpoint, opening, precision, resume_guard, stopping, validation
 from sdstudio.core.training.examples import Example, instance_examples
 from sdstudio.core.training.setup import TrainingModels
 from sdstudio.core.training.checkpoint_review import CheckpointReview
-
-OOM_HINT = ("out of memory. Each of these lowers memory: train_batch_size, resolution, "
-            "gradient_checkpointing = true, fast_path = false (never folds the gradient_accumulation_steps "
-            "micro-batches into one pass), mixed_precision = \"bf16\" or \"fp16\", train_text_encoder = false, "
-            "cache_latents = true, use_8bit_adam = true, rank, num_validation_images")
-
 
 class Trainer:
     """One training run; `run()` drives it to the end, a stop, or a failure.
@@ -52,6 +46,10 @@ class Trainer:
         self.run_dir: RunDir | None = None
         self._last_status = 0.0
         self._updating = False  # between optimizer.step() and the step counter: nothing to save
+        self._stopping = False  # the stop's checkpoint is being written: a second signal must not restart it
+        self._in_step = False  # in a step's forward/backward: a stop may end it (weights not touched yet)
+        self._pending_at_start: dict[str, list[int]] = {}  # optional work an earlier stop left (pending.json)
+        self.clock = budget.RunClock()  # wall time of the steps and of sampling (optional work)
         self.sampling = validation.sampling_on(cfg)
         # filled by _open_run
         self.base: BaseModel | None = None
@@ -111,6 +109,8 @@ class Trainer:
         # a refused resume leaves the run as it was (its status included)
         forced = resume_guard.check(run_dir.path, run_dir.meta(), dataset, identity, self.force) if self.resume else []
         self.run_dir = run_dir
+        self.control.run_path = run_dir.path if self.is_main else None
+        self._pending_at_start = run_dir.pending() if self.resume else {}  # read by every rank before any writes
         self.precision = precision.plan(cfg.mixed_precision, cfg.fast_path)
         AcceleratorState._reset_state()  # each run sets its own precision (the studio runs several in one process)
         project = ProjectConfiguration(project_dir=str(self.run_dir.path), logging_dir=str(self.run_dir.path / "logs"))
@@ -178,6 +178,7 @@ class Trainer:
         probing = self.folding.probing
         if probing:
             self.folding.begin_probe()
+        self._in_step = True  # until optimizer.step(): a stop may end the step here (stopping.abortable_steps)
         if self.folding.fold:
             loss = self.models.loss(list(range(first, first + accum)))
             acc.backward(loss)
@@ -195,6 +196,7 @@ class Trainer:
             keep = f"the last good checkpoint is {last_good.path}" if last_good else "no checkpoint was saved yet"
             raise TrainingError(f"loss became {mean_loss} at step {self.step + 1}; {keep}. Lower learning_rate, "
                                 "or use mixed_precision = \"bf16\" or \"no\"")
+        self._in_step = False
         acc.clip_grad_norm_(self.models.params, cfg.max_grad_norm)
         self._updating = True
         self.models.optimizer.step()
@@ -231,9 +233,10 @@ class Trainer:
         return flags[0], flags[1], flags[2]
 
     # outputs
-    def save(self) -> None:
+    def save(self, review: bool = True) -> None:
         """A checkpoint: the LoRA file, and Accelerate's state saved by every process into the
-        staging folder, swapped in by the main process."""
+        staging folder, swapped in by the main process; then (unless a stop is under way, or
+        `review` is False) its validation loss."""
         assert self.run_dir is not None
         acc = self.accelerator
         acc.wait_for_everyone()
@@ -243,7 +246,7 @@ class Trainer:
         staging = checkpoint.staging_path(self.run_dir, self.step)
         trained = self.models.plain()
         if not self._single_process:
-            self._check_ranks_agree(trained)
+            self.log(checkpoint.check_ranks_agree(trained, self.step))
         if self.is_main:
             checkpoint.write_lora_weights(staging, trained)
         acc.save_state(str(staging / "state"))
@@ -252,23 +255,19 @@ class Trainer:
             rec = checkpoint.commit(self.run_dir, self.step)
             removed = self.run_dir.prune_checkpoints(self.cfg.checkpoints_total_limit)
             self.emit(CheckpointEvent(self.step, rec.path))
-            self.review.after_save(self.step, self.models, self.run_dir, acc)  # validation loss
             self.log(f"saved checkpoint {rec.path.name}" + (f" (removed step {removed})" if removed else ""))
+            if review and not self.control.stop.is_set():
+                self.review.after_save(self.step, self.models, self.run_dir, acc, self.clock.train_s,
+                                       self.control.stop.is_set)
+            elif review:  # a stop came meanwhile
+                self.review.defer(self.step, self.run_dir, self.sampling)
         acc.wait_for_everyone()
-
-    def _check_ranks_agree(self, trained: dict[str, Any]) -> None:
-        """Every process must hold the same LoRA weights (DDP all-reduces every trained module)."""
-        digests = checkpoint.rank_digests(trained)
-        line = ", ".join(f"rank {i} {d[:16]}" for i, d in enumerate(digests))
-        self.log(f"LoRA digests at step {self.step}: {line}")
-        if len(set(digests)) > 1:
-            raise TrainingError(f"the processes disagree on the LoRA weights at step {self.step} ({line}); "
-                                "the checkpoint would hold rank 0's copy only")
 
     def sample(self) -> None:
         import torch
 
         assert self.run_dir is not None and self.models is not None
+        t0 = time.perf_counter()
         if self.is_main:
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
             self.log(f"sampling {len(prompts)} prompts x {self.cfg.num_validation_images} seeds at step {self.step}")
@@ -278,16 +277,38 @@ class Trainer:
                                           self._check)
             self.emit(SampleEvent(self.step, tuple(paths), tuple(prompts)))
             self.review.after_samples(self.step, self.run_dir)  # optional image scores, in the background
+            self.run_dir.set_pending("samples", self.step, waiting=False)
         self.accelerator.wait_for_everyone()
+        self.clock.sampling_s += time.perf_counter() - t0
 
-    def _status(self, state: str, error: str | None = None, force: bool = False) -> None:
+    def _status(self, state: str, error: str | None = None, force: bool = False, **extra: Any) -> None:
         now = time.monotonic()
         if self.is_main and self.run_dir is not None and self.run_dir.exists() and (force or now - self._last_status > 1.0):
-            self.run_dir.write_status(state, self.step, self.cfg.max_train_steps, error)
+            self.run_dir.write_status(state, self.step, self.cfg.max_train_steps, error, **extra)
             self._last_status = now
+
+    def _end_status(self, state: str) -> None:
+        """The end state with the run's optional-work share (status.json `timing`, and the log)."""
+        timing = self.clock.timing(self.review.val_seconds, self.review.scores_seconds)
+        self._status(state, force=True, timing=timing)
+        self.log(budget.timing_line(timing))
 
     # the loop
     def run(self) -> RunDir:
+        try:
+            self._run()
+        except KeyboardInterrupt:
+            if self._stopping or self.control.stop.is_set():
+                self._stop_at_once()  # a second signal: never start the save again
+            else:
+                self._stop_cleanly()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, then re-raised
+            self._fail(exc)
+            raise
+        return self.run_dir  # type: ignore[return-value]
+
+    def _run(self) -> None:
         try:
             self._open_run()
             # Loading is a few long library calls with no step to lose: a signal ends it at once
@@ -296,34 +317,32 @@ class Trainer:
                 self._setup_models()
                 if self.resume:
                     self._resume()
+            if self.resume and self.is_main:  # what a stop left for later: this checkpoint's validation loss
+                self.review.measure_pending(self.step, self.models, self.run_dir, self.accelerator)
             self._loop()
-            self.review.close()  # waits for the background scoring of the last samples
         except StopRequested:
             self._stop_cleanly()
-        except KeyboardInterrupt:
-            self._stop_cleanly()
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure is reported, then re-raised
-            self._fail(exc)
-            raise
-        return self.run_dir  # type: ignore[return-value]
 
     def _loop(self) -> None:
         import torch
 
         cfg = self.cfg
         assert self.run_dir is not None
-        if self.step == 0 and self.sampling:
-            self.sample()
+        saved_at, sampled_at = -1, -1
+        if self.sampling and (self.step == 0 or self.step in self._pending_at_start.get("samples", [])):
+            self.sample()  # the base model's samples, or those a stop left for later
+            sampled_at = self.step
         if self._commands()[0]:
             self._stop_cleanly()
             return
-        saved_at, sampled_at = -1, 0 if self.step == 0 else -1
         self._lora_probe = precision.LoraDtypeProbe(self.models.plain()["unet"])  # armed after sampling: a step's forward
+        if self._single_process and not cfg.torch_compile:  # a stop ends the step in flight (stopping.py)
+            stopping.abortable_steps(self.models.plain()["unet"], lambda: self._in_step and self.control.stop.is_set())
         while self.step < cfg.max_train_steps:
             t0 = time.perf_counter()
             loss = self._optimizer_step()
             seconds = time.perf_counter() - t0
+            self.clock.train_s += seconds
             lr = float(self.models.lr_scheduler.get_last_lr()[0])
             ips = cfg.images_per_step * self.accelerator.num_processes / max(seconds, 1e-9)
             mem = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else None
@@ -337,6 +356,9 @@ class Trainer:
             self.emit(StepEvent(self.step, cfg.max_train_steps, loss, lr, ips, seconds, mem))
             self._status(RUNNING)
             stop, save_now, sample_now = self._commands()
+            if stop:  # before anything optional: checkpoint, status, then leave
+                self._stop_cleanly()
+                return
             if self.step % cfg.checkpointing_steps == 0 or save_now or self.step == cfg.max_train_steps:
                 self.control.save_now.clear()
                 self.save()
@@ -346,43 +368,24 @@ class Trainer:
                 self.control.sample_now.clear()
                 self.sample()
                 sampled_at = self.step
-            if stop:
-                self._stop_cleanly()
-                return
         if saved_at != self.step:
             self.save()
         if self.sampling and sampled_at != self.step:
             self.sample()
-        self._status(FINISHED, force=True)
+        self.review.close()  # waits for the background scoring of the last samples
+        self._end_status(FINISHED)
         if cfg.report_to != "none":
             self.accelerator.end_training()
         self.emit(FinishedEvent(self.step, self.run_dir.path))
 
     def _stop_cleanly(self) -> None:
-        """A stop (command, signal, Ctrl-C): keep the steps taken as a checkpoint, mark the run stopped."""
-        if self.run_dir is None or not self.run_dir.exists():
-            return
-        latest = self.run_dir.latest_checkpoint()
-        if self._updating:
-            self.log(f"stopped inside step {self.step + 1}'s update: its weights are not kept", "warning")
-        elif self.step > 0 and self.models is not None and self.models.optimizer is not None and (latest is None or latest.step != self.step):
-            self.save()
-        self._status(STOPPED, force=True)
-        self.log(f"stopped at step {self.step}; resume with `sdstudio train --resume {self.run_dir.path}`")
-        self.emit(FinishedEvent(self.step, self.run_dir.path, stopped=True))
+        stopping.stop_cleanly(self)
+
+    def _stop_at_once(self) -> None:
+        stopping.stop_at_once(self)
 
     def _fail(self, exc: BaseException) -> None:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            cfg = self.cfg
-            message = (f"{OOM_HINT} (step {self.step}, train_batch_size={cfg.train_batch_size}, "
-                       f"gradient_accumulation_steps={cfg.gradient_accumulation_steps}, folded={self.folding.fold}, "
-                       f"resolution={cfg.resolution})")
-        elif isinstance(exc, SdstudioError):
-            message = str(exc)
-        else:
-            message = f"{type(exc).__name__}: {exc}"
+        message = stopping.failure_message(exc, self.cfg, self.step, self.folding.fold)
         self._status(FAILED, error=message, force=True)
         self.emit(FailedEvent(self.step, message, self.run_dir.path if self.run_dir else None))
 

@@ -5,8 +5,9 @@ evaluation, so the number wanders by more than the checkpoints differ. Here ever
 evaluation sees the same inputs:
 
 - the held-out images: `validation_split` of the dataset (chosen by a fixed seed and kept
-  out of training), or `validation_data_dir`; without either (DreamBooth's handful of
-  images) the training images themselves, at fixed noise, and the run's log says so;
+  out of training), or `validation_data_dir`; without either, a fixed subset of at most
+  TRAINING_SUBSET training images (all of DreamBooth's handful), at fixed noise, and the run's
+  log says so: its cost stays the same however large the dataset is;
 - their latents: the VAE's mean of the centre crop, unflipped (no sampling);
 - K timesteps stratified across the schedule, t_k = (k + 1/2) * T / K, for every image;
 - one noise tensor per (image, timestep) from a generator with a fixed seed that does not
@@ -32,6 +33,7 @@ from sdstudio.core.training.examples import Example, pixel_tensor
 NOISE_SEED = 20_240_515  # fixed: the noise must not change with the run's seed
 SPLIT_SEED = 7  # which images a validation_split holds out (the same for every run on the data)
 BATCH = 8  # fixed batch size: the same sums in the same order on every evaluation
+TRAINING_SUBSET = 16  # without a held-out set: at most this many training images (x K timesteps)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class HeldOut:
         """What the loss is measured on, in a few words (the Train screen, metrics.jsonl)."""
         if self.source == "training":
             return "training images at fixed noise"
+        if self.source == "subset":
+            return f"{len(self.examples)} training images at fixed noise"
         return f"{len(self.examples)} held-out images"
 
 
@@ -95,9 +99,15 @@ def split_examples(cfg: TrainConfig, examples: list[Example]) -> tuple[list[Exam
         keep = [e for e in examples if e not in held]
         return keep, HeldOut(held, "split", f"validation loss on {n} of {len(ordered)} images held out of training "
                                             f"(validation_split = {cfg.validation_split:g})")
-    return examples, HeldOut(list(examples), "training",
-                             f"validation loss on the {len(examples)} training images at fixed noise (no held-out set: "
-                             "set validation_split or validation_data_dir for one)")
+    advice = "no held-out set: set validation_split or validation_data_dir for one"
+    if len(examples) <= TRAINING_SUBSET:
+        return examples, HeldOut(list(examples), "training",
+                                 f"validation loss on the {len(examples)} training images at fixed noise ({advice})")
+    ordered = sorted(examples, key=lambda e: (str(e.path), e.caption))
+    chosen = sorted(random.Random(SPLIT_SEED).sample(range(len(ordered)), TRAINING_SUBSET))
+    return examples, HeldOut([ordered[i] for i in chosen], "subset",
+                             f"validation loss on a fixed subset of {TRAINING_SUBSET} of the {len(examples)} training "
+                             f"images at fixed noise ({advice})")
 
 
 def stratified_timesteps(num_train_timesteps: int, k: int) -> list[int]:
@@ -109,45 +119,67 @@ class ValidationLoss:
     """Fixed inputs prepared once; `evaluate(unet)` measures one set of weights on them."""
 
     def __init__(self, cfg: TrainConfig, held: HeldOut, vae: Any, text_encoder: Any, tokenizer: Any,
-                 noise_scheduler: Any, device: Any) -> None:
+                 noise_scheduler: Any, device: Any, text_encoder_2: Any = None, tokenizer_2: Any = None) -> None:
+        """SDXL passes its second text encoder and tokenizer: the UNet then also gets the pooled
+        text and the size/crop time ids of each centre-cropped image (sdxl.py)."""
         import torch
 
-        from sdstudio.core.dataset import load_rgb, preprocess
+        from sdstudio.core.dataset import crop_box, load_rgb, preprocess
 
         self.cfg, self.held, self.device = cfg, held, device
         self.tokenizer, self.scheduler = tokenizer, noise_scheduler
+        self.tokenizer_2 = tokenizer_2
+        self.time_ids = None
         self.prediction_type = noise_scheduler.config.prediction_type
         self.timesteps = stratified_timesteps(int(noise_scheduler.config.num_train_timesteps), cfg.validation_loss_timesteps)
         scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
         shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-        latents = []
+        latents, conds = [], []
         with torch.no_grad():
             for start in range(0, len(held.examples), BATCH):
-                chunk = held.examples[start:start + BATCH]
-                pixels = torch.stack([pixel_tensor(preprocess(load_rgb(e.path), cfg.resolution, True, False)) for e in chunk])
+                images = [load_rgb(e.path) for e in held.examples[start:start + BATCH]]
+                for im in images:  # SDXL's (original h, w, crop top, left, target h, w) of the centre crop
+                    box = crop_box(im.width, im.height, cfg.resolution, True, None)[1]
+                    conds.append([im.height, im.width, box[1], box[0], cfg.resolution, cfg.resolution])
+                pixels = torch.stack([pixel_tensor(preprocess(im, cfg.resolution, True, False)) for im in images])
                 mean = vae.encode(pixels.to(device, dtype=vae.dtype)).latent_dist.mean.float().cpu()
                 latents.append((mean - shift) * scaling)
         self.latents = torch.cat(latents)  # (N, C, h, w), fp32 on the CPU
         g = torch.Generator().manual_seed(NOISE_SEED)
         self.noise = torch.randn((len(self.timesteps), *self.latents.shape), generator=g)  # (K, N, C, h, w)
         self.captions = [e.caption for e in held.examples]
-        self._text = None if cfg.train_text_encoder else self._encode(text_encoder)
+        if tokenizer_2 is not None:
+            self.time_ids = torch.tensor(conds, dtype=torch.float32)
+        self._text = None if cfg.train_text_encoder else self._encode(text_encoder, text_encoder_2)
 
-    def _encode(self, text_encoder: Any) -> Any:
+    def _encode(self, text_encoder: Any, text_encoder_2: Any = None) -> tuple[Any, Any]:
+        """(per-image text hidden states, SDXL's pooled text or None), fp32 on the CPU."""
         import torch
 
-        ids = self.tokenizer(self.captions, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(self.device)
+        if text_encoder_2 is None:
+            ids = self.tokenizer(self.captions, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
+            with torch.no_grad():
+                return text_encoder(ids, return_dict=False)[0].float().cpu(), None
+        hidden, pooled = [], None
         with torch.no_grad():
-            return text_encoder(ids, return_dict=False)[0].float().cpu()
+            for tokenizer, encoder in ((self.tokenizer, text_encoder), (self.tokenizer_2, text_encoder_2)):
+                ids = tokenizer(self.captions, padding="max_length", max_length=tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt").input_ids.to(self.device)
+                out = encoder(ids, output_hidden_states=True, return_dict=True)
+                hidden.append(out.hidden_states[-2].float().cpu())
+                pooled = (out.text_embeds if hasattr(out, "text_embeds") else out[0]).float().cpu()
+        return torch.cat(hidden, dim=-1), pooled
 
-    def evaluate(self, unet: Any, text_encoder: Any = None) -> ValidationResult:
-        """The mean denoising MSE of `unet` (and a trained text encoder) on the fixed inputs."""
+    def evaluate(self, unet: Any, text_encoder: Any = None, text_encoder_2: Any = None,
+                 should_stop: Any = None) -> ValidationResult | None:
+        """The mean denoising MSE of `unet` (and trained text encoders) on the fixed inputs; None
+        when `should_stop()` turned true meanwhile (a stop never waits for it)."""
         import torch
         import torch.nn.functional as F
 
         t0 = time.perf_counter()
-        text = self._text if self._text is not None else self._encode(text_encoder)
+        text, pooled = self._text if self._text is not None else self._encode(text_encoder, text_encoder_2)
         dtype = next(p for p in unet.parameters()).dtype
         was_training = unet.training
         unet.eval()
@@ -158,6 +190,8 @@ class ValidationLoss:
         try:
             with torch.no_grad():
                 for start in range(0, len(jobs), BATCH):
+                    if should_stop is not None and should_stop():
+                        return None
                     chunk = jobs[start:start + BATCH]
                     lat = torch.stack([self.latents[i] for _, i in chunk])
                     eps = torch.stack([self.noise[k, i] for k, i in chunk])
@@ -165,8 +199,13 @@ class ValidationLoss:
                     noisy = self.scheduler.add_noise(lat, eps, t)
                     target = self.scheduler.get_velocity(lat, eps, t) if self.prediction_type == "v_prediction" else eps
                     ctx = torch.stack([text[i] for _, i in chunk])
+                    extra = {}
+                    if pooled is not None:
+                        idx = [i for _, i in chunk]
+                        extra["added_cond_kwargs"] = {"text_embeds": pooled[idx].to(self.device, dtype=dtype),
+                                                      "time_ids": self.time_ids[idx].to(self.device, dtype=dtype)}
                     pred = unet(noisy.to(self.device, dtype=dtype), t.to(self.device), ctx.to(self.device, dtype=dtype),
-                                return_dict=False)[0]
+                                return_dict=False, **extra)[0]
                     err = F.mse_loss(pred.float().cpu(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                     losses[start:start + len(chunk)] = err.double()
                     progress.update(start + len(chunk))
