@@ -173,7 +173,7 @@ def main() -> None:
     t0 = time.perf_counter()
     counts = make_folder(args.dir, args.scale)
     print(f"random-weight SDXL (scale {args.scale}) written in {time.perf_counter() - t0:.0f} s: "
-          + ", ".join(f"{k} {v / 1e6:,.1f} M" for k, v in counts.items()) + f" parameters, fp16 files")
+          + ", ".join(f"{k} {v / 1e6:,.1f} M" for k, v in counts.items()) + " parameters, fp16 files")
     try:
         rows = [measure(mode, args.dir) for mode in ("before", "after")]
     finally:

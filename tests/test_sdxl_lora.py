@@ -4,7 +4,6 @@ file and previewed live."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -161,17 +161,19 @@ async def test_every_footer_shows_f1_to_f5_in_80_columns(runs_root: Path, tmp_pa
 
     app = _studio_on_small_dataset(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        for mode in ("dataset", "merge"):  # the two that dropped them (the others have fewer keys)
+        for mode in ("dataset", "train", "checkpoints", "generate", "merge"):
             await app.switch_mode(mode)
             for _ in range(40):  # the footer is laid out a few frames after the switch
                 await pilot.pause(0.05)
                 keys = {k.key: k for k in app.screen.query(FooterKey)}
                 if all(keys.get(f"f{n}") is not None and keys[f"f{n}"].region.width for n in range(1, 6)):
                     break
+            palette = keys["ctrl+p"].region  # docked right: a key under it is hidden
             for n in range(1, 6):
                 key = keys.get(f"f{n}")
                 assert key is not None and key.region.width > 0 and key.region.right <= SIZE[0], \
                     f"F{n} is not shown whole on {mode} at 80 columns"
+                assert not key.region.overlaps(palette), f"F{n} is hidden under ^p palette on {mode}"
 
 
 def test_grid_columns_name_step_and_kind_before_the_run(runs_root: Path) -> None:

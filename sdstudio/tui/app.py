@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -22,6 +21,7 @@ from textual.worker import Worker, WorkerState
 
 from sdstudio.core.events import TrainerControl
 from sdstudio.tui.hangup import HangupGuard
+from sdstudio.tui.palette import palette_commands
 from sdstudio.tui.screens.resume import is_resumable
 from sdstudio.tui.session import TrainerMessage, TrainingSession
 from sdstudio.tui.settings import Settings, load_settings
@@ -340,40 +340,9 @@ class StudioApp(App[None]):
             raise SkipAction()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The five screens, then every action of the current screen, once each: the screen's and
-        the app's keys (also those not usable right now: they say why when chosen) and the
-        focused widget's named keys (the contact sheet's w); then Textual's own, less any twin."""
-        seen: set[str] = set()
-        titles: set[str] = set()
-        for mode, _, _, key, _ in SCREENS:
-            action = f"app.switch_mode('{mode}')"
-            seen.add(action)
-            title = f"Go to the {mode.title()} screen"
-            titles.add(title.lower())
-            yield SystemCommand(title, f"key: F{key}, or {key} outside a text field", partial(self.switch_mode, mode))
-        # what the keys do here now, then the screen's keys it hides right now (check_action False)
-        listed = [(a.node, a.binding, a.enabled) for a in screen.active_bindings.values()]
-        listed += [(screen, b, False) for b in Binding.make_bindings(screen.BINDINGS)]
-        for node, binding, enabled in listed:
-            own = node in (screen, self)
-            if not binding.description or binding.action in seen or not (own or binding.tooltip):
-                continue
-            seen.add(binding.action)
-            title = binding.tooltip or binding.description
-            titles.add(title.lower())
-            help_text = f"key: {self.get_key_display(binding)}" + ("" if enabled else " (not available now)")
-            yield SystemCommand(title, help_text, partial(self._palette_action, node, binding.action, title))
-        for command in super().get_system_commands(screen):
-            if command.title.lower() not in titles:
-                yield command
-
-    def _palette_action(self, node: Any, action: str, title: str) -> None:
-        """Run an action chosen in the palette; one the screen turns off right now only says so."""
-        name = action.split("(", 1)[0].removeprefix("app.")
-        if not node.check_action(name, ()):
-            self.notify(f"{title}: not available right now", severity="warning")
-            return
-        self.call_later(node.run_action, action)
+        """The five screens, then every action of the current screen once (tui/palette.py)."""
+        yield from palette_commands(self, screen, super().get_system_commands(screen),
+                                    [(mode, key) for mode, _, _, key, _ in SCREENS])
 
 
 def home_label() -> str:

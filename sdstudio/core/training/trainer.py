@@ -4,7 +4,7 @@
 thread. It reports through `on_event` and obeys `control` (stop, sample now, save now):
 between optimizer steps, and inside the long phases (model loading, latent caching, class
 images, sampling) at least every ~2 s. Everything it leaves behind is in the run directory
-(see runs.py), so a run can be inspected, resumed or exported by any other process.
+(see core/runs/run_dir.py), so a run can be inspected, resumed or exported by any other process.
 """
 
 from __future__ import annotations
@@ -299,9 +299,9 @@ class Trainer:
             self._run()
         except KeyboardInterrupt:
             if self._stopping or self.control.stop.is_set():
-                self._stop_at_once()  # a second signal: never start the save again
+                stopping.stop_at_once(self)  # a second signal: never start the save again
             else:
-                self._stop_cleanly()
+                stopping.stop_cleanly(self)
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is reported, then re-raised
             self._fail(exc)
@@ -321,7 +321,7 @@ class Trainer:
                 self.review.measure_pending(self.step, self.models, self.run_dir, self.accelerator)
             self._loop()
         except StopRequested:
-            self._stop_cleanly()
+            stopping.stop_cleanly(self)
 
     def _loop(self) -> None:
         import torch
@@ -333,7 +333,7 @@ class Trainer:
             self.sample()  # the base model's samples, or those a stop left for later
             sampled_at = self.step
         if self._commands()[0]:
-            self._stop_cleanly()
+            stopping.stop_cleanly(self)
             return
         self._lora_probe = precision.LoraDtypeProbe(self.models.plain()["unet"])  # armed after sampling: a step's forward
         if self._single_process and not cfg.torch_compile:  # a stop ends the step in flight (stopping.py)
@@ -357,7 +357,7 @@ class Trainer:
             self._status(RUNNING)
             stop, save_now, sample_now = self._commands()
             if stop:  # before anything optional: checkpoint, status, then leave
-                self._stop_cleanly()
+                stopping.stop_cleanly(self)
                 return
             if self.step % cfg.checkpointing_steps == 0 or save_now or self.step == cfg.max_train_steps:
                 self.control.save_now.clear()
@@ -377,12 +377,6 @@ class Trainer:
         if cfg.report_to != "none":
             self.accelerator.end_training()
         self.emit(FinishedEvent(self.step, self.run_dir.path))
-
-    def _stop_cleanly(self) -> None:
-        stopping.stop_cleanly(self)
-
-    def _stop_at_once(self) -> None:
-        stopping.stop_at_once(self)
 
     def _fail(self, exc: BaseException) -> None:
         message = stopping.failure_message(exc, self.cfg, self.step, self.folding.fold)

@@ -78,7 +78,8 @@ class DatasetScreen(StudioScreen):
         Binding("ctrl+r", "rescan", "Check", id="dataset.rescan", tooltip="Check the folder again"),
         Binding("ctrl+g", "reroll_crop", "New crop", id="dataset.reroll_crop", show=False,
                 tooltip="Preview another random crop"),
-        Binding("ctrl+e", "caption_folder", "Caption", id="dataset.caption", tooltip="Caption the folder, then review"),
+        Binding("ctrl+e", "caption_folder", "Caption", id="dataset.caption", show=False,
+                tooltip="Caption the folder, then review each caption"),
         Binding("ctrl+o", "train", "Use", id="dataset.train",
                 tooltip="Open the Train screen with this folder filled in"),
     ]
