@@ -4,7 +4,6 @@ file and previewed live."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from conftest import tiny_train_values
