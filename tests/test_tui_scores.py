@@ -95,3 +95,18 @@ async def test_the_recommendation_says_how_sure_it_is(runs_root: Path) -> None:
         # what the panel's lines show (the reason goes on beyond them): the doubt and the interval first
         assert shown.startswith("▶ recommended (b jumps to it): step 20, not distinguishable from step 10 "
                                 "(intervals overlap): subject 0.75 [0.25–1.00]"), shown
+
+
+async def test_b_shows_the_whole_reason_that_a_small_terminal_cuts(runs_root: Path) -> None:
+    run = drift_run(runs_root)
+    RunScorer(run, ["demo"]).score()
+    app = StudioApp(run_dir=run.path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        panel = app.screen.query_one(ScoresPanel)
+        reason = panel.query_one("#scores-reason")
+        shown = " ".join(strip.text.strip() for strip in reason.render_lines(Region(0, 0, *reason.size)))
+        assert panel.reason and panel.reason not in shown  # at 80 columns the panel cuts it
+        await pilot.press("b")
+        await pilot.pause()
+        assert any(panel.reason in str(n.message) for n in app._notifications), "b must show the whole reason"

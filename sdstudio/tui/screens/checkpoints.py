@@ -257,11 +257,13 @@ class CheckpointsScreen(StudioScreen):
 
     def action_best(self) -> None:
         """Put the grid's cursor (and the scores table's) on the recommended checkpoint."""
-        step = self.query_one(ScoresPanel).jump_to_recommended()
+        panel = self.query_one(ScoresPanel)
+        step = panel.jump_to_recommended()
         if step is not None and self.snapshot is not None and step in self.snapshot.steps:
             sheet = self.query_one("#grid", ContactSheet)
             sheet.cursor = (self.snapshot.steps.index(step), sheet.cursor[1])
-            self.notify(f"step {step}: the recommended checkpoint (the reason is above its row)")
+            # the whole reason: the panel has room for its first lines only in a small terminal
+            self.notify(panel.reason, title=f"Recommended: step {step}", timeout=20)
 
     def action_sort_scores(self) -> None:
         key = self.query_one(ScoresPanel).cycle_sort()

@@ -64,6 +64,12 @@ class ScoresPanel(Horizontal):
         rec = self.table.recommendation
         return rec.step if rec is not None else None
 
+    @property
+    def reason(self) -> str:
+        """The recommendation's whole reason (the panel shows its first lines; `b` shows it all)."""
+        rec = self.table.recommendation
+        return rec.reason if rec is not None else ""
+
     def sort_keys(self) -> list[str]:
         """What `s` cycles through: step, each score, the validation loss."""
         keys = ["step", *self.table.metrics()]
@@ -107,6 +113,7 @@ class ScoresPanel(Horizontal):
             reason.update(Text(f"{MARK} recommended (b jumps to it): {rec.reason}"))
         else:
             reason.update(rec.reason if rec is not None else "")
+        reason.tooltip = rec.reason if rec is not None else None
         metrics = self.table.metrics()
         table.clear(columns=True)
         arrow = {k: " ↓" if k == self.sort_key else "" for k in ["step", VAL_LOSS, *metrics]}
