@@ -55,3 +55,16 @@ async def test_a_trainer_that_starts_after_the_studio_is_followed_within_2s_and_
         finally:
             trainer.release()
     assert older.status()["state"] == "stopped"
+
+
+def test_a_stop_cut_off_by_a_kill_reads_stopped_on_checkpoints_and_is_offered(runs_root: Path) -> None:
+    """The trainer marked the run 'stopping', saved step 20 and was killed before writing 'stopped':
+    the Checkpoints run list and the resume offer settle it, as `sdstudio runs` does."""
+    from sdstudio.tui.screens.checkpoints import run_label
+    from sdstudio.tui.screens.resume import is_resumable
+
+    run = make_run(runs_root, "cut-off", steps=(0, 10, 20), checkpoints=(10, 20), state="running")
+    run.update_status(step=19, total=40, stopping=True)
+    run_lock.lock_path(run.path).touch()  # its trainer's lock file, held by nobody now
+    assert "[stopped 20/40]" in run_label(run)
+    assert run.status()["state"] == "stopped" and is_resumable(run)

@@ -31,10 +31,11 @@ POLL_SECONDS = 1.5
 
 
 def run_label(run: RunDir) -> str:
+    """`name  [state step/total]`, the state as `sdstudio runs` says it (a cut-off stop settled)."""
+    from sdstudio.core.runs.overview import run_state
+
+    state = run_state(run)  # settles first, so its status is read after
     st = run.status()
-    state = st.get("state", "?")
-    if state == "running" and not run.is_alive():
-        state = "crashed — resumable"
     return f"{run.name}  [{state} {st.get('step', 0)}/{st.get('total', 0)}]"
 
 

@@ -21,7 +21,9 @@ OFFER_KEY = "f6"
 
 def is_resumable(run: RunDir) -> bool:
     """Stopped early, or marked running by a process that no longer exists, with a checkpoint to go
-    on from; never a run some trainer holds now (a resume that is just starting included)."""
+    on from; never a run some trainer holds now (a resume that is just starting included). A stop a
+    kill cut off is settled first, so it is offered as stopped."""
+    run.settle()
     status = run.status()
     if status.get("state") not in (STOPPED, RUNNING) or live_trainer(run.path, status) is not None:
         return False
