@@ -168,3 +168,24 @@ def test_sdxl_with_a_validation_split_measures_the_held_out_images(tiny_sdxl_dir
     rows = [r for r in (run.path / "metrics.jsonl").read_text().splitlines() if "val_loss" in r]
     assert len(rows) == 1 and '"val_images": 1' in rows[0] and '"val_set": "1 held-out images"' in rows[0]
     assert list(run.validation_losses()) == [2] and run.validation_losses()[2] > 0
+
+
+def test_over_its_budget_a_checkpoints_validation_loss_is_skipped_and_left_pending(tiny_model_dir, instance_dir,
+                                                                                  tmp_path, monkeypatch) -> None:
+    """With no free allowance and a tiny share, only the first checkpoint is measured; the others say so
+    in the log and wait in pending.json, and `sdstudio score` measures them afterwards."""
+    from sdstudio.cli import main
+    from sdstudio.core.events import LogEvent
+    from sdstudio.core.training import checkpoint_review
+    from sdstudio.core.training.trainer import train
+
+    monkeypatch.setattr(checkpoint_review, "ALLOWANCE_S", 0.0)
+    cfg = _cfg(tiny_model_dir, tmp_path / "run", instance_dir, max_train_steps=3, checkpointing_steps=1,
+               validation_loss_timesteps=2, validation_loss_max_share=1e-6)
+    lines: list[str] = []
+    run = train(cfg, on_event=lambda e: lines.append(e.message) if isinstance(e, LogEvent) else None)
+    assert sorted(run.validation_losses()) == [1]
+    assert run.pending().get("val_loss") == [2, 3]
+    assert sum("validation loss skipped at step" in line for line in lines) == 2
+    assert main(["score", str(run.path), "--scorer", "demo"]) == 0
+    assert sorted(run.validation_losses()) == [1, 2, 3] and not run.pending().get("val_loss")

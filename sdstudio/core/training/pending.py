@@ -41,8 +41,8 @@ def complete_pending(run: RunDir, log: Callable[[str], None] = print) -> list[in
 
     cfg = build_config(run.config())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    log(f"pending since a stop: {', '.join(f'{k} at step {v}' for k, v in sorted(pending.items()))}; "
-        f"loading {cfg.pretrained_model_name_or_path}")
+    waiting = ", ".join(f"{k} at step {v}" for k, v in sorted(pending.items()))
+    log(f"left for later (by a stop or the validation-loss budget): {waiting}; loading {cfg.pretrained_model_name_or_path}")
     pipe = load_pipeline(resolve_base_model(cfg.pretrained_model_name_or_path), vae=cfg.pretrained_vae_model_name_or_path)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
