@@ -8,7 +8,6 @@ training uses only the files that passed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ from sdstudio.core.filetypes import IMAGE_SUFFIXES
 
 STRAY_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 STRAY_DIRS = {".ipynb_checkpoints", "__macosx", ".git"}
-METADATA = "metadata.jsonl"
+METADATA = storage.METADATA
 OK, WARN, BAD = "ok", "warning", "bad"
 
 
@@ -105,23 +104,8 @@ def decode(path: str | os.PathLike[str]) -> tuple[Any, str]:
 
 def read_metadata(root: Path, caption_column: str = "text") -> tuple[dict[str, str], list[FileReport]]:
     """Captions from metadata.jsonl and a report entry for every bad line."""
-    captions: dict[str, str] = {}
-    problems: list[FileReport] = []
-    path = root / METADATA
-    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{METADATA}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(FileReport(where, BAD, f"not valid JSON ({exc.msg}); fix or delete the line"))
-            continue
-        if not isinstance(row, dict) or "file_name" not in row or caption_column not in row:
-            problems.append(FileReport(where, BAD, f"needs \"file_name\" and \"{caption_column}\" fields"))
-            continue
-        captions[str(row["file_name"])] = str(row[caption_column])
-    return captions, problems
+    captions, bad = storage.parse_metadata(root, caption_column)
+    return captions, [FileReport(f"{METADATA}:{lineno}", BAD, reason) for lineno, reason in bad]
 
 
 def _walk(root: Path) -> tuple[list[Path], list[FileReport]]:

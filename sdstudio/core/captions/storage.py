@@ -53,27 +53,34 @@ def store_label(store: str | None) -> str | None:
     return store if store in (None, METADATA) else store.lstrip(".")
 
 
-def read_metadata_rows(root: Path, caption_column: str = "text") -> dict[str, str]:
-    """file_name -> caption of the well-formed rows of metadata.jsonl (bad lines are the dataset check's to report)."""
+def parse_metadata(root: Path, caption_column: str = "text") -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """file_name -> caption of metadata.jsonl's well-formed rows, and (line number, what is wrong)
+    for each bad line (the dataset check reports those; the captioner skips them)."""
     out: dict[str, str] = {}
+    bad: list[tuple[int, str]] = []
     path = root / METADATA
     if not path.exists():
-        return out
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        return out, bad
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            bad.append((lineno, f"not valid JSON ({exc.msg}); fix or delete the line"))
             continue
-        if isinstance(row, dict) and "file_name" in row and caption_column in row:
-            out[str(row["file_name"])] = str(row[caption_column])
-    return out
+        if not isinstance(row, dict) or "file_name" not in row or caption_column not in row:
+            bad.append((lineno, f"needs \"file_name\" and \"{caption_column}\" fields"))
+            continue
+        out[str(row["file_name"])] = str(row[caption_column])
+    return out, bad
 
 
 def read_captions(root: Path, images: list[Path], store: str | None) -> dict[str, str | None]:
     """Relative name ('/'-separated) -> caption (None when the image has none) in `store`."""
     rels = {p.relative_to(root).as_posix(): p for p in images}
     if store == METADATA:
-        rows = read_metadata_rows(root)
+        rows, _ = parse_metadata(root)
         return {rel: rows.get(rel) for rel in rels}
     if store in SIDECARS:
         out: dict[str, str | None] = {}

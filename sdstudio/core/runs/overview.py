@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sdstudio.core.events import format_duration
 from sdstudio.core.runs import lock as run_lock
 from sdstudio.core.runs.run_dir import RUNNING, RunDir, list_runs
 
@@ -109,15 +110,6 @@ def all_runs(root: str | os.PathLike[str]) -> list[RunRow]:
     return rows
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def format_table(rows: list[RunRow]) -> str:
     header = ("RUN", "STATE", "STEP", "LOSS", "PID", "STARTED", "ETA")
     lines = [header]
@@ -128,7 +120,7 @@ def format_table(rows: list[RunRow]) -> str:
         lines.append((r.name, state, f"{r.step}/{r.total}" if r.total else str(r.step),
                       f"{r.loss:.4f}" if r.loss is not None else "-", str(r.pid) if r.pid and r.state in (RUNNING, "starting") else "-",
                       time.strftime("%m-%d %H:%M", time.localtime(r.started)) if r.started else "-",
-                      format_duration(r.eta_seconds)))
+                      format_duration(r.eta_seconds) if r.eta_seconds is not None else "-"))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1]
                      for row in lines)
