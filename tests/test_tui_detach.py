@@ -46,7 +46,8 @@ async def test_ctrl_b_trains_in_the_background_and_the_run_outlives_the_studio(
         async with again.run_test(size=(100, 30)) as pilot:
             await wait_for(pilot, lambda: again.remote is not None and again.session.step > after_quit, timeout=30)
             await pilot.press("ctrl+g")
-            assert again.session.state == "stopping"
+            # shown as stopping at once; a stop takes well under a second now, so it may already be stopped
+            assert again.session.state in ("stopping", "stopped")
             await wait_for(pilot, lambda: again.session.state == "stopped", timeout=60)
         status = run.status()
         assert status["state"] == "stopped" and run.latest_checkpoint().step == status["step"]
