@@ -16,15 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdstudio.core.config_checks import (LR_SCHEDULERS, MASTER_WEIGHTS, METHODS, MIXED_PRECISION, OPTIMIZERS,  # noqa: F401
+                                         REPORT_TO, SCORERS, TRAINING_METHODS, check)
 from sdstudio.core.errors import ConfigError
 
-LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
-MIXED_PRECISION = ("no", "fp16", "bf16")
-REPORT_TO = ("none", "tensorboard", "wandb")
-METHODS = ("auto", "text2image", "dreambooth")
 # Fields holding filesystem paths: relative values in a TOML file are taken from the file's folder.
-PATH_FIELDS = ("train_data_dir", "instance_data_dir", "class_data_dir", "output_dir", "validation_data_dir")
-SCORERS = ("demo", "clip", "dino")  # the image scorers by name; training/scorers.py maps each to its class
+PATH_FIELDS = ("train_data_dir", "instance_data_dir", "class_data_dir", "output_dir", "validation_data_dir", "mask_dir")
 
 
 @dataclass
@@ -56,6 +53,10 @@ class TrainConfig:
     min_bucket_reso: int | None = None  # default resolution / 2
     max_bucket_reso: int | None = None  # default resolution * 2
     max_upscale: float = 2.0  # an image needing more to cover its bucket is skipped, with the reason
+    # masks (white = the subject): the image's alpha, else NAME-mask.png beside it, else mask_dir/NAME.png
+    mask_dir: str | None = None
+    masked_loss: bool = False  # weight the per-pixel loss by the mask (class images stay unmasked)
+    unmasked_weight: float = 0.0  # the background's loss weight with masked_loss (0: ignored, 1: no masking)
     # optimisation
     train_batch_size: int = 1
     gradient_accumulation_steps: int = 1
@@ -71,6 +72,17 @@ class TrainConfig:
     adam_epsilon: float = 1e-8
     snr_gamma: float | None = None
     noise_offset: float = 0.0
+    # what trains: "lora" (adapters) or "full" (every UNet weight, and the text encoders' with train_text_encoder)
+    training_method: str = "lora"
+    text_encoder_lr: float | None = None  # the text encoders' own learning rate (default: learning_rate)
+    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes) | adafactor
+    # full fine-tuning
+    use_ema: bool = False  # keep an exponential moving average of the trained weights (exported by default)
+    ema_decay: float = 0.9999
+    ema_update_every: int = 1  # optimizer steps between EMA updates
+    ema_on_cpu: bool = False  # hold the EMA in host memory (saves accelerator memory, costs a copy per update)
+    fused_backward: bool = False  # step each parameter in its gradient hook and free the gradient at once
+    master_weights: str = "fp32"  # fp32 master weights, or "bf16" weights updated with stochastic rounding
     # LoRA
     rank: int = 4
     lora_alpha: float | None = None
@@ -115,6 +127,16 @@ class TrainConfig:
         if self.method != "auto":
             return self.method
         return "dreambooth" if self.instance_data_dir else "text2image"
+
+    @property
+    def full(self) -> bool:
+        """Full fine-tuning (every weight) rather than LoRA adapters."""
+        return self.training_method == "full"
+
+    @property
+    def resolved_optimizer(self) -> str:
+        """The optimizer by name; the older `use_8bit_adam = true` means adamw8bit."""
+        return "adamw8bit" if self.use_8bit_adam and self.optimizer == "adamw" else self.optimizer
 
     @property
     def effective_alpha(self) -> float:
@@ -284,83 +306,9 @@ def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any] |
     return cfg
 
 
-def _need(cond: bool, name: str, message: str, source: str | None) -> None:
-    if not cond:
-        raise ConfigError(name, message, source)
-
-
 def validate(cfg: TrainConfig, source: str | None = None) -> None:
-    """Impossible values and combinations, each naming the field to change."""
-    _need(cfg.method in METHODS, "method", f"must be one of {', '.join(METHODS)}", source)
-    method = cfg.resolved_method
-    if method == "text2image":
-        _need(bool(cfg.train_data_dir), "train_data_dir",
-              "text-to-image training needs a captioned image folder (or set instance_data_dir for DreamBooth)", source)
-        _need(not cfg.with_prior_preservation, "with_prior_preservation",
-              "prior preservation is a DreamBooth option: set instance_data_dir and instance_prompt", source)
-    else:
-        _need(bool(cfg.instance_data_dir), "instance_data_dir", "DreamBooth needs a folder of instance images", source)
-        _need(bool(cfg.instance_prompt), "instance_prompt", "DreamBooth needs an instance prompt, e.g. 'a photo of sks cat'", source)
-    if cfg.with_prior_preservation:
-        _need(bool(cfg.class_prompt), "class_prompt", "prior preservation needs a class prompt, e.g. 'a photo of a cat'", source)
-        _need(bool(cfg.class_data_dir), "class_data_dir", "prior preservation needs a folder for class images", source)
-        _need(cfg.num_class_images >= 1, "num_class_images", "must be at least 1", source)
-        _need(cfg.prior_loss_weight >= 0, "prior_loss_weight", "must be 0 or more", source)
-    _need(cfg.resolution >= 8 and cfg.resolution % 8 == 0, "resolution", f"must be a positive multiple of 8, got {cfg.resolution}", source)
-    for name in ("num_validation_images", "validation_steps"):  # 0 turns sampling off
-        _need(getattr(cfg, name) >= 0, name, f"must be 0 (no samples) or more, got {getattr(cfg, name)}", source)
-    if cfg.enable_bucket:
-        step = cfg.bucket_reso_steps
-        _need(step >= 8 and step % 8 == 0, "bucket_reso_steps", f"must be a positive multiple of 8, got {step}", source)
-        _need(cfg.resolution % step == 0, "resolution",
-              f"with enable_bucket, must be a multiple of bucket_reso_steps ({step}), got {cfg.resolution}", source)
-        lo = cfg.min_bucket_reso if cfg.min_bucket_reso is not None else cfg.resolution // 2
-        hi = cfg.max_bucket_reso if cfg.max_bucket_reso is not None else cfg.resolution * 2
-        _need(lo <= cfg.resolution, "min_bucket_reso", f"must be at most resolution ({cfg.resolution}), got {lo}", source)
-        _need(hi >= cfg.resolution, "max_bucket_reso", f"must be at least resolution ({cfg.resolution}), got {hi}", source)
-    _need(cfg.max_upscale >= 1.0, "max_upscale", f"must be 1 or more (1 = never upscale), got {cfg.max_upscale}", source)
-    for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "rank",
-                 "checkpointing_steps", "validation_num_inference_steps", "sample_batch_size",
-                 "logging_steps"):
-        _need(getattr(cfg, name) >= 1, name, f"must be at least 1, got {getattr(cfg, name)}", source)
-    _need(cfg.learning_rate > 0, "learning_rate", f"must be positive, got {cfg.learning_rate}", source)
-    _need(cfg.lr_warmup_steps >= 0, "lr_warmup_steps", "must be 0 or more", source)
-    _need(cfg.max_grad_norm > 0, "max_grad_norm", "must be positive", source)
-    _need(cfg.lora_alpha is None or cfg.lora_alpha > 0, "lora_alpha", "must be positive", source)
-    _need(cfg.snr_gamma is None or cfg.snr_gamma > 0, "snr_gamma", "must be positive", source)
-    _need(cfg.checkpoints_total_limit is None or cfg.checkpoints_total_limit >= 1, "checkpoints_total_limit",
-          "must be at least 1 (or left out to keep every checkpoint)", source)
-    _need(0.0 <= cfg.validation_split < 1.0, "validation_split",
-          f"must be at least 0 and below 1 (a share of the dataset), got {cfg.validation_split}", source)
-    _need(not (cfg.validation_split and cfg.validation_data_dir), "validation_split",
-          "give either validation_split or validation_data_dir, not both", source)
-    _need(cfg.validation_loss_timesteps >= 1, "validation_loss_timesteps", "must be at least 1", source)
-    _need(cfg.validation_loss_max_share > 0, "validation_loss_max_share",
-          f"must be above 0 (a share of the training time, e.g. 0.1), got {cfg.validation_loss_max_share}", source)
-    for name in cfg.scorers:
-        _need(name in SCORERS, "scorers", f"unknown scorer {name!r}: choose from {', '.join(SCORERS)}", source)
-    for name in ("recommend_subject_tolerance", "recommend_loss_tolerance"):
-        _need(0.0 <= getattr(cfg, name) <= 1.0, name, f"must be between 0 and 1, got {getattr(cfg, name)}", source)
-    if cfg.validation_data_dir:
-        _need(Path(cfg.validation_data_dir).is_dir(), "validation_data_dir", f"folder not found: {cfg.validation_data_dir}", source)
-    _need(cfg.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", f"must be one of {', '.join(LR_SCHEDULERS)}", source)
-    _need(cfg.mixed_precision in MIXED_PRECISION, "mixed_precision", f"must be one of {', '.join(MIXED_PRECISION)}", source)
-    _need(cfg.report_to in REPORT_TO, "report_to", f"must be one of {', '.join(REPORT_TO)}", source)
-    if cfg.report_to != "none":
-        import importlib.util
-
-        pkg = cfg.report_to
-        _need(importlib.util.find_spec(pkg) is not None, "report_to",
-              f"'{pkg}' needs the '{pkg}' package (pip install {pkg}) or report_to = \"none\"", source)
-    if cfg.use_8bit_adam:
-        import importlib.util
-
-        _need(importlib.util.find_spec("bitsandbytes") is not None, "use_8bit_adam",
-              "needs the 'bitsandbytes' package (pip install bitsandbytes) or use_8bit_adam = false", source)
-    for name in ("train_data_dir", "instance_data_dir"):
-        value = getattr(cfg, name)
-        if value and (method == "text2image") == (name == "train_data_dir"):
-            _need(Path(value).is_dir(), name, f"folder not found: {value}", source)
+    """Impossible values and combinations, each naming the field to change (config_checks.py)."""
+    check(cfg, source)
 
 
 def save_toml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from sdstudio.core.captions import storage
 from sdstudio.core.errors import DatasetError
 from sdstudio.core.filetypes import IMAGE_SUFFIXES
+from sdstudio.core.masks.source import is_mask_name
 
 STRAY_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 STRAY_DIRS = {".ipynb_checkpoints", "__macosx", ".git"}
@@ -118,12 +119,15 @@ def _walk(root: Path) -> tuple[list[Path], list[FileReport]]:
                 dirnames.remove(d)
                 strays.append(FileReport(str((here / d).relative_to(root)) + "/", BAD, "stray folder, ignored"))
         dirnames.sort()
+        siblings = set(filenames)
         for name in sorted(filenames):
             p = here / name
             rel = p.relative_to(root).as_posix()
             low = name.lower()
             if low in STRAY_FILES or low.startswith("._"):
                 strays.append(FileReport(rel, BAD, "stray system file, ignored"))
+            elif is_mask_name(name, siblings):
+                continue  # NAME-mask.png: the subject mask of image NAME (core/masks/source.py)
             elif p.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(p)
             elif storage.is_caption_file(name):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdstudio.core.full.layout import is_full_checkpoint
 from sdstudio.core.io import atomic
 from sdstudio.core.io.toml_text import dumps_toml
 
@@ -275,13 +276,13 @@ class RunDir:
         return self.checkpoints_dir / f"step-{step:06d}"
 
     def checkpoints(self) -> list[CheckpointRecord]:
-        """Complete checkpoints (their weights file exists), oldest first."""
+        """Complete checkpoints (a LoRA file, or a full fine-tune's model folder), oldest first."""
         if not self.checkpoints_dir.is_dir():
             return []
         found = []
         for child in self.checkpoints_dir.iterdir():
             m = _CKPT_RE.match(child.name)
-            if m and child.is_dir() and (child / LORA_WEIGHTS_NAME).exists():
+            if m and child.is_dir() and ((child / LORA_WEIGHTS_NAME).exists() or is_full_checkpoint(child)):
                 found.append(CheckpointRecord(int(m.group(1)), child))
         return sorted(found, key=lambda c: c.step)
 

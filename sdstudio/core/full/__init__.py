@@ -1,0 +1,1 @@
+"""Full fine-tuning (training_method = "full"): every weight trains, not LoRA adapters."""

@@ -1,0 +1,1 @@
+"""Subject masks and crop boxes of a dataset: where they are found, how they are read and written."""
