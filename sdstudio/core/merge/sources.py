@@ -1,7 +1,7 @@
 """Merge inputs, whatever their format, seen as one A1111/LDM-named state dict read on demand.
 
 `open_model(spec)` accepts `demo` (named through `models.locate_model`, like every command),
-an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt` (unpickled with weights_only,
+a full fine-tune's checkpoint (full/source.py), an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt` (unpickled with weights_only,
 so held in memory) or a diffusers folder (its component files
 read tensor by tensor and renamed/reshaped through `ldm_layout`). `open_vae(path)` does the
 same for a standalone VAE (A1111 `vae-*.safetensors`/`.ckpt`, diffusers VAE file or folder).
@@ -114,8 +114,22 @@ class ModelSource:
         return torch.cat(blocks, dim=0)
 
     def close(self) -> None:
-        for reader in {id(p.reader): p.reader for parts in self._pieces.values() for p in parts}.values():
+        for reader in self._readers().values():
             reader.close()
+
+    def _readers(self) -> dict[int, Any]:
+        return {id(p.reader): p.reader for parts in self._pieces.values() for p in parts}
+
+    def with_pieces(self, pieces: dict[str, list[_Piece]], name: str, path: Path, kind: str,
+                    hash_file: Path | None) -> ModelSource:
+        """This model with some tensors read from elsewhere (a full fine-tune's trained components
+        over its base); the files nothing reads any more are closed."""
+        merged = {**self._pieces, **pieces}
+        source = ModelSource(name, path, kind, merged, self._layout, self.config_dir, hash_file)
+        for key, reader in self._readers().items():
+            if key not in source._readers():
+                reader.close()
+        return source
 
 
 def _canonical_ldm_key(key: str) -> str:
@@ -144,19 +158,26 @@ def _weight_files(d: Path, base: str) -> list[Path]:
     raise ModelError(f"{d}: no weights found (expected {base}.safetensors)")
 
 
+def component_pieces(layout: LdmLayout, component_dirs: dict[str, Path]) -> dict[str, list[_Piece]]:
+    """LDM key -> where to read it, for diffusers component folders (`unet/`, `text_encoder/`...,
+    each `save_pretrained`'s files, sharded or not) renamed through `layout`."""
+    comp_keys: dict[str, dict[str, Any]] = {}
+    for comp, d in component_dirs.items():
+        for f in _weight_files(d, WEIGHT_NAMES[comp]):
+            reader = open_reader(f)
+            comp_keys.setdefault(comp, {}).update({k: reader for k in reader.tensors})
+    plan = layout.plan_to_ldm({c: list(ks) for c, ks in comp_keys.items()})
+    return {ldm: [_Piece(comp_keys[p.component][p.key], p.key, p.op, p.index) for p in parts]
+            for ldm, parts in plan.items()}
+
+
 def _open_folder(folder: Path) -> ModelSource:
     from sdstudio.core.models import resolve_base_model
 
     resolve_base_model(str(folder))  # refuses non-SD and SDXL folders with a clear message
     layout = layout_of_folder(folder)
-    comp_keys: dict[str, dict[str, Any]] = {}
-    for comp in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if layout.family == "sdxl" else ()):
-        for f in _component_files(folder, comp):
-            reader = open_reader(f)
-            comp_keys.setdefault(comp, {}).update({k: reader for k in reader.tensors})
-    plan = layout.plan_to_ldm({c: list(ks) for c, ks in comp_keys.items()})
-    pieces = {ldm: [_Piece(comp_keys[p.component][p.key], p.key, p.op, p.index) for p in parts]
-              for ldm, parts in plan.items()}
+    comps = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if layout.family == "sdxl" else ())
+    pieces = component_pieces(layout, {comp: folder / comp for comp in comps})
     unet_file = _component_files(folder, "unet")[0]
     return ModelSource(folder.name, folder, "folder", pieces, layout, folder, unet_file)
 
@@ -196,6 +217,10 @@ def open_model(spec: str | os.PathLike[str]) -> ModelSource:
     p = Path(location)
     if kind in ("demo", "folder"):
         return _open_folder(p)
+    if kind == "full_checkpoint":
+        from sdstudio.core.full.source import open_full_checkpoint
+
+        return open_full_checkpoint(location)
     if is_lora_file(p):
         raise lora_as_model_error(text)
     reader = open_reader(p)

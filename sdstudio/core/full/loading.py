@@ -1,0 +1,96 @@
+"""A full fine-tune's checkpoint as a pipeline: the base model with the checkpoint's components.
+
+`load_full_pipeline` builds the pipeline once (what Generate and the merge preview load through
+`models.load_pipeline`); `checkpoint_weights` swaps one checkpoint's weights into an already
+loaded pipeline of the same base and puts the base's back afterwards, so `sdstudio score` walks
+many checkpoints with one pipeline, as it does with LoRA files. Components are read with the
+libraries' own `from_pretrained` (sharded safetensors, transformers' key prefixes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sdstudio.core.errors import ModelError
+from sdstudio.core.full.checkpoint_model import FullCheckpoint, find_full_checkpoint
+
+
+def _component_class(name: str) -> Any:
+    if name == "unet":
+        from diffusers import UNet2DConditionModel
+
+        return UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    return CLIPTextModelWithProjection if name == "text_encoder_2" else CLIPTextModel
+
+
+def load_component(name: str, folder: Path, torch_dtype: Any) -> Any:
+    """One trained component from its `save_pretrained` folder, in `torch_dtype`."""
+    cls = _component_class(name)
+    try:
+        if name == "unet":
+            return cls.from_pretrained(str(folder), torch_dtype=torch_dtype)
+        return cls.from_pretrained(str(folder), dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{folder}: cannot load the checkpoint's {name} ({first})") from None
+
+
+def _resolve(checkpoint: FullCheckpoint | str | os.PathLike[str], ema: bool | None = None) -> FullCheckpoint:
+    if isinstance(checkpoint, FullCheckpoint):
+        return checkpoint
+    found = find_full_checkpoint(checkpoint, ema)
+    if found is None:
+        raise ModelError(f"{checkpoint}: not a full fine-tune checkpoint (expected RUN/checkpoints/step-N with "
+                         "model/unet/ inside)")
+    return found
+
+
+def load_full_pipeline(checkpoint: FullCheckpoint | str | os.PathLike[str], torch_dtype: Any = None,
+                       config: str | None = None, vae: str | None = None, vae_dtype: Any = None,
+                       ema: bool | None = None) -> Any:
+    """The base pipeline (run.toml's base, any kind `load_pipeline` reads) with the checkpoint's
+    components in place of the base's; EMA weights when the checkpoint has them unless `ema`
+    says otherwise. The base's own copies of those components are never loaded."""
+    import torch
+
+    from sdstudio.core.models import load_pipeline, quiet_loading, resolve_base_model
+
+    full = _resolve(checkpoint, ema)
+    quiet_loading()
+    dtype = torch_dtype or torch.float32
+    components = {name: load_component(name, folder, dtype) for name, folder in full.components.items()}
+    return load_pipeline(resolve_base_model(full.base_spec()), torch_dtype=dtype, config=config, vae=vae,
+                         vae_dtype=vae_dtype, components=components)
+
+
+@contextlib.contextmanager
+def checkpoint_weights(pipe: Any, checkpoint: FullCheckpoint | str | os.PathLike[str],
+                       ema: bool | None = None) -> Iterator[FullCheckpoint]:
+    """Inside the block, `pipe` (loaded from the checkpoint's base) carries the checkpoint's weights;
+    after it, the weights it had before. The previous weights wait on the CPU meanwhile."""
+    import torch
+
+    full = _resolve(checkpoint, ema)
+    saved: dict[str, dict[str, Any]] = {}
+    try:
+        for name, folder in full.components.items():
+            module = getattr(pipe, name, None)
+            if module is None:
+                raise ModelError(f"{folder}: the pipeline has no {name} to put this checkpoint's weights in")
+            param = next(module.parameters())
+            loaded = load_component(name, folder, param.dtype)
+            saved[name] = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            with torch.no_grad():
+                module.load_state_dict(loaded.state_dict(), strict=True)
+            del loaded
+        yield full
+    finally:
+        with torch.no_grad():
+            for name, state in saved.items():
+                getattr(pipe, name).load_state_dict(state, strict=True)
