@@ -35,6 +35,12 @@ def write_full_run(base: Path, run_path: Path, steps: tuple[int, ...] = (2, 4), 
     from sdstudio.core.models import model_identity, resolve_base_model
     from sdstudio.core.runs.run_dir import RunDir
 
+    from conftest import draw_shape_images
+
+    if "train_data_dir" not in config and "instance_data_dir" not in config:
+        instance = run_path.parent / f"{run_path.name}-instance"
+        draw_shape_images(instance, 2, (230, 30, 30))
+        config = {"instance_data_dir": str(instance), "instance_prompt": "a photo of sks dog", **config}
     classes = {"unet": UNet2DConditionModel, "text_encoder": CLIPTextModel,
                "text_encoder_2": CLIPTextModelWithProjection}
     values = {"pretrained_model_name_or_path": str(base), "output_dir": str(run_path), "resolution": 32,

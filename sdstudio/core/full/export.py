@@ -133,3 +133,21 @@ def export_full_checkpoint(source: str | os.PathLike[str], step: int | None = No
         src.close()
     progress.finish()
     return written
+
+
+def export_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What an export holds, read from its headers: tensors, bytes, the family detector's verdict
+    (single file) and the metadata; for a diffusers folder, its UNet file's metadata."""
+    from sdstudio.core.io.safetensors_io import read_file_header
+    from sdstudio.core.models import detect_family
+
+    p = Path(path)
+    files = sorted(p.rglob("*.safetensors")) if p.is_dir() else [p]
+    tensors, metadata = 0, {}
+    for f in files:
+        header, meta, _ = read_file_header(f)
+        tensors += len(header)
+        if "sdstudio_export" in meta:
+            metadata = meta
+    family = "diffusers" if p.is_dir() else detect_family(read_file_header(p)[0])
+    return {"tensors": tensors, "bytes": sum(f.stat().st_size for f in files), "family": family, "metadata": metadata}
