@@ -240,11 +240,12 @@ def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str |
     from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     base = model if isinstance(model, BaseModel) else resolve_base_model(model)
-    if base.kind == "full_checkpoint":
-        from sdstudio.core.full.loading import load_full_pipeline
-
-        return load_full_pipeline(base.location, torch_dtype=torch_dtype, config=config, vae=vae, vae_dtype=vae_dtype)
     quiet_loading()
+    if base.kind == "full_checkpoint":  # the run's base with the checkpoint's components
+        from sdstudio.core.full.loading import checkpoint_components
+
+        base_spec, parts = checkpoint_components(base.location, torch_dtype or torch.float32)
+        return load_pipeline(resolve_base_model(base_spec), torch_dtype, config, vae, vae_dtype, parts)
     dtype = torch_dtype or torch.float32
     vae_dtype = vae_dtype or dtype
     common: dict[str, Any] = {"dtype": dtype, **(components or {})}

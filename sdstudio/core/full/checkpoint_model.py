@@ -47,24 +47,18 @@ class FullCheckpoint:
         return f"{run}-step{self.step}" + ("-ema" if self.ema else "")
 
     def base_spec(self) -> str:
-        """The base model as run.toml names it: the config's value when it still resolves here,
-        else the location the trainer recorded (a relative path trained from another folder)."""
-        from sdstudio.core.models import locate_model
-
+        """The base model as run.toml names it; when that is a path that no longer exists here (a
+        relative path trained from another folder), the location the trainer recorded."""
         if self.run is None:
             raise ModelError(f"{self.path}: a full checkpoint outside its run folder (no run.toml two folders up); "
                              "its untrained components come from the run's base model, so keep it inside RUN/checkpoints/")
-        cfg, meta = self.run.config(), self.run.meta()
-        spec = str(cfg.get("pretrained_model_name_or_path") or "")
-        try:
-            locate_model(spec)
-            return spec
-        except ModelError:
-            recorded = (meta.get("base_model") or {}).get("location")
-            if recorded:
-                locate_model(recorded)
-                return str(recorded)
-            raise
+        spec = str(self.run.config().get("pretrained_model_name_or_path") or "")
+        recorded = self.run.meta().get("base_model") or {}
+        location = str(recorded.get("location") or "")
+        if (recorded.get("kind") in ("folder", "single_file") and location and Path(location).exists()
+                and not Path(os.path.expanduser(spec)).exists()):
+            return location
+        return spec
 
 
 def _step_of(folder: Path) -> int:

@@ -94,7 +94,7 @@ def export_full_checkpoint(source: str | os.PathLike[str], step: int | None = No
     `ema`: None takes the EMA weights when the checkpoint has them; True insists (an error if it
     has none); False takes the trained weights. A file or folder that exists is replaced only with
     `overwrite`."""
-    from sdstudio.core.full.source import open_full_checkpoint
+    from sdstudio.core.merge.sources import open_full_checkpoint
     from sdstudio.core.merge.merger import write_model
     from sdstudio.core.merge.outputs import DiffusersOutput, SingleFileOutput
 

@@ -1,7 +1,7 @@
 """A full fine-tune's checkpoint as a pipeline: the base model with the checkpoint's components.
 
-`load_full_pipeline` builds the pipeline once (what Generate and the merge preview load through
-`models.load_pipeline`); `checkpoint_weights` swaps one checkpoint's weights into an already
+`checkpoint_components` gives `models.load_pipeline` the components to build the pipeline with
+(what Generate and the merge preview load); `checkpoint_weights` swaps one checkpoint's weights into an already
 loaded pipeline of the same base and puts the base's back afterwards, so `sdstudio score` walks
 many checkpoints with one pipeline, as it does with LoRA files. Components are read with the
 libraries' own `from_pretrained` (sharded safetensors, transformers' key prefixes).
@@ -51,22 +51,13 @@ def _resolve(checkpoint: FullCheckpoint | str | os.PathLike[str], ema: bool | No
     return found
 
 
-def load_full_pipeline(checkpoint: FullCheckpoint | str | os.PathLike[str], torch_dtype: Any = None,
-                       config: str | None = None, vae: str | None = None, vae_dtype: Any = None,
-                       ema: bool | None = None) -> Any:
-    """The base pipeline (run.toml's base, any kind `load_pipeline` reads) with the checkpoint's
-    components in place of the base's; EMA weights when the checkpoint has them unless `ema`
-    says otherwise. The base's own copies of those components are never loaded."""
-    import torch
-
-    from sdstudio.core.models import load_pipeline, quiet_loading, resolve_base_model
-
+def checkpoint_components(checkpoint: FullCheckpoint | str | os.PathLike[str], torch_dtype: Any,
+                          ema: bool | None = None) -> tuple[str, dict[str, Any]]:
+    """(the run's base model, the checkpoint's components loaded in `torch_dtype`): what
+    `models.load_pipeline` puts together, the base's own copies of those components never loaded.
+    EMA weights when the checkpoint has them, unless `ema` says otherwise."""
     full = _resolve(checkpoint, ema)
-    quiet_loading()
-    dtype = torch_dtype or torch.float32
-    components = {name: load_component(name, folder, dtype) for name, folder in full.components.items()}
-    return load_pipeline(resolve_base_model(full.base_spec()), torch_dtype=dtype, config=config, vae=vae,
-                         vae_dtype=vae_dtype, components=components)
+    return full.base_spec(), {name: load_component(name, folder, torch_dtype) for name, folder in full.components.items()}
 
 
 @contextlib.contextmanager

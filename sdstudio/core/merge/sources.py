@@ -1,7 +1,7 @@
 """Merge inputs, whatever their format, seen as one A1111/LDM-named state dict read on demand.
 
 `open_model(spec)` accepts `demo` (named through `models.locate_model`, like every command),
-a full fine-tune's checkpoint (full/source.py), an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt` (unpickled with weights_only,
+a full fine-tune's checkpoint (its base with the trained components swapped in), an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt` (unpickled with weights_only,
 so held in memory) or a diffusers folder (its component files
 read tensor by tensor and renamed/reshaped through `ldm_layout`). `open_vae(path)` does the
 same for a standalone VAE (A1111 `vae-*.safetensors`/`.ckpt`, diffusers VAE file or folder).
@@ -218,14 +218,46 @@ def open_model(spec: str | os.PathLike[str]) -> ModelSource:
     if kind in ("demo", "folder"):
         return _open_folder(p)
     if kind == "full_checkpoint":
-        from sdstudio.core.full.source import open_full_checkpoint
-
         return open_full_checkpoint(location)
     if is_lora_file(p):
         raise lora_as_model_error(text)
     reader = open_reader(p)
     pieces = {_canonical_ldm_key(k): [_Piece(reader, k)] for k in reader.tensors}
     return ModelSource(p.stem, p, "single_file", pieces, hash_file=p)
+
+
+def open_full_checkpoint(checkpoint: Any, ema: bool | None = None) -> ModelSource:
+    """A full fine-tune's checkpoint (a `FullCheckpoint` or its name): the run's base model with the
+    tensors of the components the checkpoint holds read from its `save_pretrained` folders instead,
+    renamed through the base's layout; EMA weights when it has them, unless `ema` says otherwise.
+    ModelError when a trained tensor does not fit the base."""
+    from sdstudio.core.full.checkpoint_model import FullCheckpoint, find_full_checkpoint
+
+    full = checkpoint if isinstance(checkpoint, FullCheckpoint) else find_full_checkpoint(checkpoint, ema)
+    if full is None:
+        raise ModelError(f"{checkpoint}: not a full fine-tune checkpoint (expected RUN/checkpoints/step-N/model/unet/)")
+    base = open_model(full.base_spec())
+    try:
+        layout = base.layout
+        if "text_encoder_2" in full.components and layout.family != "sdxl":
+            raise ModelError(f"{full.weights_dir}: has a text_encoder_2 but the run's base is not an SDXL model")
+        pieces = component_pieces(layout, full.components)
+        for key, parts in pieces.items():
+            info = parts[0].reader.tensors[parts[0].key]
+            if key in base.shapes and parts[0].op == "copy" and tuple(info.shape) != base.shapes[key]:
+                raise ModelError(f"{full.weights_dir}: {parts[0].key} has shape {list(info.shape)}, the base model "
+                                 f"{base.name} has {list(base.shapes[key])}: this checkpoint was trained on another model")
+        missing = [key for key in base.keys() if key not in pieces
+                   and (parts := layout.from_ldm(key)) and parts[0].component in full.components]
+        if missing:
+            raise ModelError(f"{full.weights_dir}: {len(missing)} weights of the base model are missing from this "
+                             f"checkpoint (e.g. {missing[0]}): this checkpoint was trained on another model")
+        unet_files = sorted((full.weights_dir / "unet").glob("*.safetensors"))
+        return base.with_pieces(pieces, name=full.name, path=full.path, kind="full_checkpoint",
+                                hash_file=unet_files[0] if unet_files else None)
+    except BaseException:
+        base.close()
+        raise
 
 
 def _vae_pieces_from_diffusers(reader: Any, config: dict[str, Any] | None) -> dict[str, list[_Piece]]:
