@@ -59,6 +59,7 @@ def test_generate_and_merge_take_a_checkpoint_like_any_model(full_run, tiny_mode
     import torch
     from safetensors.torch import load_file
 
+    from sdstudio.core.generation.compare import plan_variants
     from sdstudio.core.generation.generator import GenerateOptions, Generator
     from sdstudio.core.merge.merger import merge_files
 
@@ -66,6 +67,8 @@ def test_generate_and_merge_take_a_checkpoint_like_any_model(full_run, tiny_mode
     fine = Generator(f"{full_run.path}@4", device="cpu").generate(opts)[0].image
     base = Generator(str(tiny_model_dir), device="cpu").generate(opts)[0].image
     assert np.abs(np.asarray(fine, dtype=float) - np.asarray(base, dtype=float)).max() > 0  # the fine-tune draws
+    with pytest.raises(Exception, match=r"checkpoints are models, not LoRAs; pass --model .*@STEP"):
+        plan_variants(["demo"], [str(full_run.path)])  # `generate --lora RUN` of a full run
 
     out = merge_files(str(full_run.checkpoint_path(4)), tmp_path / "half.safetensors", str(tiny_model_dir),
                       multiplier=0.5, dtype="fp32")
