@@ -63,7 +63,7 @@ def measure(name: str, base: Path, root: Path, sdxl: bool) -> None:
         diffs = _diff(pipe, run.checkpoint(1).path, comps)
         print(f"  {dtype}: {out.name}: {len(keys)} tensors, family {family}, prefixes {prefixes}, "
               f"{out.stat().st_size / 2**20:.2f} MiB, export {seconds:.2f} s")
-        print(f"    from_single_file max |diff| to the EMA weights: "
+        print("    from_single_file max |diff| to the EMA weights: "
               + ", ".join(f"{c} {d:.2e}" for c, d in diffs.items()))
 
 

@@ -1,9 +1,10 @@
 """Merge inputs, whatever their format, seen as one A1111/LDM-named state dict read on demand.
 
 `open_model(spec)` accepts `demo` (named through `models.locate_model`, like every command),
-a full fine-tune's checkpoint (its base with the trained components swapped in), an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt` (unpickled with weights_only,
-so held in memory) or a diffusers folder (its component files
-read tensor by tensor and renamed/reshaped through `ldm_layout`). `open_vae(path)` does the
+an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt` (unpickled with weights_only,
+so held in memory), a diffusers folder (its component files read tensor by tensor and
+renamed/reshaped through `ldm_layout`) or a full fine-tune's checkpoint (its base model with the
+trained components read from the checkpoint instead). `open_vae(path)` does the
 same for a standalone VAE (A1111 `vae-*.safetensors`/`.ckpt`, diffusers VAE file or folder).
 Each key can be read whole or by blocks of rows, so a merge never holds a whole model.
 """

@@ -2,8 +2,8 @@
 
 When the recommended checkpoint is "not distinguishable" from others (their score intervals
 overlap, recommend.py), only more samples can tell them apart. This samples the pick and its
-contenders again, from each checkpoint's saved weights (a LoRA, or a full fine-tune's components), with the run's validation prompts
-and sampler settings, on fresh seeds (seeds no sample of the run has used), in rounds of the
+contenders again, from each checkpoint's saved weights (a LoRA, or a full fine-tune's components),
+with the run's validation prompts and sampler settings, on fresh seeds (seeds no sample of the run has used), in rounds of the
 run's `num_validation_images` seeds, scoring after each round. It stops when no checkpoint is
 left that the samples cannot tell from the pick, or when every contender has had K new seeds
 (the budget). Every contender gets the same seeds, in the same order, so their samples pair up.
