@@ -105,6 +105,12 @@ def test_score_samples_a_pending_full_checkpoint_with_its_weights(full_run, tmp_
     assert [s.seed for s in run.samples() if s.step == 4] == [11]
     assert _same(generator.pipe.unet, before)  # the base's weights are back afterwards
 
+    from sdstudio.cli import main  # scored like a LoRA run, and `export --best` takes the pick
+
+    assert main(["score", str(run.path), "--scorer", "demo"]) == 0
+    assert main(["export", str(run.path), "--best"]) == 0
+    assert len(list(run.exports_dir.glob("ft-step*-ema.safetensors"))) == 1
+
 
 async def test_checkpoints_e_key_exports_a_full_checkpoint(full_run, tmp_path, monkeypatch) -> None:
     import shutil
