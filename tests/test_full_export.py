@@ -140,3 +140,26 @@ def test_bad_export_requests_say_what_to_do(sd_run, tiny_model_dir, tmp_path, ca
         export_full_checkpoint(sd_run.path, fmt="ckpt")
     # without EMA the default is the trained weights, and the file says so in its name
     assert export_full_checkpoint(no_ema.path).name == "no-ema-step1.safetensors"
+
+
+def test_a_run_trained_from_a_hub_id_exports_from_the_hub_cache(sd_run, tiny_model_dir, tmp_path, monkeypatch):
+    """Most real runs name their base by hub id: the export reads it from the local hub cache, offline."""
+    import shutil
+
+    from sdstudio.core.runs.run_dir import RunDir
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--sdstudio-test--tiny-sd" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_model_dir, snapshot)
+    (cache / "models--sdstudio-test--tiny-sd" / "refs").mkdir()
+    (cache / "models--sdstudio-test--tiny-sd" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = RunDir(shutil.copytree(sd_run.path, tmp_path / "from-hub"))
+    run.write_config({**run.config(), "pretrained_model_name_or_path": "sdstudio-test/tiny-sd"},
+                     {**run.meta(), "base_model": {"name": "sdstudio-test/tiny-sd", "kind": "hub", "family": "sd1"}})
+    out = export_full_checkpoint(run.path, dtype="fp32")
+    assert _keys(out) == _keys(export_full_checkpoint(sd_run.path, dtype="fp32"))
+    shutil.rmtree(cache)
+    with pytest.raises(Exception, match="sdstudio-test/tiny-sd: the run's base model is not in the local hub cache"):
+        export_full_checkpoint(run.path, dtype="fp32", overwrite=True)

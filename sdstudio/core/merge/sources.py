@@ -237,7 +237,7 @@ def open_full_checkpoint(checkpoint: Any, ema: bool | None = None) -> ModelSourc
     full = checkpoint if isinstance(checkpoint, FullCheckpoint) else find_full_checkpoint(checkpoint, ema)
     if full is None:
         raise ModelError(f"{checkpoint}: not a full fine-tune checkpoint (expected RUN/checkpoints/step-N/model/unet/)")
-    base = open_model(full.base_spec())
+    base = open_model(_local_base(full.base_spec()))
     try:
         layout = base.layout
         if "text_encoder_2" in full.components and layout.family != "sdxl":
@@ -259,6 +259,23 @@ def open_full_checkpoint(checkpoint: Any, ema: bool | None = None) -> ModelSourc
     except BaseException:
         base.close()
         raise
+
+
+def _local_base(spec: str) -> str:
+    """A hub base model as the folder the hub cache keeps it in (the trainer downloaded it there),
+    read without the network; any other name as it is."""
+    from sdstudio.core.models import locate_model
+
+    kind, _ = locate_model(spec)
+    if kind != "hub":
+        return spec
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(spec, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE"))
+    except Exception as exc:  # noqa: BLE001 - not cached (or cleaned up since training)
+        raise ModelError(f"{spec}: the run's base model is not in the local hub cache ({type(exc).__name__}); "
+                         "load it once (e.g. `sdstudio generate --model " + spec + " ...`) and try again") from None
 
 
 def _vae_pieces_from_diffusers(reader: Any, config: dict[str, Any] | None) -> dict[str, list[_Piece]]:
