@@ -52,10 +52,9 @@ class BaseModel:
         if self.kind == "hub":
             return self.location
         if self.kind == "full_checkpoint":
-            from sdstudio.core.full.checkpoint_model import find_full_checkpoint
+            from sdstudio.core.full.checkpoint_model import require_full_checkpoint
 
-            found = find_full_checkpoint(self.location)
-            return found.name if found is not None else Path(self.location).name
+            return require_full_checkpoint(self.location).name
         return Path(self.location).stem if self.kind == "single_file" else Path(self.location).name
 
 
@@ -212,11 +211,10 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
     if kind in ("demo", "folder"):
         return BaseModel(text or DEMO_MODEL_NAME, kind, _folder_family(Path(location)), location)
     if kind == "full_checkpoint":
-        from sdstudio.core.full.checkpoint_model import find_full_checkpoint
+        from sdstudio.core.full.checkpoint_model import require_full_checkpoint
 
-        full = find_full_checkpoint(location)
-        assert full is not None
-        return BaseModel(text, kind, resolve_base_model(full.base_spec()).family, location)
+        base_spec = require_full_checkpoint(location).base_spec()
+        return BaseModel(text, kind, resolve_base_model(base_spec).family, location)
     if kind == "single_file":
         path = Path(location)
         if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
@@ -302,11 +300,9 @@ def sampler_defaults(model: str) -> dict[str, Any]:
     try:
         base = resolve_base_model(model)
         if base.kind == "full_checkpoint":  # a fine-tune samples as its base does
-            from sdstudio.core.full.checkpoint_model import find_full_checkpoint
+            from sdstudio.core.full.checkpoint_model import require_full_checkpoint
 
-            full = find_full_checkpoint(base.location)
-            assert full is not None
-            return sampler_defaults(full.base_spec())
+            return sampler_defaults(require_full_checkpoint(base.location).base_spec())
     except Exception:  # noqa: BLE001 - a bad path is reported when generating, not while drawing the form
         return defaults
     hints = Path(base.location) / "sdstudio_demo.json" if base.kind in ("demo", "folder") else None

@@ -116,6 +116,17 @@ def find_full_checkpoint(spec: str | os.PathLike[str], ema: bool | None = None) 
     return None
 
 
+def require_full_checkpoint(spec: FullCheckpoint | str | os.PathLike[str], ema: bool | None = None) -> FullCheckpoint:
+    """`find_full_checkpoint`, with a ModelError when `spec` names something else."""
+    if isinstance(spec, FullCheckpoint):
+        return spec
+    found = find_full_checkpoint(spec, ema)
+    if found is None:
+        raise ModelError(f"{spec}: not a full fine-tune checkpoint (expected RUN, RUN@STEP or "
+                         "RUN/checkpoints/step-N with model/unet/ inside)")
+    return found
+
+
 def full_run_checkpoint(run: RunDir, step: int | None, ema: bool | None = None) -> FullCheckpoint:
     """A full run's checkpoint at `step` (the latest when None); ModelError names the steps there are."""
     try:

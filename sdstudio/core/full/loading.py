@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.errors import ModelError
-from sdstudio.core.full.checkpoint_model import FullCheckpoint, find_full_checkpoint
+from sdstudio.core.full.checkpoint_model import FullCheckpoint, require_full_checkpoint
 
 
 def _component_class(name: str) -> Any:
@@ -41,22 +41,12 @@ def load_component(name: str, folder: Path, torch_dtype: Any) -> Any:
         raise ModelError(f"{folder}: cannot load the checkpoint's {name} ({first})") from None
 
 
-def _resolve(checkpoint: FullCheckpoint | str | os.PathLike[str], ema: bool | None = None) -> FullCheckpoint:
-    if isinstance(checkpoint, FullCheckpoint):
-        return checkpoint
-    found = find_full_checkpoint(checkpoint, ema)
-    if found is None:
-        raise ModelError(f"{checkpoint}: not a full fine-tune checkpoint (expected RUN/checkpoints/step-N with "
-                         "model/unet/ inside)")
-    return found
-
-
 def checkpoint_components(checkpoint: FullCheckpoint | str | os.PathLike[str], torch_dtype: Any,
                           ema: bool | None = None) -> tuple[str, dict[str, Any]]:
     """(the run's base model, the checkpoint's components loaded in `torch_dtype`): what
     `models.load_pipeline` puts together, the base's own copies of those components never loaded.
     EMA weights when the checkpoint has them, unless `ema` says otherwise."""
-    full = _resolve(checkpoint, ema)
+    full = require_full_checkpoint(checkpoint, ema)
     return full.base_spec(), {name: load_component(name, folder, torch_dtype) for name, folder in full.components.items()}
 
 
@@ -67,7 +57,7 @@ def checkpoint_weights(pipe: Any, checkpoint: FullCheckpoint | str | os.PathLike
     after it, the weights it had before. The previous weights wait on the CPU meanwhile."""
     import torch
 
-    full = _resolve(checkpoint, ema)
+    full = require_full_checkpoint(checkpoint, ema)
     saved: dict[str, dict[str, Any]] = {}
     try:
         for name, folder in full.components.items():

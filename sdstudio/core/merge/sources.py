@@ -232,11 +232,9 @@ def open_full_checkpoint(checkpoint: Any, ema: bool | None = None) -> ModelSourc
     tensors of the components the checkpoint holds read from its `save_pretrained` folders instead,
     renamed through the base's layout; EMA weights when it has them, unless `ema` says otherwise.
     ModelError when a trained tensor does not fit the base."""
-    from sdstudio.core.full.checkpoint_model import FullCheckpoint, find_full_checkpoint
+    from sdstudio.core.full.checkpoint_model import require_full_checkpoint
 
-    full = checkpoint if isinstance(checkpoint, FullCheckpoint) else find_full_checkpoint(checkpoint, ema)
-    if full is None:
-        raise ModelError(f"{checkpoint}: not a full fine-tune checkpoint (expected RUN/checkpoints/step-N/model/unet/)")
+    full = require_full_checkpoint(checkpoint, ema)
     base = open_model(_local_base(full.base_spec()))
     try:
         layout = base.layout
