@@ -1,9 +1,10 @@
 """What a user can pick as a model or a LoRA without typing a path: the list behind the pickers.
 
 Known models: the built-in demo, diffusers folders and single files in the home, its models folder
-(`core.paths.models_dir`) and `$SDSTUDIO_MODELS` (if set); LoRAs: every run's checkpoints and
-exports. Only directory listings and file names are read (no headers, no weights), so the list is
-cheap to build when a screen opens. Every entry's `value` is what `models.locate_model` / `merge.sources.open_model` accept.
+(`core.paths.models_dir`) and `$SDSTUDIO_MODELS` (if set); LoRAs: every run's checkpoints and exports; models
+again: full fine-tune runs' checkpoints and exports. Only directory listings, file names and run.toml
+files are read (no headers, no weights), so the list is cheap to build when a screen opens. Every
+entry's `value` is what `models.locate_model` / `merge.sources.open_model` accept.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def known_models() -> list[CatalogEntry]:
     demo = demo_model_dir().resolve()
     for folder in model_folders():
         entries += [e for e in _models_in(folder) if Path(e.value).resolve() != demo]
-    return _unique(entries)
+    return _unique(entries + run_models())
 
 
 def run_loras(root: Path | None = None) -> list[CatalogEntry]:
@@ -83,8 +84,12 @@ def run_loras(root: Path | None = None) -> list[CatalogEntry]:
     from sdstudio.core.lora.identity import identify
     from sdstudio.core.runs.run_dir import list_runs
 
+    from sdstudio.core.full.checkpoint_model import is_full_run
+
     entries: list[CatalogEntry] = []
     for run in list_runs(root or runs_root()):
+        if is_full_run(run):
+            continue  # a full fine-tune's checkpoints and exports are models (run_models)
         for ckpt in sorted(run.checkpoints(), key=lambda c: -c.step):
             if ckpt.weights.is_file():
                 entries.append(CatalogEntry(_lora_label(identify(ckpt.weights)), str(ckpt.weights), "checkpoint"))
@@ -93,6 +98,29 @@ def run_loras(root: Path | None = None) -> list[CatalogEntry]:
         except OSError:
             exports = []
         entries += [CatalogEntry(_lora_label(identify(e)), str(e), "export") for e in exports]
+    return entries
+
+
+def run_models(root: Path | None = None) -> list[CatalogEntry]:
+    """Every full fine-tune run's checkpoints (highest step first; the value names the step folder,
+    which loads its EMA weights when it has them) and its exports (files and diffusers folders)."""
+    from sdstudio.core.full.checkpoint_model import is_full_run
+    from sdstudio.core.full.layout import has_ema
+    from sdstudio.core.runs.run_dir import list_runs
+
+    entries: list[CatalogEntry] = []
+    for run in list_runs(root or runs_root()):
+        if not is_full_run(run):
+            continue
+        for ckpt in sorted(run.checkpoints(), key=lambda c: -c.step):
+            ema = ", EMA" if has_ema(ckpt.path) else ""
+            entries.append(CatalogEntry(f"full fine-tune, step {ckpt.step}{ema} · {run.name}", str(ckpt.path), "model"))
+        try:
+            exports = sorted(p for p in run.exports_dir.iterdir()
+                             if p.suffix == ".safetensors" or (p / "model_index.json").is_file())
+        except OSError:
+            exports = []
+        entries += [CatalogEntry(f"full fine-tune export {e.name} · {run.name}", str(e), "model") for e in exports]
     return entries
 
 

@@ -41,7 +41,7 @@ class BaseModel:
     """A base model that has been found and recognised, not yet loaded."""
 
     spec: str  # what the user wrote
-    kind: str  # demo | folder | single_file | hub
+    kind: str  # demo | folder | single_file | hub | full_checkpoint (a full fine-tune's, full/checkpoint_model.py)
     family: str  # sd1 | sd2 | sdxl (sd1 also covers small SD-1-architecture models like the demo)
     location: str  # folder/file path or hub id
 
@@ -51,6 +51,10 @@ class BaseModel:
             return "sdstudio-demo"
         if self.kind == "hub":
             return self.location
+        if self.kind == "full_checkpoint":
+            from sdstudio.core.full.checkpoint_model import require_full_checkpoint
+
+            return require_full_checkpoint(self.location).name
         return Path(self.location).stem if self.kind == "single_file" else Path(self.location).name
 
 
@@ -172,7 +176,8 @@ def _single_file_family(path: Path) -> str:
 def locate_model(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
     """The one place a model name becomes a location: (kind, folder/file path or hub id).
 
-    kind is demo | folder | single_file | hub. Nothing is read beyond `stat`, so every command and
+    kind is demo | folder | single_file | hub | full_checkpoint (location: the chosen weights folder,
+    step-N/ema or step-N/model). Nothing is read beyond `stat` (and a run's run.toml), so every command and
     screen (train, generate, merge, the merge preview) can afford to call it; `resolve_base_model`
     adds the family check on top. ModelError says what was expected.
     """
@@ -183,6 +188,11 @@ def locate_model(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
             raise ModelError(f"the built-in demo model is missing at {folder} (reinstall from a full clone, "
                              "or pass a model folder)")
         return "demo", str(folder)
+    from sdstudio.core.full.checkpoint_model import find_full_checkpoint
+
+    full = find_full_checkpoint(text)
+    if full is not None:
+        return "full_checkpoint", str(full.weights_dir.resolve())
     path = Path(os.path.expanduser(text))
     if path.is_dir():
         return "folder", str(path.resolve())
@@ -200,6 +210,11 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
     kind, location = locate_model(text)
     if kind in ("demo", "folder"):
         return BaseModel(text or DEMO_MODEL_NAME, kind, _folder_family(Path(location)), location)
+    if kind == "full_checkpoint":
+        from sdstudio.core.full.checkpoint_model import require_full_checkpoint
+
+        base_spec = require_full_checkpoint(location).base_spec()
+        return BaseModel(text, kind, resolve_base_model(base_spec).family, location)
     if kind == "single_file":
         path = Path(location)
         if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
@@ -210,22 +225,28 @@ def resolve_base_model(spec: str | os.PathLike[str] | None) -> BaseModel:
 
 
 def load_pipeline(model: BaseModel | str, torch_dtype: Any = None, config: str | None = None,
-                  vae: str | None = None, vae_dtype: Any = None) -> Any:
+                  vae: str | None = None, vae_dtype: Any = None, components: dict[str, Any] | None = None) -> Any:
     """Load the family's pipeline on the CPU: StableDiffusionPipeline (safety checker off) or
     StableDiffusionXLPipeline (no watermarker). `vae`: another VAE (a diffusers VAE folder or hub
     id), e.g. SDXL's fp16-fix VAE, as the diffusers scripts' --pretrained_vae_model_name_or_path.
 
     Every component is loaded in its final dtype, `torch_dtype` (default fp32), the VAE in
     `vae_dtype` (default the same): each weight is converted once, from the file's dtype, so the
-    model never exists in fp32 first (the same weights, bit for bit, as casting after an fp32 load)."""
+    model never exists in fp32 first (the same weights, bit for bit, as casting after an fp32 load).
+    `components`: loaded modules that replace the model's own (a full checkpoint's, full/loading.py)."""
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     base = model if isinstance(model, BaseModel) else resolve_base_model(model)
     quiet_loading()
+    if base.kind == "full_checkpoint":  # the run's base with the checkpoint's components
+        from sdstudio.core.full.loading import checkpoint_components
+
+        base_spec, parts = checkpoint_components(base.location, torch_dtype or torch.float32)
+        return load_pipeline(resolve_base_model(base_spec), torch_dtype, config, vae, vae_dtype, parts)
     dtype = torch_dtype or torch.float32
     vae_dtype = vae_dtype or dtype
-    common: dict[str, Any] = {"dtype": dtype}
+    common: dict[str, Any] = {"dtype": dtype, **(components or {})}
     if vae:
         try:
             common["vae"] = AutoencoderKL.from_pretrained(os.path.expanduser(vae), torch_dtype=vae_dtype)
@@ -278,6 +299,10 @@ def sampler_defaults(model: str) -> dict[str, Any]:
     defaults: dict[str, Any] = {"steps": 30, "guidance": 7.5, "size": None}
     try:
         base = resolve_base_model(model)
+        if base.kind == "full_checkpoint":  # a fine-tune samples as its base does
+            from sdstudio.core.full.checkpoint_model import require_full_checkpoint
+
+            return sampler_defaults(require_full_checkpoint(base.location).base_spec())
     except Exception:  # noqa: BLE001 - a bad path is reported when generating, not while drawing the form
         return defaults
     hints = Path(base.location) / "sdstudio_demo.json" if base.kind in ("demo", "folder") else None
@@ -307,7 +332,7 @@ def model_identity(base: BaseModel) -> dict[str, str]:
     ident = {"name": base.name, "kind": base.kind, "family": base.family, "location": base.location}
     if base.kind == "single_file":
         ident["sha256"] = file_sha256(base.location)
-    elif base.kind in ("demo", "folder"):
+    elif base.kind in ("demo", "folder", "full_checkpoint"):
         weights = Path(base.location) / "unet"
         files = sorted(weights.glob("*.safetensors")) or sorted(weights.glob("*.bin"))
         if files:

@@ -41,6 +41,11 @@ def lora_specs(arg: str) -> list[LoraSpec]:
         run = RunDir(path)
         if not run.exists():
             raise SdstudioError(f"{path}: a folder but not a run (no run.toml); pass a LoRA file or a run folder")
+        from sdstudio.core.full.checkpoint_model import is_full_run
+
+        if is_full_run(run):
+            raise SdstudioError(f"--lora {arg}: a full fine-tune run's checkpoints are models, not LoRAs; pass "
+                                f"--model {path}@STEP (one --model per checkpoint to compare them)")
         cps = run.checkpoints()
         if not cps:
             raise SdstudioError(f"{path}: this run has no checkpoints yet")

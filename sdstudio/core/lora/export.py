@@ -60,7 +60,7 @@ def _count_images(folder: str | None) -> int | None:
     return sum(1 for f in Path(folder).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _base_identity(meta: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, str]:
+def base_identity(meta: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, str]:
     """Base model name/hash/family from run.toml's [sdstudio.base_model] table (the trainer's
     `model_identity`); a checkpoint without its run falls back to the config's model name."""
     base = meta.get("base_model")
@@ -70,7 +70,7 @@ def _base_identity(meta: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str,
     return {k: str(v) for k, v in ident.items()}
 
 
-def _architecture(family: str, prediction_type: str | None) -> tuple[str, str | None]:
+def architecture(family: str, prediction_type: str | None) -> tuple[str, str | None]:
     """(modelspec architecture, modelspec prediction type "epsilon" | "v") from the base model's
     prediction type as run.toml recorded it. Runs from before it was recorded: SD 1.x and SDXL
     say epsilon (their standard); for SD 2.x, where both exist, nothing is claimed."""
@@ -94,8 +94,8 @@ def export_metadata(weights: LoraWeights, run: RunDir | None, step: int, title: 
     rank = ranks[0] if len(ranks) == 1 else max(ranks)
     alpha = alphas[0] if len(alphas) == 1 else max(alphas)
     resolution = int(cfg.get("resolution", 512))
-    base = _base_identity(meta, cfg)
-    arch, prediction = _architecture(base["family"], base.get("prediction_type"))
+    base = base_identity(meta, cfg)
+    arch, prediction = architecture(base["family"], base.get("prediction_type"))
     data_dir = cfg.get("instance_data_dir") or cfg.get("train_data_dir")
     n_images = meta.get("dataset_images")
     if n_images is None:
@@ -179,7 +179,7 @@ def export_checkpoint(run_or_ckpt_dir: str | os.PathLike[str], step: int | None 
         if cfg.get("lora_alpha") is not None or cfg.get("rank") is not None:
             default_alpha = float(cfg.get("lora_alpha") or cfg["rank"])
     weights = read_lora_file(ckpt.weights, default_alpha=default_alpha)
-    family = _base_identity(run.meta() if run else {}, run.config() if run else {})["family"]
+    family = base_identity(run.meta() if run else {}, run.config() if run else {})["family"]
     progress.update(1, detail="converting")
     tensors = to_kohya(weights, torch_dtype, sdxl=family == "sdxl" or None)
     target = Path(out) if out else default_export_path(run, ckpt)

@@ -241,6 +241,23 @@ def merge_files(a: str | os.PathLike[str], out: str | os.PathLike[str], b: str |
             src.close()
 
 
+def write_model(src: ModelSource, output_for: Callable[[list[tuple[str, str, tuple[int, ...]]]], Any], dtype: str,
+                progress: Progress | None = None) -> Path:
+    """Write one model as it is (no merge), every float tensor in `dtype`, through the output
+    `output_for(entries)` makes (a `SingleFileOutput` or `DiffusersOutput`): a full fine-tune's export."""
+    if dtype not in OUT_DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r} (expected {', '.join(OUT_DTYPES)})")
+    entries = [(key, OUT_DTYPES[dtype] if src.dtypes[key] in ("F16", "F32", "BF16", "F64") else src.dtypes[key],
+                src.shapes[key]) for key in src.keys()]
+    output = output_for(entries)
+    try:
+        _stream(output, entries, src, None, None, None, METHODS[0], 0.0, {}, progress)
+        return output.finish({})
+    except BaseException:
+        output.abort()
+        raise
+
+
 def _stream(output: Any, entries: list[tuple[str, str, tuple[int, ...]]], a: ModelSource, b: ModelSource | None,
             c: ModelSource | None, vae: ModelSource | None, method: str, m: float,
             lora_plan: dict[str, list[tuple[Any, Any, float]]], progress: Progress | None) -> None:

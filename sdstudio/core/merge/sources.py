@@ -2,8 +2,9 @@
 
 `open_model(spec)` accepts `demo` (named through `models.locate_model`, like every command),
 an A1111 `.safetensors` (read tensor by tensor), a `.ckpt`/`.pt` (unpickled with weights_only,
-so held in memory) or a diffusers folder (its component files
-read tensor by tensor and renamed/reshaped through `ldm_layout`). `open_vae(path)` does the
+so held in memory), a diffusers folder (its component files read tensor by tensor and
+renamed/reshaped through `ldm_layout`) or a full fine-tune's checkpoint (its base model with the
+trained components read from the checkpoint instead). `open_vae(path)` does the
 same for a standalone VAE (A1111 `vae-*.safetensors`/`.ckpt`, diffusers VAE file or folder).
 Each key can be read whole or by blocks of rows, so a merge never holds a whole model.
 """
@@ -114,8 +115,22 @@ class ModelSource:
         return torch.cat(blocks, dim=0)
 
     def close(self) -> None:
-        for reader in {id(p.reader): p.reader for parts in self._pieces.values() for p in parts}.values():
+        for reader in self._readers().values():
             reader.close()
+
+    def _readers(self) -> dict[int, Any]:
+        return {id(p.reader): p.reader for parts in self._pieces.values() for p in parts}
+
+    def with_pieces(self, pieces: dict[str, list[_Piece]], name: str, path: Path, kind: str,
+                    hash_file: Path | None) -> ModelSource:
+        """This model with some tensors read from elsewhere (a full fine-tune's trained components
+        over its base); the files nothing reads any more are closed."""
+        merged = {**self._pieces, **pieces}
+        source = ModelSource(name, path, kind, merged, self._layout, self.config_dir, hash_file)
+        for key, reader in self._readers().items():
+            if key not in source._readers():
+                reader.close()
+        return source
 
 
 def _canonical_ldm_key(key: str) -> str:
@@ -144,19 +159,26 @@ def _weight_files(d: Path, base: str) -> list[Path]:
     raise ModelError(f"{d}: no weights found (expected {base}.safetensors)")
 
 
+def component_pieces(layout: LdmLayout, component_dirs: dict[str, Path]) -> dict[str, list[_Piece]]:
+    """LDM key -> where to read it, for diffusers component folders (`unet/`, `text_encoder/`...,
+    each `save_pretrained`'s files, sharded or not) renamed through `layout`."""
+    comp_keys: dict[str, dict[str, Any]] = {}
+    for comp, d in component_dirs.items():
+        for f in _weight_files(d, WEIGHT_NAMES[comp]):
+            reader = open_reader(f)
+            comp_keys.setdefault(comp, {}).update({k: reader for k in reader.tensors})
+    plan = layout.plan_to_ldm({c: list(ks) for c, ks in comp_keys.items()})
+    return {ldm: [_Piece(comp_keys[p.component][p.key], p.key, p.op, p.index) for p in parts]
+            for ldm, parts in plan.items()}
+
+
 def _open_folder(folder: Path) -> ModelSource:
     from sdstudio.core.models import resolve_base_model
 
     resolve_base_model(str(folder))  # refuses non-SD and SDXL folders with a clear message
     layout = layout_of_folder(folder)
-    comp_keys: dict[str, dict[str, Any]] = {}
-    for comp in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if layout.family == "sdxl" else ()):
-        for f in _component_files(folder, comp):
-            reader = open_reader(f)
-            comp_keys.setdefault(comp, {}).update({k: reader for k in reader.tensors})
-    plan = layout.plan_to_ldm({c: list(ks) for c, ks in comp_keys.items()})
-    pieces = {ldm: [_Piece(comp_keys[p.component][p.key], p.key, p.op, p.index) for p in parts]
-              for ldm, parts in plan.items()}
+    comps = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if layout.family == "sdxl" else ())
+    pieces = component_pieces(layout, {comp: folder / comp for comp in comps})
     unet_file = _component_files(folder, "unet")[0]
     return ModelSource(folder.name, folder, "folder", pieces, layout, folder, unet_file)
 
@@ -196,11 +218,62 @@ def open_model(spec: str | os.PathLike[str]) -> ModelSource:
     p = Path(location)
     if kind in ("demo", "folder"):
         return _open_folder(p)
+    if kind == "full_checkpoint":
+        return open_full_checkpoint(location)
     if is_lora_file(p):
         raise lora_as_model_error(text)
     reader = open_reader(p)
     pieces = {_canonical_ldm_key(k): [_Piece(reader, k)] for k in reader.tensors}
     return ModelSource(p.stem, p, "single_file", pieces, hash_file=p)
+
+
+def open_full_checkpoint(checkpoint: Any, ema: bool | None = None) -> ModelSource:
+    """A full fine-tune's checkpoint (a `FullCheckpoint` or its name): the run's base model with the
+    tensors of the components the checkpoint holds read from its `save_pretrained` folders instead,
+    renamed through the base's layout; EMA weights when it has them, unless `ema` says otherwise.
+    ModelError when a trained tensor does not fit the base."""
+    from sdstudio.core.full.checkpoint_model import require_full_checkpoint
+
+    full = require_full_checkpoint(checkpoint, ema)
+    base = open_model(_local_base(full.base_spec()))
+    try:
+        layout = base.layout
+        if "text_encoder_2" in full.components and layout.family != "sdxl":
+            raise ModelError(f"{full.weights_dir}: has a text_encoder_2 but the run's base is not an SDXL model")
+        pieces = component_pieces(layout, full.components)
+        for key, parts in pieces.items():
+            info = parts[0].reader.tensors[parts[0].key]
+            if key in base.shapes and parts[0].op == "copy" and tuple(info.shape) != base.shapes[key]:
+                raise ModelError(f"{full.weights_dir}: {parts[0].key} has shape {list(info.shape)}, the base model "
+                                 f"{base.name} has {list(base.shapes[key])}: this checkpoint was trained on another model")
+        missing = [key for key in base.keys() if key not in pieces
+                   and (parts := layout.from_ldm(key)) and parts[0].component in full.components]
+        if missing:
+            raise ModelError(f"{full.weights_dir}: {len(missing)} weights of the base model are missing from this "
+                             f"checkpoint (e.g. {missing[0]}): this checkpoint was trained on another model")
+        unet_files = sorted((full.weights_dir / "unet").glob("*.safetensors"))
+        return base.with_pieces(pieces, name=full.name, path=full.path, kind="full_checkpoint",
+                                hash_file=unet_files[0] if unet_files else None)
+    except BaseException:
+        base.close()
+        raise
+
+
+def _local_base(spec: str) -> str:
+    """A hub base model as the folder the hub cache keeps it in (the trainer downloaded it there),
+    read without the network; any other name as it is."""
+    from sdstudio.core.models import locate_model
+
+    kind, _ = locate_model(spec)
+    if kind != "hub":
+        return spec
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(spec, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE"))
+    except Exception as exc:  # noqa: BLE001 - not cached (or cleaned up since training)
+        raise ModelError(f"{spec}: the run's base model is not in the local hub cache ({type(exc).__name__}); "
+                         "load it once (e.g. `sdstudio generate --model " + spec + " ...`) and try again") from None
 
 
 def _vae_pieces_from_diffusers(reader: Any, config: dict[str, Any] | None) -> dict[str, list[_Piece]]:

@@ -2,8 +2,8 @@
 
 When the recommended checkpoint is "not distinguishable" from others (their score intervals
 overlap, recommend.py), only more samples can tell them apart. This samples the pick and its
-contenders again, from each checkpoint's saved LoRA weights, with the run's validation prompts
-and sampler settings, on fresh seeds (seeds no sample of the run has used), in rounds of the
+contenders again, from each checkpoint's saved weights (a LoRA, or a full fine-tune's components),
+with the run's validation prompts and sampler settings, on fresh seeds (seeds no sample of the run has used), in rounds of the
 run's `num_validation_images` seeds, scoring after each round. It stops when no checkpoint is
 left that the samples cannot tell from the pick, or when every contender has had K new seeds
 (the budget). Every contender gets the same seeds, in the same order, so their samples pair up.
@@ -14,13 +14,14 @@ shows them beside the others and every later `sdstudio score` counts them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.runs.run_dir import RunDir
+from sdstudio.core.runs.run_dir import LORA_WEIGHTS_NAME, RunDir
 
 
 @dataclass
@@ -131,22 +132,29 @@ def load_generator(cfg: dict[str, Any], device: str | None) -> Any:
 
 def sample_step(generator: Any, run: RunDir, step: int, seeds: list[int], cfg: dict[str, Any]) -> None:
     """The run's validation prompts at `step` on `seeds`, with its sampler settings, into samples/."""
+    from sdstudio.core.full.layout import is_full_checkpoint
     from sdstudio.core.generation.generator import GenerateOptions, LoraSpec
 
     try:
-        weights = run.checkpoint(step).weights
+        checkpoint = run.checkpoint(step).path
     except FileNotFoundError:
-        weights = run.checkpoint_path(step) / "missing"
-    if not weights.is_file():
-        raise SdstudioError(f"{run.path}: step {step} has no saved LoRA weights any more; "
+        checkpoint = run.checkpoint_path(step)
+    full = is_full_checkpoint(checkpoint)
+    weights = checkpoint / LORA_WEIGHTS_NAME
+    if not (full or weights.is_file()):
+        raise SdstudioError(f"{run.path}: step {step} has no saved weights any more; "
                             f"run `sdstudio score {run.path}` again")
     size = int(cfg["resolution"])
-    generator.set_loras([LoraSpec(weights)])
-    try:
+    with contextlib.ExitStack() as stack:
+        if full:  # a full fine-tune: its components swapped into the base pipeline (EMA ones when kept)
+            from sdstudio.core.full.loading import checkpoint_weights
+
+            stack.enter_context(checkpoint_weights(generator.pipe, checkpoint))
+        else:
+            generator.set_loras([LoraSpec(weights)])
+            stack.callback(generator.forget_loras)
         for index, prompt in sorted(_prompts(run).items()):
             opts = GenerateOptions(prompt=prompt, seeds=seeds, steps=int(cfg["validation_num_inference_steps"]),
                                    guidance=float(cfg["validation_guidance_scale"]), width=size, height=size)
             for item in generator.generate(opts):
                 run.add_sample(step, index, prompt, item.seed, item.image)
-    finally:
-        generator.forget_loras()

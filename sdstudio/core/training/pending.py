@@ -4,15 +4,20 @@
 A stop writes its checkpoint and status without the validation loss or the validation samples
 of that checkpoint (a stop must be quick); the budget on the validation loss may also leave a
 checkpoint's loss pending. Here each pending checkpoint's LoRA is loaded onto the base pipeline
-(diffusers' `load_lora_weights`, the same file any user loads) and measured on the same fixed
+(diffusers' `load_lora_weights`, the same file any user loads), or a full fine-tune's components
+swapped in (full/loading.py), and measured on the same fixed
 inputs as in training (validation_loss.py), then sampled at the run's prompts and seeds. A resumed
 run does the same for the checkpoint it resumes from (trainer.py, checkpoint_review.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+from sdstudio.core.full.layout import is_full_checkpoint
 from sdstudio.core.runs.run_dir import LORA_WEIGHTS_NAME, RunDir
 
 
@@ -53,8 +58,7 @@ def complete_pending(run: RunDir, log: Callable[[str], None] = print) -> list[in
         val = ValidationLoss(cfg, held, pipe.vae, pipe.text_encoder, pipe.tokenizer,
                              DDPMScheduler.from_config(pipe.scheduler.config), device, te2, tok2)
     for step in steps:
-        pipe.load_lora_weights(str(ckpts[step].path), weight_name=LORA_WEIGHTS_NAME)
-        try:
+        with _weights_of(pipe, ckpts[step].path):
             if val is not None and step in pending.get("val_loss", []):
                 result = val.evaluate(pipe.unet, pipe.text_encoder, te2)
                 assert result is not None
@@ -66,6 +70,21 @@ def complete_pending(run: RunDir, log: Callable[[str], None] = print) -> list[in
                 paths = validation.sample(pipe, run, step, cfg, prompts, device)
                 run.set_pending("samples", step, waiting=False)
                 log(f"samples at step {step}: {len(paths)} images")
-        finally:
-            pipe.unload_lora_weights()
     return steps
+
+
+@contextlib.contextmanager
+def _weights_of(pipe: Any, checkpoint: Path) -> Iterator[None]:
+    """The checkpoint's weights on the base pipeline for the block: a LoRA loaded and unloaded, or a
+    full fine-tune's components swapped in and back (its EMA weights when it has them, as exported)."""
+    if is_full_checkpoint(checkpoint):
+        from sdstudio.core.full.loading import checkpoint_weights
+
+        with checkpoint_weights(pipe, checkpoint):
+            yield
+        return
+    pipe.load_lora_weights(str(checkpoint), weight_name=LORA_WEIGHTS_NAME)
+    try:
+        yield
+    finally:
+        pipe.unload_lora_weights()

@@ -105,7 +105,7 @@ def recommended_step(run_dir: str | Path, step: int | None = None) -> tuple[int,
     rec = read_scores(run).recommendation
     if rec is None or rec.step is None:
         raise SdstudioError(f"{run.path}: no recommended checkpoint yet; run `sdstudio score {run.path}` first")
-    if not (run.checkpoint_path(rec.step) / "pytorch_lora_weights.safetensors").is_file():
+    if rec.step not in {c.step for c in run.checkpoints()}:  # a LoRA file or a full fine-tune's folders
         raise SdstudioError(f"{run.path}: the recommended step {rec.step} has no checkpoint any more; "
                             f"run `sdstudio score {run.path}` again")
     return rec.step, rec.reason

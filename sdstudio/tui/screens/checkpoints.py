@@ -343,8 +343,13 @@ def _last_activity(run: RunDir) -> float:
 
 
 def _export(run_path: Path, step: int, sink: Any = None) -> Path:
+    """A LoRA run's checkpoint as a kohya LoRA; a full fine-tune's as the default single fp16 file
+    (EMA weights when it has them). e again: the same file, refreshed."""
+    from sdstudio.core.full.export import export_full_checkpoint, is_full_source
     from sdstudio.core.lora.export import export_checkpoint  # torch/safetensors load here
     from sdstudio.core.progress import reporting_to
 
     with reporting_to(sink):
-        return Path(export_checkpoint(run_path, step=step, out=None, overwrite=True))  # e again: the same file, refreshed
+        if is_full_source(run_path):
+            return Path(export_full_checkpoint(run_path, step=step, overwrite=True))
+        return Path(export_checkpoint(run_path, step=step, out=None, overwrite=True))

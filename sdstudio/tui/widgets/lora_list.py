@@ -29,8 +29,12 @@ def find_loras(root: Path) -> list[LoraChoice]:
 
     from sdstudio.core.lora.identity import identify
 
+    from sdstudio.core.full.checkpoint_model import is_full_run
+
     found: list[LoraChoice] = []
     for run in list_runs(root):
+        if is_full_run(run):
+            continue  # a full fine-tune's checkpoints are models (the model field takes them)
         for cp in reversed(run.checkpoints()):
             found.append(LoraChoice(identify(cp.weights).label, cp.weights))
         if run.exports_dir.is_dir():
