@@ -72,6 +72,13 @@ class MemoryEstimate:
         return (f"memory estimate: {acc}host ~{gib(self.host_bytes)}, each checkpoint ~{gib(self.checkpoint_bytes)} "
                 f"(largest: {detail}{sizes})")
 
+    def short(self) -> str:
+        """One compact line for the Train form (about 40 columns)."""
+        if self.accelerator_bytes is None:
+            return f"Memory est.: RAM ~{_short(self.host_bytes)} (CPU) · ckpt ~{_short(self.checkpoint_bytes)}"
+        return (f"Memory est.: GPU ~{_short(self.accelerator_bytes)} · RAM ~{_short(self.host_bytes)} · "
+                f"ckpt ~{_short(self.checkpoint_bytes)}")
+
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "accelerator_bytes": self.accelerator_bytes, "host_bytes": self.host_bytes,
                 "checkpoint_bytes": self.checkpoint_bytes, "source": self.source,
@@ -83,6 +90,21 @@ def gib(n: int | float | None) -> str:
     if n is None:
         return "-"
     return f"{n / GIB:.2f} GiB" if n >= 0.1 * GIB else f"{n / MIB:.0f} MiB"
+
+
+def _short(n: int) -> str:
+    return f"{n / GIB:.1f}G" if n >= 0.1 * GIB else f"{max(n / MIB, 1):.0f}M"
+
+
+def likely_device() -> str:
+    """"cuda" when this machine has an NVIDIA GPU, else "cpu", without importing torch unless it is
+    already imported (the Train form asks on every change)."""
+    import os
+    import sys
+
+    if "torch" in sys.modules:
+        return "cuda" if sys.modules["torch"].cuda.is_available() else "cpu"
+    return "cuda" if os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version") else "cpu"
 
 
 def _dtype_bytes(mixed_precision: str) -> int:
