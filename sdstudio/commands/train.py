@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if own["force"] and not args.resume:
         raise SdstudioError("--force only applies to --resume RUN_DIR")
     overrides = parse_overrides(rest)
-    if own["detach"]:
+    if own["detach"] and not own["estimate"]:  # --estimate never trains, also with --detach
         from sdstudio.core.runs.detach import start_detached
 
         run_dir, pid, started = start_detached(args.config, args.resume, rest, overrides, quiet=args.quiet,
