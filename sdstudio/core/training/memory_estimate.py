@@ -12,12 +12,13 @@ Formulas (bytes; P = parameters of what trains, P_f = of what is frozen; fp32 = 
   gradient hook and its gradient freed); EMA a second fp32 copy, on the host with ema_on_cpu.
 - optimizer states per trained parameter: adamw 2 moments in the weights' dtype; adamw8bit 2 x 1
   byte (+ 2 fp32 block statistics per 2048, tensors under 4096 elements stay 32-bit); adafactor
-  factored second moments, rows + columns of each matrix (rows x cols for 1-D), fp32.
+  factored second moments, the row and column sums of each matrix (1-D tensors whole), fp32.
 - activations: batch x a count of the UNet's saved elements per sample (each resnet and
   transformer layer at its channels x latent pixels; SDPA's fused attention keeps no maps) x the
-  compute dtype; gradient checkpointing keeps only
-  each block's input plus one block's recomputation. The factors were fitted to measured CPU
-  peaks (benchmarks/memory_estimate.py); GPU figures are owed a measurement.
+  compute dtype; gradient checkpointing keeps only each block's input plus one block's
+  recomputation. The factors were fitted to measured CPU peaks (eight UNet sizes and resolutions,
+  fp32); GPU figures are owed a measurement. Not counted: a trained text encoder's activations and
+  validation sampling (an inference pass, smaller than a training step).
 - host: the process baseline (Python + torch + diffusers; measured at run start by the trainer,
   else BASELINE_CPU) + while loading, every component once in its dtype; while training, the
   latent and text caches, a host EMA and offloaded encoders. On a CPU the accelerator is the host:
