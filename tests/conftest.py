@@ -79,9 +79,11 @@ def trained_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(autouse=True)
 def _same_home_in_snapshots(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The header names the home folder, a temporary one in tests: snapshots show a fixed one."""
+    """The header names the home folder, a temporary one in tests: snapshots show a fixed one, and the
+    Train form's memory estimate the same device (a CPU) on any machine."""
     if "snap_compare" in request.fixturenames:
         monkeypatch.setattr("sdstudio.tui.app.home_label", lambda: "~/sdstudio")
+        monkeypatch.setattr("sdstudio.core.training.memory_estimate.likely_device", lambda: "cpu")
 
 
 @pytest.fixture()

@@ -25,6 +25,8 @@ async def _relative_dataset(pilot) -> None:  # type: ignore[no-untyped-def]
     train.query_one("#field-train_data_dir", Input).value = "data/shapes"
     train.query_one("#toml-path", Input).value = "data/configs/demo-text2image.toml"
     await pilot.pause()
+    await pilot.app.workers.wait_for_complete()  # the memory estimate under the form (a thread)
+    await pilot.pause()
 
 
 def test_train_screen_idle(snap_compare, runs_root: Path, no_user_config: None) -> None:  # type: ignore[no-untyped-def]

@@ -30,18 +30,22 @@ def register(sub: Any) -> None:
                         "and returns; output goes to RUN_DIR/logs/trainer.log")
     p.add_argument("--force", action="store_true",
                    help="with --resume: resume although the dataset or base model changed (recorded in run.toml)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the memory estimate (accelerator, host RAM, each checkpoint's disk) and exit "
+                        "without training")
     p.set_defaults(func=run)
 
 
 def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """Separate `train`'s own options from `--field value` overrides (argparse would take an
     override's value for the positional config)."""
-    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False, "detach": False, "force": False}
+    own: dict[str, Any] = {"config": None, "resume": None, "quiet": False, "detach": False, "force": False,
+                           "estimate": False}
     rest: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok in ("--quiet", "--detach", "--force"):
+        if tok in ("--quiet", "--detach", "--force", "--estimate"):
             own[tok[2:]] = True
         elif tok == "--resume" or tok.startswith("--resume="):
             if "=" in tok:
@@ -126,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if own["force"] and not args.resume:
         raise SdstudioError("--force only applies to --resume RUN_DIR")
     overrides = parse_overrides(rest)
-    if own["detach"]:
+    if own["detach"] and not own["estimate"]:  # --estimate never trains, also with --detach
         from sdstudio.core.runs.detach import start_detached
 
         run_dir, pid, started = start_detached(args.config, args.resume, rest, overrides, quiet=args.quiet,
@@ -152,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             from sdstudio.core.runs.naming import default_run_name
 
             cfg.run_name = default_run_name(cfg, Path(args.config).stem if args.config else None)
+    if own["estimate"]:
+        return print_estimate(cfg)
     from sdstudio.core.events import TrainerControl
     from sdstudio.core.runs import control as run_control
     from sdstudio.core.runs import detach
@@ -182,6 +188,21 @@ def run(args: argparse.Namespace) -> int:
     except Exception:  # noqa: BLE001 - already reported by the FailedEvent
         return 1
     return 128 + received[0] if received else 0  # stopped by a signal: say which, as a shell would
+
+
+def print_estimate(cfg: Any) -> int:
+    """`--estimate`: the estimate the trainer would log, for the device it would use, with this
+    process's RSS after importing the training libraries as the baseline; then each term."""
+    import torch
+
+    from sdstudio.core.training.memory_estimate import breakdown, estimate_config
+    from sdstudio.core.training.memory_watch import process_baseline
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    est = estimate_config(cfg, device, process_baseline())
+    print(est.line())
+    print("\n".join(breakdown(est)))
+    return 0
 
 
 @contextlib.contextmanager

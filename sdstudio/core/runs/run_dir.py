@@ -36,7 +36,7 @@ RUNNING, STOPPED, FINISHED, FAILED = "running", "stopped", "finished", "failed"
 # status.json is rewritten by the trainer loop and by its command reader (run_control.py): the
 # read-modify-write of both goes through this lock so neither loses the other's fields.
 _STATUS_LOCK = threading.Lock()
-KEPT_STATUS_FIELDS = ("commands", "reader")  # written by the command reader, kept by every status write
+KEPT_STATUS_FIELDS = ("commands", "reader", "memory")  # written by the command reader / the memory watch, kept by every status write
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from sdstudio.core.events import (CheckpointEvent, Event, EventCallback, FailedE
                                   SampleEvent, StepEvent, StopRequested, TrainerControl)
 from sdstudio.core.models import BaseModel, model_identity, resolve_base_model
 from sdstudio.core.runs.run_dir import FAILED, FINISHED, RUNNING, RunDir
-from sdstudio.core.training import budget, checkpoint, opening, precision, resume_guard, stopping, validation
+from sdstudio.core.training import budget, checkpoint, memory_watch, opening, precision, resume_guard, stopping, validation
 from sdstudio.core.training.examples import Example, instance_examples
 from sdstudio.core.training.setup import TrainingModels
 from sdstudio.core.training.checkpoint_review import CheckpointReview
@@ -62,6 +62,7 @@ class Trainer:
         self.folding = precision.Folding(cfg)
         self._lora_probe: precision.LoraDtypeProbe | None = None
         self.review = CheckpointReview(cfg, self.log, self.emit)  # validation loss and scores per checkpoint
+        self.memory: memory_watch.MemoryWatch | None = None  # the memory estimate and measured peaks
 
     @property
     def step(self) -> int:
@@ -132,6 +133,7 @@ class Trainer:
 
     def _setup_models(self) -> None:
         assert self.base is not None
+        self.memory = memory_watch.start(self.cfg, self.base, self.device.type, len(self.examples), self.log, self.run_dir)
         self.models = TrainingModels(self.cfg, self.accelerator, self.weight_dtype, self.base, self.examples,
                                      self.counters, self.log, self._check)
         self.models.build()
@@ -292,6 +294,7 @@ class Trainer:
         timing = self.clock.timing(self.review.val_seconds, self.review.scores_seconds)
         self._status(state, force=True, timing=timing)
         self.log(budget.timing_line(timing))
+        memory_watch.finish(self.memory, self.log, self.run_dir if self.is_main else None)
 
     # the loop
     def run(self) -> RunDir:
@@ -348,8 +351,7 @@ class Trainer:
             mem = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else None
             if self.is_main and (self.step % cfg.logging_steps == 0 or self.step == cfg.max_train_steps):
                 row = {"step": self.step, "loss": loss, "lr": lr, "seconds": seconds, "images_per_s": ips, "time": time.time()}
-                if mem is not None:
-                    row["gpu_mem_gib"] = mem
+                row.update(memory_watch.peaks(self.device.type))  # host_peak_gib (+ gpu_mem_gib, gpu_reserved_gib)
                 self.run_dir.append_metrics(row)
                 if cfg.report_to != "none":
                     self.accelerator.log({"loss": loss, "lr": lr}, step=self.step)

@@ -51,6 +51,7 @@ class TrainScreen(StudioScreen):
     TrainScreen #setup { width: 44; min-width: 36; border-right: solid $panel; padding: 0 1; }
     TrainScreen #config-error { color: $error; height: auto; max-height: 3; }
     TrainScreen #also-set { color: $text-muted; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    TrainScreen #memory { color: $text-muted; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     TrainScreen #file-row { height: 1; }
     TrainScreen #file-row Label { width: 6; color: $text-muted; }
     TrainScreen #file-row Input { width: 1fr; }
@@ -86,6 +87,7 @@ class TrainScreen(StudioScreen):
             with Vertical(id="setup"):
                 yield Label("[b]Run setup[/b]  [dim]Tab: fields · Esc: leave[/dim]")
                 yield ConfigForm(self._base, id="form")
+                yield Static("", id="memory")  # the memory estimate, recomputed as the form changes
                 yield Static("", id="also-set")
                 yield Static("", id="config-error")
                 with Horizontal(id="file-row"):
@@ -144,7 +146,28 @@ class TrainScreen(StudioScreen):
         self._error_text = ""
         error.update("")
         error.display = False  # no blank row under the form
+        self._estimate(cfg)
         return cfg
+
+    def _estimate(self, cfg: TrainConfig) -> None:
+        """The memory estimate of this form, in a thread (it reads the model's file headers and lists
+        the dataset folder); the newest form wins."""
+        from textual.worker import get_current_worker
+
+        from sdstudio.core.training.memory_estimate import estimate_config, likely_device
+
+        def work() -> None:
+            try:
+                text = estimate_config(cfg, likely_device()).short()
+            except Exception as exc:  # noqa: BLE001 - advice only: say why there is none
+                text = f"memory estimate: - ({type(exc).__name__})"
+            if not get_current_worker().is_cancelled:
+                self.app.call_from_thread(self._show_memory, text)
+
+        self.run_worker(work, thread=True, exclusive=True, group="memory-estimate")
+
+    def _show_memory(self, text: str) -> None:
+        self.query_one("#memory", Static).update(text)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id != "toml-path":

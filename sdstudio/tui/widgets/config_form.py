@@ -3,7 +3,9 @@
 The form only turns text into typed values (`parse_cli_value`, so the rules match the CLI);
 the screen validates the whole config with `build_config` and marks the row the error names.
 "DreamBooth + prior preservation" is a fourth Method choice: the config's `method` is
-"dreambooth" with `with_prior_preservation = true`, and the class-image rows show.
+"dreambooth" with `with_prior_preservation = true`, and the class-image rows show. Training
+"full" shows the full fine-tuning rows (EMA, fused backward, master weights, the text encoders'
+learning rate) and hides the LoRA rank.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from textual.containers import Horizontal, VerticalScroll
 from rich.text import Text
 from textual.widgets import Input, Label, Select, Static
 
-from sdstudio.core.config import METHODS, parse_cli_value
+from sdstudio.core.config import (MASTER_WEIGHTS, METHODS, OPTIMIZERS, TRAINING_METHODS, TrainConfig,
+                                  parse_cli_value)
 
 PRIOR = "dreambooth+prior"  # the Method choice for DreamBooth with prior preservation
 METHOD_CHOICES = (*((m, m) for m in METHODS), ("DreamBooth + prior preservation", PRIOR))
-# (field, label, placeholder); `method` is a Select, `validation_prompts` takes "a | b".
+# (field, label, placeholder); `method` and the CHOICES fields are Selects, `validation_prompts` takes "a | b".
 FIELDS: tuple[tuple[str, str, str], ...] = (
     ("method", "Method", ""),
+    ("training_method", "Trains", ""),
     ("pretrained_model_name_or_path", "Base model", "demo, a folder, a .safetensors or a hub id"),
     ("train_data_dir", "Dataset", "data/shapes (images + metadata.jsonl captions)"),
     ("instance_data_dir", "Instance images", "data/dreambooth/pink-heart"),
@@ -34,6 +38,15 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("max_train_steps", "Steps", ""),
     ("learning_rate", "Learning rate", ""),
     ("rank", "LoRA rank", ""),
+    ("optimizer", "Optimizer", ""),
+    ("text_encoder_lr", "Text enc. LR", "learning rate (with train_text_encoder)"),
+    ("use_ema", "EMA", "true: keep an EMA of the weights"),
+    ("ema_decay", "EMA decay", "0.9999"),
+    ("ema_update_every", "EMA every", "optimizer steps"),
+    ("ema_on_cpu", "EMA on CPU", "true: in host RAM"),
+    ("fused_backward", "Fused backward", "true: step in the gradient hook"),
+    ("master_weights", "Master weights", ""),
+    ("gradient_checkpointing", "Grad. checkpoint", "true: less memory, ~30 % slower"),
     ("resolution", "Resolution", ""),
     ("enable_bucket", "Buckets", "true: keep aspect ratios (64 px buckets)"),
     ("train_batch_size", "Batch size", ""),
@@ -42,11 +55,18 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("seed", "Seed", ""),
 )
 FIELD_NAMES = tuple(name for name, _, _ in FIELDS)
+CHOICES = {"training_method": TRAINING_METHODS, "optimizer": OPTIMIZERS, "master_weights": MASTER_WEIGHTS}
+# Rows only one training method uses.
+FULL_ROWS = ("text_encoder_lr", "use_ema", "ema_decay", "ema_update_every", "ema_on_cpu", "fused_backward",
+             "master_weights")
+TRAINING_ONLY = {"lora": ("rank",), "full": FULL_ROWS}
+FULL_DEFAULTS = {name: getattr(TrainConfig(), name) for name in FULL_ROWS}
 # Rows only one method uses, and sample prompts that fit each method (real ones, from the shipped configs).
 DREAMBOOTH_ROWS = ("instance_data_dir", "instance_prompt")
 PRIOR_ROWS = ("class_prompt", "class_data_dir", "num_class_images", "prior_loss_weight")
 METHOD_ONLY = {"text2image": ("train_data_dir",), "dreambooth": DREAMBOOTH_ROWS, PRIOR: DREAMBOOTH_ROWS + PRIOR_ROWS}
-OPTIONAL_TEXT = ("train_data_dir", "instance_data_dir", "instance_prompt", "class_data_dir", "class_prompt")
+OPTIONAL_TEXT = ("train_data_dir", "instance_data_dir", "instance_prompt", "class_data_dir", "class_prompt",
+                 "text_encoder_lr")
 PROMPT_EXAMPLE = {"text2image": "a red circle on a white background | a blue square",
                   "dreambooth": "a sks shape | a red circle on a white background",
                   PRIOR: "a sks shape | a purple shape"}
@@ -119,6 +139,9 @@ class ConfigForm(VerticalScroll, can_focus=False):
                 if name == "method":
                     yield Select(METHOD_CHOICES, value=method_choice(self._initial), allow_blank=False,
                                  compact=True, id="field-method")
+                elif name in CHOICES:
+                    yield Select([(c, c) for c in CHOICES[name]], value=value or CHOICES[name][0], allow_blank=False,
+                                 compact=True, id=f"field-{name}")
                 else:
                     yield Input(to_text(name, value), placeholder=placeholder, compact=True, id=f"field-{name}")
         yield Static("", id="form-extra")  # the config's settings that have no row (show_extra)
@@ -127,7 +150,7 @@ class ConfigForm(VerticalScroll, can_focus=False):
         self.show_method_fields()
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "field-method":
+        if event.select.id in ("field-method", "field-training_method"):
             self.show_method_fields()
 
     @property
@@ -142,6 +165,10 @@ class ConfigForm(VerticalScroll, can_focus=False):
         for name in {n for names in METHOD_ONLY.values() for n in names}:
             self.query_one(f"#row-{name}").display = name in shown
         self.query_one("#field-validation_prompts", Input).placeholder = PROMPT_EXAMPLE[method]
+        training = str(self.query_one("#field-training_method", Select).value)
+        for kind, names in TRAINING_ONLY.items():
+            for name in names:
+                self.query_one(f"#row-{name}").display = kind == training
 
     def values(self) -> dict[str, Any]:
         """Typed values of every row (ConfigError on the first row that does not parse)."""
@@ -149,10 +176,14 @@ class ConfigForm(VerticalScroll, can_focus=False):
         out: dict[str, Any] = {"method": "dreambooth" if choice == PRIOR else choice,
                                "with_prior_preservation": choice == PRIOR}
         for name in FIELD_NAMES[1:]:
-            if self.query_one(f"#row-{name}").display:
+            if name in CHOICES:
+                out[name] = self.query_one(f"#field-{name}", Select).value
+            elif self.query_one(f"#row-{name}").display:
                 out[name] = from_text(name, self.query_one(f"#field-{name}", Input).value)
             elif name in OPTIONAL_TEXT:  # another method's folder or prompt: not part of this run
                 out[name] = None
+            elif name in FULL_ROWS:  # a LoRA run: the full fine-tuning options at their defaults
+                out[name] = FULL_DEFAULTS[name]
         return out
 
     def fill(self, values: dict[str, Any]) -> None:
@@ -161,6 +192,8 @@ class ConfigForm(VerticalScroll, can_focus=False):
                 continue
             if name == "method":
                 self.query_one("#field-method", Select).value = method_choice(values)
+            elif name in CHOICES:
+                self.query_one(f"#field-{name}", Select).value = values[name]
             else:
                 self.query_one(f"#field-{name}", Input).value = to_text(name, values[name])
         self.show_method_fields()
