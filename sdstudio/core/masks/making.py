@@ -20,9 +20,9 @@ from sdstudio.core.dataset import image_files, load_rgb
 from sdstudio.core.errors import DatasetError, SdstudioError
 from sdstudio.core.io import atomic
 from sdstudio.core.io.edit_log import EditLog
-from sdstudio.core.masks.source import ALPHA, BESIDE, MASK_DIR, coverage, find_mask, mask_beside, mask_in_dir
+from sdstudio.core.masks.source import (ALPHA, BESIDE, MASK_DIR, MASKS_LOG, coverage, find_mask, mask_beside,
+                                        mask_in_dir)
 
-MASKS_LOG = "masks.log.jsonl"
 MODES = ("fill", "replace")
 RANK = {ALPHA: 0, BESIDE: 1, MASK_DIR: 2}  # mask precedence (core/masks/source.py)
 
@@ -92,6 +92,9 @@ def plan(root: str | Path, mode: str = "fill", mask_dir: str | Path | None = Non
     folder = Path(mask_dir) if mask_dir else None
     if folder is not None and folder.exists() and not folder.is_dir():
         raise DatasetError(f"--mask-dir {folder}: exists and is not a folder")
+    if folder is not None and folder.resolve().is_relative_to(base.resolve()):
+        raise DatasetError(f"--mask-dir {folder} is inside the dataset {base}: its masks would be read as training "
+                           "images; put the mask folder beside the dataset, or leave --mask-dir out (NAME-mask.png)")
     images = image_files(base)
     if not images:
         raise DatasetError(f"{base}: no images to mask")
