@@ -38,18 +38,21 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-@pytest.mark.parametrize("kind", ["plain", "noise", "stripes", "checks"])
-def test_demo_masker_is_exact_on_the_demo_worlds_shapes(kind: str) -> None:
-    """The demo masker's mask against the mask drawn from the scene itself, on plain and busy backgrounds."""
+@pytest.mark.parametrize("kind,bar_mean,bar_min", [("plain", 0.99, 0.95), ("noise", 0.97, 0.9),
+                                                    ("stripes", 0.97, 0.9), ("checks", 0.97, 0.9)])
+def test_demo_masker_is_exact_on_the_demo_worlds_shapes(kind: str, bar_mean: float, bar_min: float) -> None:
+    """The demo masker's mask against the mask drawn from the scene itself (IoU), random shapes and
+    colours on plain and busy backgrounds. (The colour-region masker it replaced: mean 0.973 on
+    plain, 0.957 on noise; min 0.89 and 0.91 over 60 pictures each.)"""
     rng = random.Random(11)
     masker, scores = DemoMasker(), []
-    for _ in range(4):
+    for _ in range(6):
         colour, shape = rng.choice(list(ALL_COLOURS)), rng.choice(ALL_SHAPES)
         sc = random_scene(rng, colour, shape, rng.choice(list(BACKGROUNDS)))
         img = render(sc) if kind == "plain" else busy.render_on(sc, busy.busy_background(rng, 64, kind, colour))
         got = np.asarray(masker.mask(img, f"the {colour} {shape}")) >= 128
         scores.append(iou(got, busy.scene_mask(sc)))
-    assert np.mean(scores) >= 0.95 and min(scores) >= 0.9, scores
+    assert np.mean(scores) >= bar_mean and min(scores) >= bar_min, scores
 
 
 def test_check_reports_coverage_origins_flags_and_bad_crops(tmp_path: Path, capsys) -> None:

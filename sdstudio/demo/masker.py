@@ -25,6 +25,7 @@ CORE_DISTANCE = 60.0  # RGB distance from the named colour of the subject's inne
 FLAT_SPREAD = 150.0  # summed RGB variance of a 3x3 window below which a background is flat
 SAME_COLOUR = 30.0  # a background this close to the subject's colour cannot be unmixed from it
 STEPS = (0.5, 0.25, 0.125, 0.0625)  # descent steps in pixels
+WINDOW_MARGIN = 4  # pixels drawn around the evidence while fitting
 # (centre x, centre y, size) moves: each alone, and growing or shrinking from one side or corner
 # (an absolute error has ridges along which one coordinate alone cannot descend)
 SIDES = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
@@ -57,21 +58,28 @@ def _fit(shape: str, colour: str, share: Any, resolution: tuple[int, int]) -> An
     (least absolute error: robust to the noisy guesses on a noisy background), starting from the
     size and centre the moments of `share` give."""
     import numpy as np
+    from PIL import Image
 
     area, ox, oy = _unit_moments(shape)
     ys, xs = np.mgrid[0:share.shape[0], 0:share.shape[1]] + 0.5
     mass = float(share.sum())
     size = (mass / area) ** 0.5
     cx, cy = float((share * xs).sum()) / mass - ox * size, float((share * ys).sum()) / mass - oy * size
-    w, h = resolution
+    # only a window around the evidence is drawn and compared (the shape never fits beyond it)
+    ys_in, xs_in = np.nonzero(share > 0)
+    x0, y0 = max(0, int(xs_in.min()) - WINDOW_MARGIN), max(0, int(ys_in.min()) - WINDOW_MARGIN)
+    x1 = min(resolution[0], int(xs_in.max()) + 1 + WINDOW_MARGIN)
+    y1 = min(resolution[1], int(ys_in.max()) + 1 + WINDOW_MARGIN)
+    w, h = x1 - x0, y1 - y0
     side = max(w, h)
+    seen = share[y0:y1, x0:x1]
 
     def alpha(p: tuple[float, float, float]) -> Any:
-        a = scene_alpha(Scene(colour, shape, "white", p[2], p[0], p[1]), side)
+        a = scene_alpha(Scene(colour, shape, "white", p[2], p[0] - x0, p[1] - y0), side)
         return a.crop((0, 0, w, h)) if (w, h) != (side, side) else a
 
     def score(p: tuple[float, float, float]) -> float:
-        return -float(np.abs(np.asarray(alpha(p), dtype=np.float32) / 255.0 - share).sum())
+        return -float(np.abs(np.asarray(alpha(p), dtype=np.float32) / 255.0 - seen).sum())
 
     best = (float(cx), float(cy), float(size))
     best_score = score(best)
@@ -86,7 +94,9 @@ def _fit(shape: str, colour: str, share: Any, resolution: tuple[int, int]) -> An
                 s = score(cand)
                 if s > best_score:
                     best, best_score, improved = cand, s, True
-    return alpha(best)
+    out = Image.new("L", resolution, 0)
+    out.paste(alpha(best), (x0, y0))
+    return out
 
 
 def _coverage_evidence(rgb: Any, colour: Any, region: Any, ring: int = 3) -> Any:
