@@ -83,7 +83,7 @@ def _judge(entry: ImageMask, mask: Any, size: tuple[int, int], redo: str) -> Non
     if mask.size != size:
         entry.flag = SIZE
         entry.problem = (f"mask {where} is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}: "
-                         f"it will be stretched to fit; remake it at the image's size ({redo})")
+                         f"a mask must match its image pixel for pixel; remake it at the image's size ({redo})")
     elif entry.coverage == 0.0:
         entry.flag = EMPTY
         entry.problem = (f"empty mask (0 %) in {where}: with masked_loss this image teaches nothing; "
@@ -139,8 +139,9 @@ def format_lines(report: MasksReport) -> list[str]:
         lines.append("masks (white = subject; alpha > NAME-mask.png > mask_dir/NAME.png):")
         for m in report.images:
             cover = _pct(m.coverage) if m.origin else "no mask"
-            mark = "!" if m.flag else " "
-            lines.append(f"  {mark} {m.name:<{width}}  {cover:>8}  {m.origin or '':<8}  {m.problem}".rstrip())
+            mark = "!" if m.flag or m.crop_problem else " "
+            box = "crop " + ",".join(map(str, m.crop[:2])) + f" {m.crop[2]}x{m.crop[3]}" if m.crop else ""
+            lines.append(f"  {mark} {m.name:<{width}}  {cover:>8}  {m.origin or '':<8}  {box:<18}  {m.problem}".rstrip())
         origins = ", ".join(f"{n} {o}" for o, n in sorted(s["origins"].items()))
         lines.append(f"{s['with_mask']} of {s['images']} images have masks ({origins}); coverage mean "
                      f"{_pct(s['mean_coverage'])}, min {_pct(s['min_coverage'])}, max {_pct(s['max_coverage'])}; "
