@@ -144,6 +144,9 @@ def test_demo_masks_fill_replace_undo(tmp_path: Path, capsys) -> None:
 def test_masks_into_a_mask_dir_and_bad_input(tmp_path: Path, capsys) -> None:
     d, masks = tmp_path / "hearts", tmp_path / "masks"
     heart_folder(d / "sub", 1)
+    assert main(["dataset", "mask", str(d), "--model", "demo", "--prompt", "the pink heart", "--dry-run"]) == 0
+    assert "1 images masked" in capsys.readouterr().out and sorted(p.name for p in (d / "sub").iterdir()) == ["00.png"]
+    assert not (d / "masks.log.jsonl").exists()
     assert main(["dataset", "mask", str(d), "--model", "demo", "--prompt", "the pink heart", "--mask-dir", str(masks)]) == 0
     assert Image.open(masks / "sub" / "00.png").size == (64, 64) and not (d / "sub" / "00-mask.png").exists()
     capsys.readouterr()

@@ -90,11 +90,11 @@ def run_mask(args: argparse.Namespace) -> int:
     made = making.run(plan, masker, args.prompt, shaping, progress=progress_printer(args.json))
     info = {"model": masker.name, "revision": getattr(masker, "revision", None), "prompt": args.prompt,
             "threshold": shaping.threshold, "expand": shaping.expand, "blur": shaping.blur}
-    results: list[Any] = []
+    results: list[tuple[str, float]] = []  # (file name, coverage): the masks themselves are not kept
 
     def keep(items: Any) -> Any:
         for item in items:
-            results.append(item)
+            results.append((item.file_name, item.coverage))
             yield item
     entry = None
     if args.dry_run:
@@ -107,11 +107,11 @@ def run_mask(args: argparse.Namespace) -> int:
                           "masked": len(results), "kept": plan.kept, "shadowed": plan.shadowed,
                           "unreadable": plan.unreadable, "seconds": round(seconds, 3),
                           "pass": entry["pass"] if entry else None,
-                          "masks": [{"file_name": r.file_name, "mask": str(plan.target(r.file_name)),
-                                     "coverage": round(r.coverage, 4)} for r in results]}, indent=2))
+                          "masks": [{"file_name": name, "mask": str(plan.target(name)), "coverage": round(cover, 4)}
+                                    for name, cover in results]}, indent=2))
         return 0
-    for r in results[:20] if not args.dry_run else results:
-        print(f"{r.file_name}: {r.coverage * 100:5.1f} % -> {plan.target(r.file_name)}")
+    for name, cover in results[:20] if not args.dry_run else results:
+        print(f"{name}: {cover * 100:5.1f} % -> {plan.target(name)}")
     for line in plan.shadowed + plan.unreadable:
         print(f"skipped {line}")
     print(f"{len(results)} images masked with {masker.name} in {seconds:.1f}s; {plan.kept} kept their mask "
