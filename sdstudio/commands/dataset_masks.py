@@ -30,6 +30,7 @@ def register(dsub: Any) -> None:
     m.add_argument("--json", action="store_true", help="print the result as JSON")
     m.add_argument("--allow-download", "--download", dest="download", action="store_true",
                    help="allow downloading a CLIPSeg hub id (default: local files and the local cache only)")
+    m.add_argument("--revision", default=None, help="hub revision (commit, tag, branch or refs/pr/N) of a CLIPSeg id")
     m.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     m.add_argument("--undo", action="store_true", help="undo the last masking pass of DIR, byte for byte")
     m.add_argument("--force", action="store_true", help="with --undo: also when masks were edited since")
@@ -85,7 +86,7 @@ def run_mask(args: argparse.Namespace) -> int:
         raise SdstudioError("--prompt is required: what the subject is, e.g. --prompt \"the cat\"")
     shaping = making.Shaping(args.threshold, args.expand, args.blur)
     plan = making.plan(args.dir, args.mode, args.mask_dir)
-    masker = make_masker(args.model, allow_download=args.download, device=args.device)
+    masker = make_masker(args.model, allow_download=args.download, device=args.device, revision=args.revision)
     start = time.perf_counter()
     made = making.run(plan, masker, args.prompt, shaping, progress=progress_printer(args.json))
     info = {"model": masker.name, "revision": getattr(masker, "revision", None), "prompt": args.prompt,

@@ -26,10 +26,11 @@ def _missing(name: str, why: str) -> ModelError:
 class ClipSegMasker:
     """One loaded CLIPSeg model; `mask(image, prompt)` gives a soft "L" mask of the image's size."""
 
-    def __init__(self, source: str, allow_download: bool = False, device: str | None = None) -> None:
+    def __init__(self, source: str, allow_download: bool = False, device: str | None = None,
+                 revision: str | None = None) -> None:
         from sdstudio.core.captions.loading import device_and_dtype, model_folder
 
-        folder, self.revision = model_folder(source, allow_download, None, _missing)
+        folder, self.revision = model_folder(source, allow_download, revision, _missing)
         config = folder / "config.json"
         try:
             model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
@@ -40,7 +41,8 @@ class ClipSegMasker:
             raise ModelError(f"{folder}: not a CLIPSeg model ({found}); give a CLIPSeg folder or hub id, "
                              f"e.g. clipseg:{SUGGESTED}")
         if not any(folder.glob("*.safetensors")):
-            raise ModelError(f"{folder}: no .safetensors weights; sdstudio does not load pickled checkpoints (.bin)")
+            raise ModelError(f"{folder}: no .safetensors weights; sdstudio does not load pickled checkpoints (.bin). "
+                             "Pick a revision that has model.safetensors (--revision, e.g. a hub 'refs/pr/N' that adds it)")
         from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
         self.device, dtype = device_and_dtype(device)
