@@ -1,14 +1,14 @@
 """The demo world's masker: exact for its flat shapes, on plain or busy backgrounds.
 
-The prompt names the subject's colour and, usually, its shape ("the pink heart"). Pixels
-closer to that colour than half the background's typical distance from it are the subject's
-evidence: on a plain background that threshold falls exactly at half coverage of an anti-aliased
-edge. Their largest connected region, holes filled, is the subject's rough extent. When the
-prompt names a shape, the shape itself is then fitted to that evidence (centre and size, by
-coordinate descent on the share of evidence it covers) and drawn the way `sdstudio.demo.shapes`
-draws it, so noise, stripes or checks touching the edge do not bend the mask. Without a shape
-the region is the mask. Tests rely on this where a real segmentation model would need weights
-this machine does not have.
+The prompt names the subject's colour and, usually, its shape ("the pink heart"). Pixels near
+that colour form the subject's rough extent (their largest connected region, holes filled). Each
+pixel around it gets an estimated coverage: unmixed against the background colour beside it where
+the background is flat (exact at an anti-aliased edge), or "closer to the subject's colour than
+half the background's median distance" on noise. When the prompt names a shape, that shape is
+fitted to the estimates (centre and size: moments, then descent on the absolute error) and drawn
+the way `sdstudio.demo.shapes` draws it, so clutter touching the edge does not bend the mask;
+without a shape the estimates are the mask. Figures: benchmarks/demo_masker.py. Tests rely on it
+where a real segmentation model would need weights this machine does not have.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from sdstudio.core.errors import SdstudioError
+from sdstudio.core.masks.shaping import grow
 from sdstudio.demo.busy import scene_alpha
 from sdstudio.demo.judge import _largest_region, parse_caption
 from sdstudio.demo.shapes import ALL_COLOURS, Scene, outline
@@ -99,29 +100,56 @@ def _fit(shape: str, colour: str, share: Any, resolution: tuple[int, int]) -> An
     return out
 
 
-def _coverage_evidence(rgb: Any, colour: Any, region: Any, ring: int = 3) -> Any:
+def _box3(a: Any) -> Any:
+    """The mean of each pixel's 3x3 neighbourhood (edges repeated)."""
+    import numpy as np
+
+    h, w = a.shape
+    p = np.pad(a, 1, mode="edge")
+    return sum(p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
+
+
+def _colour_behind(rgb: Any, known: Any, steps: int) -> tuple[Any, Any]:
+    """For each pixel within `steps` of a `known` one, the colour of a nearest known pixel (filled in
+    layer by layer from the known pixels, side neighbours before diagonal ones); and where one was found."""
+    import numpy as np
+
+    back, known = rgb.copy(), known.copy()
+    near, far = (slice(None, -2), slice(2, None)), slice(1, -1)
+    shifts = [(near[0], far), (near[1], far), (far, near[0]), (far, near[1])] + [(a, b) for a in near for b in near]
+    for _ in range(steps):
+        pk, pb = np.pad(known, 1), np.pad(back, ((1, 1), (1, 1), (0, 0)))
+        reached = known.copy()
+        for sy, sx in shifts:
+            take = ~reached & pk[sy, sx]
+            back[take] = pb[sy, sx][take]
+            reached |= take
+        known = reached
+    return back, known
+
+
+def _coverage_evidence(rgb: Any, colour: Any, region: Any, ring: int = 2) -> Any:
     """Each pixel's estimated share of the subject colour (0-1). Where the background is locally
-    flat (a plain colour, inside a stripe or check) the pixel is unmixed against the nearest pixel
+    flat (a plain colour, inside a stripe or check) the pixel is unmixed against a nearest pixel
     outside the region grown by `ring` px, taken as the colour behind it: exact at anti-aliased
     edges. Where it is not (noise), a pixel counts as subject when it is closer to the subject's
     colour than half the background's median distance from it (the edge's half-coverage point)."""
     import numpy as np
-    from scipy.ndimage import distance_transform_edt, uniform_filter
 
-    grown = distance_transform_edt(~region) <= ring
+    grown = grow(region, ring)
     if grown.all():
         return region.astype(np.float32)
-    _, (iy, ix) = distance_transform_edt(grown, return_indices=True)
-    back = rgb[iy, ix]
+    back, found = _colour_behind(rgb, ~grown, ring + 3)
     towards = colour - back
     norm = (towards ** 2).sum(axis=2)
     share = ((rgb - back) * towards).sum(axis=2) / np.maximum(norm, 1.0)
-    share = np.where(norm < SAME_COLOUR ** 2, region, share)  # a background the subject's colour says nothing
-    spread = sum(uniform_filter(rgb[..., c] ** 2, 3) - uniform_filter(rgb[..., c], 3) ** 2 for c in range(3))
+    share = np.where((norm < SAME_COLOUR ** 2) | ~found, region, share)  # no colour to unmix from: the region
+    spread = sum(_box3(rgb[..., c] ** 2) - _box3(rgb[..., c]) ** 2 for c in range(3))
+    flat = _colour_behind(spread[..., None], ~grown, ring + 3)[0][..., 0] <= FLAT_SPREAD
     dist = np.sqrt(((rgb - colour) ** 2).sum(axis=2))
     outside = dist[~grown]
     half = np.median(outside) / 2 if outside.size else CORE_DISTANCE
-    share = np.where(spread[iy, ix] <= FLAT_SPREAD, share, (dist < half).astype(np.float32))
+    share = np.where(flat | ~found, share, (dist < half).astype(np.float32))
     return np.where(grown, np.clip(share, 0.0, 1.0), 0.0).astype(np.float32)  # nothing of the subject beyond the ring
 
 

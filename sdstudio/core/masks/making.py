@@ -20,6 +20,7 @@ from sdstudio.core.dataset import image_files, load_rgb
 from sdstudio.core.errors import DatasetError, SdstudioError
 from sdstudio.core.io import atomic
 from sdstudio.core.io.edit_log import EditLog
+from sdstudio.core.masks.shaping import Shaping
 from sdstudio.core.masks.source import (ALPHA, BESIDE, MASK_DIR, MASKS_LOG, coverage, find_mask, mask_beside,
                                         mask_in_dir)
 
@@ -29,40 +30,6 @@ RANK = {ALPHA: 0, BESIDE: 1, MASK_DIR: 2}  # mask precedence (core/masks/source.
 
 def masks_log(root: Path) -> EditLog:
     return EditLog(Path(root), MASKS_LOG, "masking pass")
-
-
-@dataclass(frozen=True)
-class Shaping:
-    """What is done to a model's mask: threshold (0-1 of white; 0 keeps it soft), then expand
-    (grow the subject by px), then blur (Gaussian radius px, a soft edge)."""
-
-    threshold: float = 0.5
-    expand: int = 0
-    blur: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold < 1.0:
-            raise SdstudioError(f"--threshold {self.threshold}: between 0 (keep the soft mask) and 1 (exclusive)")
-        if self.expand < 0 or self.blur < 0:
-            raise SdstudioError("--expand and --blur are pixel counts: 0 or more")
-
-    def apply(self, mask: Any) -> Any:
-        """The shaped "L" mask. Expanding is an exact disc dilation (a distance transform), so it
-        grows every edge by the same px whatever the shape."""
-        import numpy as np
-        from PIL import Image, ImageFilter
-
-        arr = np.asarray(mask.convert("L"))
-        if self.threshold > 0:
-            arr = np.where(arr >= self.threshold * 255, 255, 0).astype(np.uint8)
-        if self.expand:
-            from scipy.ndimage import distance_transform_edt
-
-            inside = arr >= 128
-            if inside.any() and not inside.all():
-                arr = np.where(distance_transform_edt(~inside) <= self.expand, 255, arr).astype(np.uint8)
-        out = Image.fromarray(arr, mode="L")
-        return out.filter(ImageFilter.GaussianBlur(self.blur)) if self.blur else out
 
 
 @dataclass
