@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
@@ -52,22 +51,10 @@ def _undo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer(quiet: bool) -> Any:
-    tty = sys.stderr.isatty()
-
-    def show(p: Any) -> None:
-        if quiet:
-            return
-        if tty:
-            print("\r" + p.line(), end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
-        elif p.done == p.total:
-            print(p.line(), file=sys.stderr, flush=True)
-    return show
-
-
 def run(args: argparse.Namespace) -> int:
     if args.undo:
         return _undo(args)
+    from sdstudio.commands.progress_line import progress_printer
     from sdstudio.core.captions import runner
     from sdstudio.core.captions.compose import Style
     from sdstudio.core.errors import SdstudioError
@@ -85,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     plan = runner.plan(args.dir, style, STORE_CHOICES.get(args.store or "", None))
     captioner = open_captioner(args.model, allow_download=args.download, revision=args.revision, device=args.device)
     start = time.perf_counter()
-    proposals = runner.run(plan, captioner, style, args.prompt, args.batch_size, progress=_progress_printer(args.json))
+    proposals = runner.run(plan, captioner, style, args.prompt, args.batch_size, progress=progress_printer(args.json))
     seconds = time.perf_counter() - start
     rate = len(proposals) / seconds if seconds > 0 else 0.0
     entry = None if args.dry_run else runner.apply(plan, proposals, runner.provenance(captioner, style, args.prompt))

@@ -1,4 +1,5 @@
-"""`sdstudio dataset check DIR [--json]`: every file's verdict, with the reason."""
+"""`sdstudio dataset check DIR [--json]`: every file's verdict, with the reason, and each image's mask
+coverage and crop box; `dataset mask` and `dataset crop` live in commands/dataset_masks.py."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("dataset", help="check a dataset folder")
+    p = sub.add_parser("dataset", help="check a dataset folder, make subject masks, crop to the subject")
     dsub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     c = dsub.add_parser("check", help="decode every file and report problems per file")
     c.add_argument("dir", help="dataset folder (captioned, or DreamBooth instance/class images)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("--mask-dir", default=None, help="also look for masks as MASK_DIR/NAME.png (the config's mask_dir)")
     c.add_argument("--resolution", type=int, default=None,
                    help="warn about images smaller than this; the bucket table's resolution (default 512)")
     c.add_argument("--bucket-reso-steps", type=int, default=64, help="bucket sides are multiples of this (default 64)")
@@ -24,14 +26,19 @@ def register(sub: Any) -> None:
     mode.add_argument("--no-captions", dest="captions", action="store_const", const=False,
                       help="ignore captions (DreamBooth folders)")
     c.set_defaults(func=run)
+    from sdstudio.commands import dataset_masks
+
+    dataset_masks.register(dsub)
 
 
 def run(args: argparse.Namespace) -> int:
     from sdstudio.core.dataset import BAD, WARN, check_dataset
     from sdstudio.core.errors import SdstudioError
+    from sdstudio.core.masks.report import format_lines
     from sdstudio.core.training import buckets as bk
 
-    report = check_dataset(args.dir, captions=args.captions, resolution=args.resolution)
+    report = check_dataset(args.dir, captions=args.captions, resolution=args.resolution, masks=True,
+                           mask_dir=args.mask_dir)
     resolution, step = args.resolution or 512, args.bucket_reso_steps
     if step < 8 or step % 8 or resolution % step:
         raise SdstudioError(f"--bucket-reso-steps {step}: must be a multiple of 8 that divides the resolution ({resolution})")
@@ -79,4 +86,5 @@ def run(args: argparse.Namespace) -> int:
     print("\n" + bk.format_table(ok, resolution, step, args.max_upscale, len(placed) - len(ok)))
     if len(ok) < len(placed):
         print(f"  ('!' after a bucket: too small for it at {resolution} px; skipped when training with enable_bucket)")
+    print("\n" + "\n".join(format_lines(report.masks)))
     return 0 if report.usable else 1

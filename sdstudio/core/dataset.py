@@ -17,7 +17,8 @@ from typing import Any
 from sdstudio.core.captions import storage
 from sdstudio.core.errors import DatasetError
 from sdstudio.core.filetypes import IMAGE_SUFFIXES
-from sdstudio.core.masks.source import is_mask_name
+from sdstudio.core.masks.crops import CROPS, CROPS_LOG
+from sdstudio.core.masks.source import MASKS_LOG, is_mask_name
 
 STRAY_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 STRAY_DIRS = {".ipynb_checkpoints", "__macosx", ".git"}
@@ -47,6 +48,7 @@ class DatasetReport:
     root: Path
     caption_store: str | None  # "metadata.jsonl" | "txt" | "caption" | None (no captions: DreamBooth)
     files: list[FileReport] = field(default_factory=list)
+    masks: Any = None  # a core.masks.report.MasksReport when the check was asked for masks
 
     @property
     def usable(self) -> list[FileReport]:
@@ -71,7 +73,10 @@ class DatasetReport:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {"summary": self.summary(), "files": [asdict(f) for f in self.files]}
+        out = {"summary": self.summary(), "files": [asdict(f) for f in self.files]}
+        if self.masks is not None:
+            out["masks"] = self.masks.to_json()
+        return out
 
 
 def load_rgb(path: str | os.PathLike[str]) -> Any:
@@ -130,8 +135,8 @@ def _walk(root: Path) -> tuple[list[Path], list[FileReport]]:
                 continue  # NAME-mask.png: the subject mask of image NAME (core/masks/source.py)
             elif p.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(p)
-            elif storage.is_caption_file(name):
-                continue
+            elif storage.is_caption_file(name) or low in (CROPS, CROPS_LOG, MASKS_LOG):
+                continue  # captions, crop boxes and the logs that undo passes
             else:
                 strays.append(FileReport(rel, BAD, f"not an image ({p.suffix or 'no extension'}), ignored"))
     return images, strays
@@ -143,11 +148,13 @@ def image_files(root: str | os.PathLike[str]) -> list[Path]:
 
 
 def check_dataset(root: str | os.PathLike[str], captions: bool | None = None, min_side: int = 32,
-                  resolution: int | None = None, caption_column: str = "text") -> DatasetReport:
+                  resolution: int | None = None, caption_column: str = "text", masks: bool = False,
+                  mask_dir: str | os.PathLike[str] | None = None) -> DatasetReport:
     """Check every file of a dataset folder.
 
     `captions`: True requires a caption per image (text-to-image), False ignores captions
-    (DreamBooth), None uses them when the folder has any.
+    (DreamBooth), None uses them when the folder has any. `masks` (or a `mask_dir`) adds each
+    image's mask coverage and crop box (`report.masks`, see core/masks/report.py).
     """
     base = Path(root)
     if not base.is_dir():
@@ -198,7 +205,12 @@ def check_dataset(root: str | os.PathLike[str], captions: bool | None = None, mi
         reports.append(rep)
     for name in sorted(set(caption_map) - image_names):
         reports.append(FileReport(name, BAD, f"caption in {METADATA} for a missing file"))
-    return DatasetReport(base, store, reports)
+    out = DatasetReport(base, store, reports)
+    if masks or mask_dir:
+        from sdstudio.core.masks.report import check_masks
+
+        out.masks = check_masks(base, [(f.name, f.width, f.height) for f in reports if f.width], mask_dir)
+    return out
 
 
 def require_usable(report: DatasetReport, field_name: str) -> list[FileReport]:

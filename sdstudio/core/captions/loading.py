@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sdstudio.core.errors import ModelError
@@ -50,25 +51,32 @@ def _missing(name: str, why: str) -> ModelError:
         f"Known to work: {', '.join(SUGGESTED.values())}, or --model demo for the demo world.")
 
 
-def locate(name: str, allow_download: bool = False, revision: str | None = None) -> Located:
-    """Resolve `name` to a folder with config.json; ModelError names the model and what to do."""
+def model_folder(name: str, allow_download: bool, revision: str | None,
+                 missing: Callable[[str, str], Exception]) -> tuple[Path, str | None]:
+    """(folder, revision) of a local model folder or a hub id (the local cache unless `allow_download`;
+    pickled weights never fetched); `missing(name, why)` makes the error when it cannot be found.
+    Shared by the captioners and the CLIPSeg masker."""
     path = Path(os.path.expanduser(name))
     if path.is_dir():
-        folder, rev = path.resolve(), revision
-    elif path.suffix or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise _missing(name, "no such folder, and not a hub id like 'org/name'")
-    else:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+        return path.resolve(), revision
+    if path.suffix or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise missing(name, "no such folder, and not a hub id like 'org/name'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-        try:
-            folder = Path(snapshot_download(name, revision=revision, local_files_only=not allow_download,
-                                            ignore_patterns=PICKLED))
-        except LocalEntryNotFoundError:
-            raise _missing(name, "not in the local Hugging Face cache") from None
-        except (HfHubHTTPError, OSError) as exc:
-            raise _missing(name, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
-        rev = folder.name  # snapshots/<commit>
+    try:
+        folder = Path(snapshot_download(name, revision=revision, local_files_only=not allow_download,
+                                        ignore_patterns=PICKLED))
+    except LocalEntryNotFoundError:
+        raise missing(name, "not in the local Hugging Face cache") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise missing(name, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    return folder, folder.name  # snapshots/<commit>
+
+
+def locate(name: str, allow_download: bool = False, revision: str | None = None) -> Located:
+    """Resolve `name` to a folder with config.json; ModelError names the model and what to do."""
+    folder, rev = model_folder(name, allow_download, revision, _missing)
     config = folder / "config.json"
     if not config.is_file():
         raise ModelError(f"{folder}: no config.json; expected a transformers model folder (BLIP, Florence-2 or Qwen2.5-VL)")

@@ -15,6 +15,7 @@ from sdstudio.core.captions.storage import METADATA
 from sdstudio.core.io import atomic
 
 CROPS = "crops.jsonl"
+CROPS_LOG = "crops.log.jsonl"  # the passes of `sdstudio dataset crop`, for --undo
 Box = tuple[int, int, int, int]
 
 

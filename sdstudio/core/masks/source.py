@@ -16,6 +16,7 @@ from typing import Any
 MASK_SUFFIX = "-mask"
 MASK_EXT = ".png"
 ALPHA, BESIDE, MASK_DIR = "alpha", "beside", "mask_dir"
+MASKS_LOG = "masks.log.jsonl"  # the passes of `sdstudio dataset mask`, for --undo (core/masks/making.py)
 
 
 @dataclass(frozen=True)
