@@ -85,7 +85,7 @@ async def test_crop_editor_keeps_the_aspect_and_writes_only_on_accept(tmp_path: 
         assert box is not None and box[2] == 4 * box[3] and box[2] < 192
         assert box[0] > (192 - box[2]) // 2  # moved right of centre
         await _settle(app, pilot)
-        assert "crop box" in str(screen.query_one("#ds-model-label", Label).render())
+        assert "(box" in str(screen.query_one("#ds-model-label", Label).render())
         assert not (folder / "crops.jsonl").exists()  # nothing written while editing
         await pilot.press("escape")  # leave without writing
         await _settle(app, pilot)
@@ -131,3 +131,11 @@ async def test_mask_all_writes_masks_only_when_accepted(tmp_path: Path) -> None:
         screen = app.screen
         assert isinstance(screen, DatasetScreen) and len(screen.shown) == 3
         assert all(c is not None and 0.05 < c < 0.5 for c in screen.coverages.values())
+
+        await pilot.press("C")  # crop all to subject, from the masks just written
+        await _settle(app, pilot)
+        assert isinstance(app.screen, MaskBatchScreen) and not (folder / "crops.jsonl").exists()
+        await pilot.press("ctrl+s")
+        await _settle(app, pilot)
+        boxes = read_crops(folder)[0]
+        assert sorted(boxes) == names and all(w == h for _, _, w, h in boxes.values())

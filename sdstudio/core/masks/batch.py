@@ -96,15 +96,20 @@ def write_masks(root: Path, masks: dict[str, Any]) -> list[Path]:
 
 
 def propose_crops(root: Path, names: Iterable[str], aspect_of: Callable[[str], float], padding: float = 0.1,
-                  mask_dir: Path | None = None, progress: Progress | None = None,
+                  mask_dir: Path | None = None, keep: Iterable[str] = (), progress: Progress | None = None,
                   stop: Stop | None = None) -> Proposal | None:
     """"Crop to subject" for each image with a mask: `subject_crop.propose_crop` at the aspect
-    `aspect_of(name)` gives (the image's bucket, or 1). None when stopped."""
+    `aspect_of(name)` gives (the image's bucket, or 1). Names in `keep` (boxes set by hand)
+    are skipped. None when stopped."""
     from sdstudio.core.masks.subject_crop import propose_crop
 
     out = Proposal()
+    kept = set(keep)
 
     def one(name: str) -> None:
+        if name in kept:
+            out.skipped[name] = "has a crop"
+            return
         try:
             mask = load_mask(root / name, root, mask_dir)
         except (OSError, ValueError) as exc:

@@ -296,10 +296,10 @@ class DatasetScreen(DatasetMasks, StudioScreen):
         if self.bucketed:
             p = bk.place(w, h, bk.bucket_sizes(res))
             why = bk.too_small(p, bk.DEFAULT_MAX_UPSCALE)
-            text = f"model sees {p.bucket[0]}x{p.bucket[1]} ({'crop box' if box else 'bucket'}, {p.scale:.2f}x)"
+            text = f"model sees {p.bucket[0]}x{p.bucket[1]} ({'box' if box else 'bucket'}, {p.scale:.2f}x)"
             text += " — too small, skipped" if why else ""
         else:
-            how = "crop box" if box else f"{'center' if self.center_crop else 'random'} crop"
+            how = "box" if box else f"{'center' if self.center_crop else 'random'} crop"
             text = f"model sees {res}x{res} ({how})"
         self.query_one("#ds-model-label", Label).update(text)
         self.query_one("#ds-original-label", Label).update(self.overlay_label(rep))

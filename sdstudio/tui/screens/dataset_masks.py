@@ -155,10 +155,16 @@ class DatasetMasks:
         sizes = {f.name: (f.width, f.height) for f in report.usable}
         res, bucketed = self.resolution, self.bucketed
         masker = "demo" if getattr(self, "model", "demo") == "demo" else ""
-        screen = MaskBatchScreen(kind, folder, sorted(sizes), masker=masker,
-                                 prompt=default_prompt(folder, report.caption_store is not None) if kind == MASKS else "",
-                                 aspect_of=lambda name: bucket_aspect(*sizes[name], res, bucketed))
-        self.app.push_screen(screen, lambda written: self.open_folder(self.folder) if written else None)
+        prompt = default_prompt(folder, report.caption_store is not None) if kind == MASKS else ""
+        screen = MaskBatchScreen(kind, folder, sorted(sizes), masker=masker, prompt=prompt,
+                                 aspect_of=lambda name: bucket_aspect(*sizes[name], res, bucketed), keep=self.crops)
+        self.app.push_screen(screen, self._batch_done)
+
+    def _batch_done(self, written: str | None) -> None:
+        """Back from Mask all / Crop all: say what was written and check the folder again."""
+        if written and self.folder is not None:
+            self.notify(written)
+            self.open_folder(self.folder)
 
     def action_mask_all(self) -> None:
         self._batch("masks")

@@ -10,7 +10,7 @@ pass stops and the folder stays as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def default_prompt(folder: Path, captioned: bool) -> str:
 
 
 class MaskBatchScreen(StudioScreen):
-    """Dismisses with the number of files written (0 when cancelled)."""
+    """Dismisses with a line saying what was written (None when nothing was)."""
 
     DEFAULT_CSS = """
     MaskBatchScreen #mb-setup { height: 1; margin-bottom: 1; }
@@ -65,11 +65,12 @@ class MaskBatchScreen(StudioScreen):
     ]
 
     def __init__(self, kind: str, folder: Path, names: list[str], *, prompt: str = "", masker: str = "demo",
-                 aspect_of: Callable[[str], float] | None = None, **kwargs: Any) -> None:
+                 aspect_of: Callable[[str], float] | None = None, keep: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kind, self.folder, self.names = kind, folder, names
         self.initial_prompt, self.initial_masker = prompt, masker
         self.aspect_of = aspect_of or (lambda name: 1.0)
+        self.keep = list(keep)  # crop all: images whose box was set by hand keep it
         self.proposal: batch.Proposal | None = None
         self.listed: list[str] = []
 
@@ -156,7 +157,7 @@ class MaskBatchScreen(StudioScreen):
     @work(thread=True, exclusive=True, group="mask-batch")
     def _crop(self) -> None:
         worker = get_current_worker()
-        result = batch.propose_crops(self.folder, self.names, self.aspect_of, progress=self._progress,
+        result = batch.propose_crops(self.folder, self.names, self.aspect_of, keep=self.keep, progress=self._progress,
                                      stop=lambda: worker.is_cancelled)
         if result is not None and not worker.is_cancelled:
             self.app.call_from_thread(self._ready, result)
@@ -220,6 +221,7 @@ class MaskBatchScreen(StudioScreen):
             self.app.call_from_thread(setattr, self.query_one("#mb-pic", Picture), "image", shown)
 
     def action_accept(self) -> None:
+        """Write what the pass proposed; dismisses with the line to tell the user (None: nothing written)."""
         p = self.proposal
         if p is None:
             self.notify("nothing to accept yet: run the pass first", severity="warning")
@@ -228,18 +230,15 @@ class MaskBatchScreen(StudioScreen):
 
         try:
             if p.masks:
-                written = len(batch.write_masks(self.folder, p.masks))
-                self.notify(f"wrote {written} masks (NAME-mask.png beside each image)")
+                done = f"wrote {len(batch.write_masks(self.folder, p.masks))} masks (NAME-mask.png beside each image)"
             elif p.crops:
-                where = write_crops(self.folder, dict(p.crops))
-                written = len(p.crops)
-                self.notify(f"wrote {written} crop boxes to {where.name}")
+                done = f"wrote {len(p.crops)} crop boxes to {write_crops(self.folder, dict(p.crops)).name}"
             else:
-                written = 0
+                done = None
         except OSError as exc:
             self.notify(f"could not write: {exc}", severity="error")
             return
-        self.dismiss(written)
+        self.dismiss(done)
 
     def action_cancel(self) -> None:
         """Escape: out of a text field first; otherwise stop the pass and leave, writing nothing."""
@@ -247,4 +246,4 @@ class MaskBatchScreen(StudioScreen):
             self.set_focus(None)
             return
         self.workers.cancel_group(self, "mask-batch")
-        self.dismiss(0)
+        self.dismiss(None)

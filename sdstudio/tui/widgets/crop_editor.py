@@ -17,8 +17,7 @@ from textual.widgets import Static
 from sdstudio.core.masks import crop_edit
 from sdstudio.core.masks.crops import Box
 
-HELP = ("[b]hjkl[/] move  [b]HJKL[/] size  [b]r[/] reset  [b]s[/] subject  "
-        "[b]⏎[/] accept  [b]esc[/] leave")
+KEYS = "[b]hjkl[/] move  [b]HJKL[/] size  [b]r[/] reset  [b]s[/] subject"
 
 
 class CropEditor(Static, can_focus=True):
@@ -38,8 +37,8 @@ class CropEditor(Static, can_focus=True):
         Binding("L,J,shift+right,shift+down", "resize(1)", "Larger", show=False),
         Binding("r", "reset", "Reset", show=False),
         Binding("s", "subject", "Subject", show=False),
-        Binding("enter,ctrl+s", "accept", "Accept crop", id="crop.accept"),
-        Binding("escape", "leave", "Leave", id="crop.leave"),
+        Binding("enter,ctrl+s", "accept", "Accept", id="crop.accept", tooltip="Save this crop box"),
+        Binding("escape", "leave", "Leave", id="crop.leave", show=False, tooltip="Leave without saving"),
     ]
 
     class Changed(Message):
@@ -78,7 +77,7 @@ class CropEditor(Static, can_focus=True):
     def _update(self) -> None:
         ratio = f"{self.aspect:.2f}:1" if abs(self.aspect - 1) > 1e-6 else "square"
         shown = crop_edit.describe(self.box) if self.box else "no crop (default)"
-        self.update(f"[b]editing[/] {shown} · {ratio}\n{HELP}")
+        self.update(f"[b]{shown}[/] ({ratio})  [b]⏎[/] accept  [b]esc[/] leave\n{KEYS}")
 
     def _changed(self, box: Box | None) -> None:
         self.box = box
@@ -110,6 +109,7 @@ class CropEditor(Static, can_focus=True):
         self._changed(box)
 
     def _end(self, accepted: bool) -> None:
+        self.screen.set_focus(None)  # hiding a focused widget would pass the focus on (and scroll to it)
         self.remove_class("-editing")
         self.post_message(self.Done(self.name_, self.box, accepted))
 
