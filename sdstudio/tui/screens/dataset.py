@@ -73,8 +73,9 @@ class DatasetScreen(DatasetMasks, StudioScreen):
     DatasetScreen #ds-crops > Vertical { width: 1fr; height: auto; }
     DatasetScreen .ds-pic { width: 24; height: 12; }
     DatasetScreen #ds-caption { height: 4; }
-    DatasetScreen #ds-caption-row { height: 1; margin: 1 0; }
-    DatasetScreen #ds-caption-row Button { width: auto; min-width: 0; margin-right: 2; }
+    DatasetScreen #ds-caption-row, DatasetScreen #ds-mask-row { height: 1; margin: 1 0 0 0; }
+    DatasetScreen #ds-mask-row { margin-bottom: 1; }
+    DatasetScreen #ds-caption-row Button, DatasetScreen #ds-mask-row Button { width: auto; min-width: 0; margin-right: 2; }
     """
     BINDINGS = [
         Binding("ctrl+s", "save_caption", "Save", id="dataset.save_caption", tooltip="Save the caption"),
@@ -127,7 +128,7 @@ class DatasetScreen(DatasetMasks, StudioScreen):
             yield Select([("center crop", True), ("random crop", False), ("buckets", "bucket")], value=True,
                          allow_blank=False,
                          compact=True, id="ds-crop")
-            yield Button("Train →", id="ds-train", variant="primary", compact=True)
+            yield Button("Train →", id="ds-train", variant="primary", compact=True, action="screen.train")
         yield Static("Open a folder of images (captions in metadata.jsonl, .txt or .caption files, or none for DreamBooth).",
                      id="ds-summary")
         with Horizontal(id="ds-body"):
@@ -147,8 +148,9 @@ class DatasetScreen(DatasetMasks, StudioScreen):
                     yield Button("Save caption", id="ds-save", compact=True)
                     yield Button("New random crop", id="ds-reroll", compact=True)
                     yield Button("Caption folder…", id="ds-caption-folder", compact=True)
-                    yield Button("Mask all…", id="ds-mask-all", compact=True, action="screen.mask_all")
-                    yield Button("Crop all…", id="ds-crop-all", compact=True, action="screen.crop_all")
+                with Horizontal(id="ds-mask-row"):
+                    yield Button("Mask all… (M)", id="ds-mask-all", compact=True, action="screen.mask_all")
+                    yield Button("Crop all to subject… (C)", id="ds-crop-all", compact=True, action="screen.crop_all")
                 with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
                     yield ClassFolderPanel(id="ds-class-panel")
         yield StudioFooter(compact=True)
@@ -396,7 +398,3 @@ class DatasetScreen(DatasetMasks, StudioScreen):
             self.notify("open a dataset folder first", severity="warning")
             return
         self.post_message(self.UseDataset(fields))
-
-    @on(Button.Pressed, "#ds-train")
-    def _train_pressed(self) -> None:
-        self.action_train()
