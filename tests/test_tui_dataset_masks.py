@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from textual.app import App
 from textual.widgets import Input, Label, Static
 
 from sdstudio.core.masks.crops import read_crops
@@ -14,6 +13,7 @@ from sdstudio.core.paths import PROJECT_ROOT
 from sdstudio.tui.screens.dataset import DatasetScreen
 from sdstudio.tui.screens.mask_batch import MaskBatchScreen
 from sdstudio.tui.widgets.crop_editor import CropEditor
+from test_tui_dataset import _settle
 from tui_host import ScreenHost
 
 PINK_HEART = PROJECT_ROOT / "data" / "dreambooth" / "pink-heart"
@@ -25,12 +25,6 @@ def _heart_copy(dest: Path, count: int = 3) -> list[str]:
     for name in names:
         shutil.copy(PINK_HEART / name, dest / name)
     return names
-
-
-async def _settle(app: App, pilot) -> None:  # type: ignore[no-untyped-def]
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def test_mask_overlay_toggle_shows_the_coverage(tmp_path: Path) -> None:
