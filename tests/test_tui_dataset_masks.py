@@ -107,7 +107,11 @@ async def test_mask_all_writes_masks_only_when_accepted(tmp_path: Path) -> None:
         await pilot.pause()
         batch = app.screen
         assert isinstance(batch, MaskBatchScreen)
-        assert batch.query_one("#mb-prompt", Input).value == "pink heart"  # from the folder's name
+        prompt = batch.query_one("#mb-prompt", Input)
+        assert prompt.value == "pink heart" and app.focused is prompt  # the folder's name, ready to run
+        await pilot.press("escape")  # Escape leaves the field first; the screen stays
+        assert app.screen is batch and app.focused is None
+        prompt.focus()
         await pilot.press("enter")
         await _settle(app, pilot)
         assert batch.proposal is not None and len(batch.proposal.masks) == 3

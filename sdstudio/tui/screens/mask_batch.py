@@ -118,9 +118,10 @@ class MaskBatchScreen(StudioScreen):
         self.query_one("#mb-bar", ProgressBar).update(total=max(1, len(self.names)), progress=0)
         if self.kind == MASKS:
             prompt = self.query_one("#mb-prompt", Input).value.strip()
-            spec = self.query_one("#mb-model", Input).value.strip() or "demo"
-            if not prompt:
-                self.notify("type the subject to mask first (e.g. the pink heart)", severity="warning")
+            spec = self.query_one("#mb-model", Input).value.strip()
+            if not prompt or not spec:
+                self.notify("type the subject to mask (e.g. the pink heart) and a masker (demo, or clipseg:PATH)",
+                            severity="warning")
                 return
             self.set_focus(None)
             self._status(f"masking {len(self.names)} images with {escape(spec)} …")
