@@ -318,10 +318,8 @@ class DatasetScreen(DatasetMasks, StudioScreen):
     @work(thread=True, exclusive=True, group="dataset-crop")
     def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int, bucketed: bool = False,
                       box: Any = None, rep: Any = None) -> None:
-        from sdstudio.core.dataset import load_rgb
-
         try:
-            image = load_rgb(path)
+            image = self.decoded(path)
         except (OSError, ValueError) as exc:
             self.app.call_from_thread(self.notify, f"{path.name}: {exc}", severity="error")
             return

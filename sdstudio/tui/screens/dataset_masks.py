@@ -41,6 +41,18 @@ class DatasetMasks:
     shown: list[Any]
     report: Any
 
+    _decoded: tuple[Any, Any] = (None, None)  # ((path, mtime), image): the picture being edited
+
+    def decoded(self, path: Path) -> Any:
+        """The image decoded (load_rgb), the last one kept: each crop-editor key re-renders the
+        preview, and decoding a large photo per key would make the box lag behind the keys."""
+        from sdstudio.core.dataset import load_rgb
+
+        key = (path, path.stat().st_mtime_ns)
+        if self._decoded[0] != key:
+            self._decoded = (key, load_rgb(path))
+        return self._decoded[1]
+
     def tile_label(self, rep: Any) -> str:
         return figures(self.coverages.get(rep.name), self.crops.get(rep.name)) + Path(rep.name).name
 
