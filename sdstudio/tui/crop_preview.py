@@ -1,19 +1,69 @@
-"""The Dataset screen's original picture with the crop the model gets outlined on it (Pillow only)."""
+"""The Dataset screen's original picture with the crop the model gets outlined on it, and the
+subject mask tinted over it when the overlay is on (Pillow only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+BACKGROUND_TINT = (10, 20, 80)  # the background is dimmed toward dark blue; the subject keeps its colours
+TINT = 0.7
 
-def marked_original(image: Any, box: tuple[int, int, int, int], scale: float, size: int) -> Any:
-    """A shrunk copy of `image` with the crop the model gets outlined."""
+
+def mask_overlay(image: Any, mask: Any) -> Any:
+    """`image` with its background (where `mask` is black) dimmed, at the image's size: what
+    masked training learns from stays bright."""
+    from PIL import Image
+
+    rgb = image.convert("RGB")
+    subject = mask.convert("L").resize(rgb.size, Image.Resampling.BILINEAR)
+    dark = Image.blend(rgb, Image.new("RGB", rgb.size, BACKGROUND_TINT), TINT)
+    return Image.composite(rgb, dark, subject)
+
+
+def marked_original(image: Any, box: tuple[int, int, int, int], scale: float, size: int, mask: Any = None) -> Any:
+    """A shrunk copy of `image` with the crop the model gets outlined (`box` in the image resized
+    by `scale`), the mask tinted over it when one is given."""
     from PIL import ImageDraw
 
     left, top, right, bottom = (v / scale for v in box)
     shown = image.copy()
     shown.thumbnail((size, size))
+    if mask is not None:
+        shown = mask_overlay(shown, mask)
     ratio = shown.width / image.width
     draw = ImageDraw.Draw(shown)
-    width = max(1, round(shown.width / 64))
+    width = max(1, round(shown.width / 32))  # still a visible line when a terminal shows it in 24 cells
     draw.rectangle([left * ratio, top * ratio, right * ratio - 1, bottom * ratio - 1], outline=(255, 48, 48), width=width)
     return shown
+
+
+def preview_pair(image: Any, resolution: int, center: bool, seed: int, bucketed: bool, size: int,
+                 box: tuple[int, int, int, int] | None = None, mask: Any = None) -> tuple[Any, Any]:
+    """(the original marked with its crop, what the model sees), both at most `size` px.
+
+    With a crop box the model gets that box, resized to the resolution (or to the bucket the
+    box's aspect picks) and centre-cropped; without one, the trainer's own centre, random or
+    bucket crop. The renders are core's (dataset.preprocess, buckets.render).
+    """
+    import random
+
+    from sdstudio.core.dataset import crop_box, preprocess
+    from sdstudio.core.training import buckets as bk
+
+    if box is not None:
+        x, y, w, h = box
+        original = marked_original(image, (x, y, x + w, y + h), 1.0, size, mask)
+        image, center = image.crop((x, y, x + w, y + h)), True
+    if bucketed:  # the same placement and render the trainer uses
+        p = bk.place(image.width, image.height, bk.bucket_sizes(resolution))
+        left, top = p.crop(True)
+        if box is None:
+            original = marked_original(image, (left, top, left + p.bucket[0], top + p.bucket[1]), p.scale, size, mask)
+        seen = bk.render(image, p, (left, top))
+    else:
+        scale, square = crop_box(image.width, image.height, resolution, center, random.Random(seed))
+        if box is None:
+            original = marked_original(image, square, scale, size, mask)
+        seen = preprocess(image, resolution, center_crop=center, rng=random.Random(seed))
+    seen.thumbnail((size, size))
+    return original, seen

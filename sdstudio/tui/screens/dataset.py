@@ -1,4 +1,5 @@
-"""Dataset screen: check a folder file by file, fix captions, see what the model will see.
+"""Dataset screen: check a folder file by file, fix captions, see what the model will see,
+look at masks and set crops (the mask and crop part is dataset_masks.py).
 
 The checker, the caption store and the crop all come from `sdstudio.core.dataset`, so what this
 screen shows is exactly what training will use. Scans, thumbnails, crops and class images are
@@ -7,7 +8,6 @@ made in thread workers; the screen only swaps finished pictures in.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape as _escape
 from textual.message import Message
 from textual.widgets import Button, Collapsible, Header, Input, Label, Select, Static, TextArea
 from textual.worker import get_current_worker
@@ -23,10 +24,12 @@ from sdstudio.core.paths import data_dir
 from sdstudio.core.models import sampler_defaults as model_defaults
 from sdstudio.core.training import buckets as bk
 from sdstudio.tui.widgets.class_folder import ClassFolderPanel
-from sdstudio.tui.crop_preview import marked_original
+from sdstudio.tui.crop_preview import preview_pair
 from sdstudio.tui.images import Picture
 from sdstudio.tui.widgets.thumbgrid import ThumbGrid, TileSpec
 from sdstudio.tui.screens.base import StudioScreen
+from sdstudio.tui.screens.dataset_masks import DatasetMasks, scan_crops
+from sdstudio.tui.widgets.crop_editor import CropEditor
 from sdstudio.tui.widgets.footer import StudioFooter
 
 MAX_TILES = 400  # a grid of thousands of widgets would make the screen sluggish; the summary counts all
@@ -50,7 +53,7 @@ def summary_text(summary: dict[str, Any]) -> str:
     return " · ".join(p for p in parts if p)
 
 
-class DatasetScreen(StudioScreen):
+class DatasetScreen(DatasetMasks, StudioScreen):
     """Open a dataset folder, check it, edit captions, preview crops, hand it to training."""
 
     AUTO_FOCUS = "#ds-grid"  # the sample folder is open on entry: its files come first
@@ -70,8 +73,9 @@ class DatasetScreen(StudioScreen):
     DatasetScreen #ds-crops > Vertical { width: 1fr; height: auto; }
     DatasetScreen .ds-pic { width: 24; height: 12; }
     DatasetScreen #ds-caption { height: 4; }
-    DatasetScreen #ds-caption-row { height: 1; margin: 1 0; }
-    DatasetScreen #ds-caption-row Button { width: auto; min-width: 0; margin-right: 2; }
+    DatasetScreen #ds-caption-row, DatasetScreen #ds-mask-row { height: 1; margin: 1 0 0 0; }
+    DatasetScreen #ds-mask-row { margin-bottom: 1; }
+    DatasetScreen #ds-caption-row Button, DatasetScreen #ds-mask-row Button { width: auto; min-width: 0; margin-right: 2; }
     """
     BINDINGS = [
         Binding("ctrl+s", "save_caption", "Save", id="dataset.save_caption", tooltip="Save the caption"),
@@ -82,6 +86,12 @@ class DatasetScreen(StudioScreen):
                 tooltip="Caption the folder, then review each caption"),
         Binding("ctrl+o", "train", "Use", id="dataset.train",
                 tooltip="Open the Train screen with this folder filled in"),
+        Binding("m", "toggle_mask", "Mask", id="dataset.toggle_mask", show=False,
+                tooltip="Show the image's mask over the preview (again: hide it)"),
+        Binding("c", "edit_crop", "Crop", id="dataset.edit_crop", show=False,
+                tooltip="Edit the selected image's crop box with the keyboard"),
+        Binding("M", "mask_all", "Mask all", id="dataset.mask_all", show=False, tooltip="Mask every image"),
+        Binding("C", "crop_all", "Crop all", id="dataset.crop_all", show=False, tooltip="Crop all to subject"),
     ]
 
     class UseDataset(Message):
@@ -105,6 +115,8 @@ class DatasetScreen(StudioScreen):
         self.shown: list[Any] = []  # FileReports behind the tiles, in tile order
         self.selected: Any = None
         self.crop_seed = 0
+        self.crops: dict[str, Any] = {}  # file name -> stored crop box
+        self.coverages: dict[str, float | None] = {}  # file name -> mask coverage (None: no mask)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -116,13 +128,14 @@ class DatasetScreen(StudioScreen):
             yield Select([("center crop", True), ("random crop", False), ("buckets", "bucket")], value=True,
                          allow_blank=False,
                          compact=True, id="ds-crop")
-            yield Button("Train →", id="ds-train", variant="primary", compact=True)
+            yield Button("Train →", id="ds-train", variant="primary", compact=True, action="screen.train")
         yield Static("Open a folder of images (captions in metadata.jsonl, .txt or .caption files, or none for DreamBooth).",
                      id="ds-summary")
         with Horizontal(id="ds-body"):
             yield ThumbGrid(id="ds-grid")
             with VerticalScroll(id="ds-detail", can_focus=False):
                 yield Static("", id="ds-info")
+                yield CropEditor(id="ds-crop-editor")
                 with Horizontal(id="ds-crops"):
                     with Vertical():
                         yield Label("original (red: the crop)", id="ds-original-label")
@@ -135,6 +148,9 @@ class DatasetScreen(StudioScreen):
                     yield Button("Save caption", id="ds-save", compact=True)
                     yield Button("New random crop", id="ds-reroll", compact=True)
                     yield Button("Caption folder…", id="ds-caption-folder", compact=True)
+                with Horizontal(id="ds-mask-row"):
+                    yield Button("Mask all… (M)", id="ds-mask-all", compact=True, action="screen.mask_all")
+                    yield Button("Crop all to subject… (C)", id="ds-crop-all", compact=True, action="screen.crop_all")
                 with Collapsible(title="DreamBooth class folder (prior preservation)", id="ds-class"):
                     yield ClassFolderPanel(id="ds-class-panel")
         yield StudioFooter(compact=True)
@@ -186,13 +202,15 @@ class DatasetScreen(StudioScreen):
     def _scan(self, folder: Path, resolution: int) -> None:
         from sdstudio.core.dataset import check_dataset, load_rgb
         from sdstudio.core.errors import SdstudioError
+        from sdstudio.core.masks.batch import mask_coverages
 
         try:
             report = check_dataset(folder, resolution=resolution)
         except SdstudioError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
-        self.app.call_from_thread(self._show_report, report)
+        crops, problems = scan_crops(folder)
+        self.app.call_from_thread(self._show_report, report, crops, problems)
         worker = get_current_worker()
         for index, rep in enumerate(self.shown):
             if worker.is_cancelled:
@@ -205,9 +223,14 @@ class DatasetScreen(StudioScreen):
                 continue
             image.thumbnail((THUMB_PX, THUMB_PX))
             self.app.call_from_thread(self._set_thumbnail, index, image)
+        coverages = mask_coverages(folder, [rep.name for rep in self.shown if rep.width])
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self.show_coverages, coverages)
 
-    async def _show_report(self, report: Any) -> None:
-        self.report = report
+    async def _show_report(self, report: Any, crops: dict[str, Any], problems: list[str]) -> None:
+        self.report, self.crops, self.coverages = report, crops, {}
+        for problem in problems:
+            self.notify(problem, severity="warning")
         self.shown = sorted(report.files, key=lambda f: (not f.width, f.name))[:MAX_TILES]  # images first
         more = len(report.files) - len(self.shown)
         text = summary_text(report.summary()) + " · " + bk.bucket_line(report.usable, self.resolution)
@@ -216,7 +239,7 @@ class DatasetScreen(StudioScreen):
         self.query_one("#ds-summary", Static).update(text)
         self.query_one("#ds-class-dir", Input).placeholder = f"class folder (default: {self._default_class_dir()})"
         grid = self.query_one(ThumbGrid)
-        await grid.set_tiles([TileSpec(f.name, Path(f.name).name, f.status) for f in self.shown])
+        await grid.set_tiles([TileSpec(f.name, self.tile_label(f), f.status) for f in self.shown])
         if self.focused is None or self.focused.id == "ds-path":
             grid.focus()
         if not self.shown:
@@ -240,13 +263,19 @@ class DatasetScreen(StudioScreen):
 
     def _show_file(self, rep: Any) -> None:
         self.selected = rep
-        info = self.query_one("#ds-info", Static)
         caption = self.query_one("#ds-caption", TextArea)
-        if rep is None:
-            info.update("no file")
-            caption.load_text("")
+        self.query_one("#ds-info", Static).update(self.info_text(rep))
+        caption.load_text(rep.caption or "" if rep else "")
+        caption.disabled = rep is None or not rep.width
+        if rep is not None and rep.width:
+            self._refresh_crop()
+        else:
             self._set_crops(None, None)
-            return
+
+    def info_text(self, rep: Any) -> str:
+        """The selected file's line: name, size, verdict, bucket; its mask and crop below."""
+        if rep is None:
+            return "no file"
         colour = {"ok": "success", "warning": "warning"}.get(rep.status, "error")
         size = f"{rep.width}x{rep.height} {rep.mode}" if rep.width else "not an image"
         reason = f" — {rep.reason}" if rep.reason else ""
@@ -255,13 +284,8 @@ class DatasetScreen(StudioScreen):
         if rep.name in placed:  # the aspect-ratio bucket it trains in with enable_bucket
             p, why = placed[rep.name]
             bucket = f"  bucket {p.bucket[0]}x{p.bucket[1]}" + (" (too small)" if why else "")
-        info.update(f"[b]{_escape(rep.name)}[/]  {size}  [${colour}]{rep.status}{_escape(reason)}[/]{bucket}")
-        caption.load_text(rep.caption or "")
-        caption.disabled = not rep.width
-        if rep.width:
-            self._refresh_crop()
-        else:
-            self._set_crops(None, None)
+        masks = self.mask_line(rep) if rep.width else ""
+        return f"[b]{_escape(rep.name)}[/]  {size}  [${colour}]{rep.status}{_escape(reason)}[/]{bucket}{masks}"
 
     @on(Select.Changed, "#ds-crop")
     @on(Input.Submitted, "#ds-res")
@@ -269,18 +293,19 @@ class DatasetScreen(StudioScreen):
         rep = self.selected
         if rep is None or not rep.width or self.folder is None:
             return
-        res = self.resolution
+        res, box = self.resolution, self.crop_for(rep)
+        w, h = (box[2], box[3]) if box else (rep.width, rep.height)
         if self.bucketed:
-            placed = bk.place_files([rep], res)
-            if rep.name in placed:
-                p, why = placed[rep.name]
-                w, h = p.bucket
-                self.query_one("#ds-model-label", Label).update(
-                    f"model sees {w}x{h} (bucket, {p.scale:.2f}x)" + (" — too small, skipped" if why else ""))
+            p = bk.place(w, h, bk.bucket_sizes(res))
+            why = bk.too_small(p, bk.DEFAULT_MAX_UPSCALE)
+            text = f"model sees {p.bucket[0]}x{p.bucket[1]} ({'box' if box else 'bucket'}, {p.scale:.2f}x)"
+            text += " — too small, skipped" if why else ""
         else:
-            self.query_one("#ds-model-label", Label).update(
-                f"model sees {res}x{res} ({'center' if self.center_crop else 'random'} crop)")
-        self._crop_preview(self.folder / rep.name, res, self.center_crop, self.crop_seed, self.bucketed)
+            how = "box" if box else f"{'center' if self.center_crop else 'random'} crop"
+            text = f"model sees {res}x{res} ({how})"
+        self.query_one("#ds-model-label", Label).update(text)
+        self.query_one("#ds-original-label", Label).update(self.overlay_label(rep))
+        self._crop_preview(self.folder / rep.name, res, self.center_crop, self.crop_seed, self.bucketed, box, rep)
 
     @on(Button.Pressed, "#ds-reroll")
     def action_reroll_crop(self) -> None:
@@ -291,24 +316,15 @@ class DatasetScreen(StudioScreen):
             self._refresh_crop()
 
     @work(thread=True, exclusive=True, group="dataset-crop")
-    def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int, bucketed: bool = False) -> None:
-        from sdstudio.core.dataset import crop_box, load_rgb, preprocess
-
+    def _crop_preview(self, path: Path, resolution: int, center: bool, seed: int, bucketed: bool = False,
+                      box: Any = None, rep: Any = None) -> None:
         try:
-            image = load_rgb(path)
+            image = self.decoded(path)
         except (OSError, ValueError) as exc:
             self.app.call_from_thread(self.notify, f"{path.name}: {exc}", severity="error")
             return
-        if bucketed:  # the same placement and render the trainer uses
-            p = bk.place(image.width, image.height, bk.bucket_sizes(resolution))
-            left, top = p.crop(True)
-            original = marked_original(image, (left, top, left + p.bucket[0], top + p.bucket[1]), p.scale, PREVIEW_PX)
-            seen = bk.render(image, p, (left, top))
-        else:
-            scale, box = crop_box(image.width, image.height, resolution, center, random.Random(seed))
-            original = marked_original(image, box, scale, PREVIEW_PX)
-            seen = preprocess(image, resolution, center_crop=center, rng=random.Random(seed))
-        seen.thumbnail((PREVIEW_PX, PREVIEW_PX))
+        mask = self.mask_for_preview(rep) if rep is not None else None
+        original, seen = preview_pair(image, resolution, center, seed, bucketed, PREVIEW_PX, box, mask)
         if get_current_worker().is_cancelled:
             return
         self.app.call_from_thread(self._set_crops, original, seen)
@@ -345,7 +361,7 @@ class DatasetScreen(StudioScreen):
         if rep.reason.startswith("no caption") and text:
             rep.status, rep.reason = OK, ""
             index = self.shown.index(rep)
-            self.query_one(ThumbGrid).retitle(index, Path(rep.name).name, rep.status)
+            self.query_one(ThumbGrid).retitle(index, self.tile_label(rep), rep.status)
         if self.report is not None:
             self.query_one("#ds-summary", Static).update(summary_text(self.report.summary()))
         self._show_file(rep)
@@ -380,11 +396,3 @@ class DatasetScreen(StudioScreen):
             self.notify("open a dataset folder first", severity="warning")
             return
         self.post_message(self.UseDataset(fields))
-
-    @on(Button.Pressed, "#ds-train")
-    def _train_pressed(self) -> None:
-        self.action_train()
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", r"\[")

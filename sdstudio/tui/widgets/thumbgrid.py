@@ -145,21 +145,26 @@ class ThumbGrid(VerticalScroll, can_focus=True):
         await self.mount(tile)
         return tile
 
+    def _tiles(self) -> list[Tile]:
+        """The tiles in order: the grid's own children (a CSS query per call walks every
+        tile's subtree, which made a folder of hundreds of thumbnails quadratic)."""
+        return [child for child in self.children if isinstance(child, Tile)]
+
     def tile(self, index: int) -> Tile:
-        return self.query(Tile)[index]
+        return self._tiles()[index]
 
     def set_thumbnail(self, index: int, image: Any) -> None:
-        tiles = self.query(Tile)
+        tiles = self._tiles()
         if 0 <= index < len(tiles):
             tiles[index].set_thumbnail(image)
 
     def retitle(self, index: int, label: str, status: str) -> None:
-        tiles = self.query(Tile)
+        tiles = self._tiles()
         if 0 <= index < len(tiles):
             tiles[index].retitle(label, status)
 
     def watch_cursor(self, old: int, new: int) -> None:
-        tiles = self.query(Tile)
+        tiles = self._tiles()
         if 0 <= old < len(tiles):
             tiles[old].remove_class("-selected")
         if 0 <= new < len(tiles):
