@@ -36,14 +36,22 @@ def test_mask_pass_writes_nothing_until_written(tmp_path: Path) -> None:
     seen: list[tuple[int, int]] = []
     proposal = batch.propose_masks(tmp_path, names, make_masker("demo"), "pink square",
                                    progress=lambda done, total: seen.append((done, total)))
-    assert proposal is not None and seen == [(1, 2), (2, 2)]
+    assert proposal is not None and seen[-2:] == [(1, 2), (2, 2)]
     assert sorted(proposal.masks) == names and abs(proposal.mean_coverage - 400 / 4096) < 0.01
     assert not list(tmp_path.glob("*-mask.png"))
     assert batch.propose_masks(tmp_path, names, make_masker("demo"), "pink square", stop=lambda: True) is None
-    batch.write_masks(tmp_path, proposal.masks)
+    assert "wrote 2 masks" in proposal.write({"from": "test"})
     assert find_mask(tmp_path / "0.png", tmp_path).origin == "beside"
     again = batch.propose_masks(tmp_path, names, make_masker("demo"), "pink square")  # fill: masks are kept
     assert again is not None and not again.masks and set(again.skipped) == set(names)
 
-    crops = batch.propose_crops(tmp_path, names, lambda name: 1.0, padding=0.0, keep=["1.png"])
-    assert crops is not None and crops.crops == {"0.png": (4, 10, 20, 20)} and crops.skipped == {"1.png": "has a crop"}
+    from sdstudio.core.masks import crops as crop_store, making
+
+    crop_store.write_crops(tmp_path, {"1.png": (0, 0, 8, 8)})  # a box set by hand stays
+    crops = batch.propose_crops(tmp_path, None, padding=0.0)
+    assert crops is not None and crops.crops == {"0.png": (4, 10, 20, 20)}
+    assert batch.propose_crops(tmp_path, None, stop=lambda: True) is None
+    assert "wrote 1 crop boxes" in crops.write({"from": "test"})
+    assert crop_store.read_crops(tmp_path)[0] == {"0.png": (4, 10, 20, 20), "1.png": (0, 0, 8, 8)}
+    making.undo(tmp_path)  # the studio's mask pass is undone like the CLI's
+    assert not list(tmp_path.glob("*-mask.png"))

@@ -1,9 +1,10 @@
-"""A folder's masks and crops, proposed in one pass and written only when accepted.
+"""The studio's whole-folder passes ("Mask all", "Crop all to subject"): proposed in a worker,
+written only when accepted.
 
-The Dataset screen's "Mask all" and "Crop all to subject" run `propose_masks` / `propose_crops`
-in a worker (each takes a progress callback and a stop check, so a cancelled pass leaves
-nothing behind), show the result, and call `write_masks` / `write_crops` on accept. Nothing
-here writes before that call. Coverage figures use `source.coverage`, the same as training.
+A thin layer over the CLI's passes (`making` and `cropping`), so the studio and
+`sdstudio dataset mask|crop` pick the same images, write the same files and log the same undo
+entries. What it adds: the results are held (not written) until `write` is called, and a stop
+check that ends a pass early without leaving anything behind.
 """
 
 from __future__ import annotations
@@ -13,11 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdstudio.core.masks import cropping, making
 from sdstudio.core.masks.crops import Box
-from sdstudio.core.masks.source import coverage, find_mask, load_mask, mask_beside
+from sdstudio.core.masks.source import coverage, load_mask
 
-Progress = Callable[[int, int], None]  # (done, total)
+ProgressFn = Callable[[int, int], None]  # (done, total)
 Stop = Callable[[], bool]
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _checker(stop: Stop | None) -> Callable[[], None]:
+    def check() -> None:
+        if stop is not None and stop():
+            raise _Stopped
+
+    return check
 
 
 @dataclass
@@ -28,6 +42,9 @@ class Proposal:
     crops: dict[str, Box] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # file name -> why
     coverages: dict[str, float] = field(default_factory=dict)
+    mask_plan: making.MaskPlan | None = None
+    made: list[making.Made] = field(default_factory=list)
+    crop_plan: cropping.CropPlan | None = None
 
     @property
     def count(self) -> int:
@@ -45,87 +62,66 @@ class Proposal:
                  f"{len(self.skipped)} skipped" if self.skipped else ""]
         return " · ".join(p for p in parts if p)
 
+    def write(self, info: dict[str, Any]) -> str | None:
+        """Write what was proposed (logged for `sdstudio dataset mask|crop --undo`); the line to
+        show, None when nothing was written."""
+        if self.mask_plan is not None and self.made:
+            making.apply(self.mask_plan, self.made, info)
+            return f"wrote {len(self.made)} masks (NAME-mask.png beside each image; undo: sdstudio dataset mask --undo)"
+        if self.crop_plan is not None and cropping.apply(self.crop_plan, info) is not None:
+            where = self.crop_plan.root
+            from sdstudio.core.masks.crops import crops_file
 
-def _run(names: list[str], one: Callable[[str], None], progress: Progress | None, stop: Stop | None) -> bool:
-    """Call `one` per name with progress; False when stopped early."""
-    for done, name in enumerate(names):
-        if stop is not None and stop():
-            return False
-        one(name)
-        if progress is not None:
-            progress(done + 1, len(names))
-    return True
+            return f"wrote {len(self.crops)} crop boxes to {crops_file(where).name} (undo: sdstudio dataset crop --undo)"
+        return None
+
+
+def _why(line: str) -> tuple[str, str]:
+    name, _, why = line.partition(": ")
+    return name, why
 
 
 def propose_masks(root: Path, names: Iterable[str], masker: Any, prompt: str, replace: bool = False,
-                  progress: Progress | None = None, stop: Stop | None = None) -> Proposal | None:
-    """A mask per image from `masker` (None when stopped). Without `replace`, images that already
-    have a mask (alpha, NAME-mask.png) keep it and are listed as skipped."""
-    from sdstudio.core.dataset import load_rgb
-
-    out = Proposal()
-
-    def one(name: str) -> None:
-        path = root / name
-        ref = find_mask(path, root)
-        if ref is not None and (not replace or ref.origin == "alpha"):
-            out.skipped[name] = "has an alpha mask" if ref.origin == "alpha" else "has a mask"
-            return
-        try:
-            image = load_rgb(path)
-        except (OSError, ValueError) as exc:
-            out.skipped[name] = f"unreadable: {exc}"
-            return
-        mask = masker.mask(image, prompt)
-        out.masks[name] = mask
-        out.coverages[name] = coverage(mask)
-
-    return out if _run(list(names), one, progress, stop) else None
+                  progress: ProgressFn | None = None, stop: Stop | None = None) -> Proposal | None:
+    """A mask per listed image from `masker` (None when stopped): `making.plan` picks them (fill
+    keeps existing masks), `making.run` makes them; nothing is written."""
+    plan = making.plan(root, "replace" if replace else "fill")
+    wanted = set(names)
+    plan.todo = [n for n in plan.todo if n in wanted]
+    out = Proposal(mask_plan=plan)
+    out.skipped.update(_why(line) for line in plan.shadowed)
+    out.skipped.update({n: "has a mask" for n in wanted if n not in plan.todo and n not in out.skipped})
+    report = (lambda p: progress(p.done, p.total)) if progress is not None else None
+    try:
+        for m in making.run(plan, masker, prompt, progress=report, check=_checker(stop)):
+            out.made.append(m)
+            out.masks[m.file_name] = m.mask
+            out.coverages[m.file_name] = m.coverage
+    except _Stopped:
+        return None
+    out.skipped.update(_why(line) for line in plan.unreadable)
+    return out
 
 
-def write_masks(root: Path, masks: dict[str, Any]) -> list[Path]:
-    """Write each mask as NAME-mask.png beside its image (atomic); returns the files written."""
-    from sdstudio.core.io import atomic
-
-    written = []
-    for name, mask in masks.items():
-        target = mask_beside(root / name)
-        atomic.save_image(mask.convert("L"), target)
-        written.append(target)
-    return written
-
-
-def propose_crops(root: Path, names: Iterable[str], aspect_of: Callable[[str], float], padding: float = 0.1,
-                  mask_dir: Path | None = None, keep: Iterable[str] = (), progress: Progress | None = None,
+def propose_crops(root: Path, resolution: int | None, padding: float = 0.1, progress: ProgressFn | None = None,
                   stop: Stop | None = None) -> Proposal | None:
-    """"Crop to subject" for each image with a mask: `subject_crop.propose_crop` at the aspect
-    `aspect_of(name)` gives (the image's bucket, or 1). Names in `keep` (boxes set by hand)
-    are skipped. None when stopped."""
-    from sdstudio.core.masks.subject_crop import propose_crop
-
-    out = Proposal()
-    kept = set(keep)
-
-    def one(name: str) -> None:
-        if name in kept:
-            out.skipped[name] = "has a crop"
-            return
-        try:
-            mask = load_mask(root / name, root, mask_dir)
-        except (OSError, ValueError) as exc:
-            out.skipped[name] = f"unreadable mask: {exc}"
-            return
-        if mask is None:
-            out.skipped[name] = "no mask"
-            return
-        box = propose_crop(mask, aspect_of(name), padding)
-        if box is None:
-            out.skipped[name] = "empty mask"
-            return
-        out.crops[name] = box
-        out.coverages[name] = coverage(mask)
-
-    return out if _run(list(names), one, progress, stop) else None
+    """"Crop to subject" for each masked image without a box (`cropping.propose`, fill mode: boxes
+    already there, e.g. set by hand, stay); at each image's bucket's aspect when `resolution` is
+    given (buckets), else square. None when stopped."""
+    try:
+        plan = cropping.propose(root, None if resolution else 1.0, padding, "fill", resolution=resolution or 512,
+                                progress=progress, check=_checker(stop))
+    except _Stopped:
+        return None
+    out = Proposal(crop_plan=plan)
+    out.skipped.update(_why(line) for line in plan.skipped)
+    for p in plan.proposals:
+        if p.new is not None:
+            out.crops[p.file_name] = p.new
+            mask = load_mask(Path(root) / p.file_name, Path(root))
+            if mask is not None:
+                out.coverages[p.file_name] = coverage(mask)
+    return out
 
 
 def mask_coverages(root: Path, names: Iterable[str], mask_dir: Path | None = None) -> dict[str, float | None]:

@@ -9,6 +9,7 @@ keep their captions; crops.jsonl otherwise) and logs the previous file in DIR/cr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,11 @@ def _images(root: Path) -> list[Any]:
 
 
 def propose(root: str | Path, aspect: float | None = 1.0, padding: float = 0.1, mode: str = "fill",
-            mask_dir: str | Path | None = None, resolution: int = 512, step: int = 64) -> CropPlan:
+            mask_dir: str | Path | None = None, resolution: int = 512, step: int = 64,
+            progress: Callable[[int, int], None] | None = None, check: Callable[[], None] = lambda: None) -> CropPlan:
     """A box per usable image that has a mask; `aspect` None takes each image's bucket's aspect
-    (buckets of `resolution` and `step`, as training with enable_bucket places it)."""
+    (buckets of `resolution` and `step`, as training with enable_bucket places it). `check` is
+    called before each image (it raises to stop); `progress(done, total)` after each."""
     from sdstudio.core.training import buckets
 
     if mode not in MODES:
@@ -82,7 +85,10 @@ def propose(root: str | Path, aspect: float | None = 1.0, padding: float = 0.1, 
     placed = buckets.place_files(files, resolution, step) if aspect is None else {}
     old, _ = crops.read_crops(base)
     out = CropPlan(base)
-    for f in files:
+    for done, f in enumerate(files, start=1):
+        check()
+        if progress is not None:
+            progress(done, len(files))
         if mode == "fill" and f.name in old:
             out.kept += 1
             continue

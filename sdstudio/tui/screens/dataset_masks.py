@@ -169,7 +169,7 @@ class DatasetMasks:
         masker = "demo" if getattr(self, "model", "demo") == "demo" else ""
         prompt = default_prompt(folder, report.caption_store is not None) if kind == MASKS else ""
         screen = MaskBatchScreen(kind, folder, sorted(sizes), masker=masker, prompt=prompt,
-                                 aspect_of=lambda name: bucket_aspect(*sizes[name], res, bucketed), keep=self.crops)
+                                 bucket_resolution=res if bucketed else None)
         self.app.push_screen(screen, self._batch_done)
 
     def _batch_done(self, written: str | None) -> None:

@@ -10,7 +10,6 @@ pass stops and the folder stays as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +64,11 @@ class MaskBatchScreen(StudioScreen):
     ]
 
     def __init__(self, kind: str, folder: Path, names: list[str], *, prompt: str = "", masker: str = "demo",
-                 aspect_of: Callable[[str], float] | None = None, keep: Iterable[str] = (), **kwargs: Any) -> None:
+                 bucket_resolution: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kind, self.folder, self.names = kind, folder, names
         self.initial_prompt, self.initial_masker = prompt, masker
-        self.aspect_of = aspect_of or (lambda name: 1.0)
-        self.keep = list(keep)  # crop all: images whose box was set by hand keep it
+        self.bucket_resolution = bucket_resolution  # crop all: boxes at each image's bucket's aspect, else square
         self.proposal: batch.Proposal | None = None
         self.listed: list[str] = []
 
@@ -158,7 +156,7 @@ class MaskBatchScreen(StudioScreen):
     @work(thread=True, exclusive=True, group="mask-batch")
     def _crop(self) -> None:
         worker = get_current_worker()
-        result = batch.propose_crops(self.folder, self.names, self.aspect_of, keep=self.keep, progress=self._progress,
+        result = batch.propose_crops(self.folder, self.bucket_resolution, progress=self._progress,
                                      stop=lambda: worker.is_cancelled)
         if result is not None and not worker.is_cancelled:
             self.app.call_from_thread(self._ready, result)
@@ -227,15 +225,10 @@ class MaskBatchScreen(StudioScreen):
         if p is None:
             self.notify("nothing to accept yet: run the pass first", severity="warning")
             return
-        from sdstudio.core.masks.crops import write_crops
-
+        prompt = self.query_one("#mb-prompt", Input).value.strip()
+        info = {"from": "studio", "model": self.query_one("#mb-model", Input).value.strip(), "prompt": prompt}
         try:
-            if p.masks:
-                done = f"wrote {len(batch.write_masks(self.folder, p.masks))} masks (NAME-mask.png beside each image)"
-            elif p.crops:
-                done = f"wrote {len(p.crops)} crop boxes to {write_crops(self.folder, dict(p.crops)).name}"
-            else:
-                done = None
+            done = p.write(info if p.masks else {"from": "studio", "action": "to-subject"})
         except OSError as exc:
             self.notify(f"could not write: {exc}", severity="error")
             return
