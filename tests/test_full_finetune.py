@@ -150,7 +150,7 @@ def test_stochastic_rounding_keeps_updates_that_rounding_to_nearest_drops():
 
 
 def test_pruning_keeps_the_newest_the_recommended_and_the_lowest_validation_loss(tmp_path):
-    from sdstudio.core.full import retention
+    from sdstudio.core.training import retention
     from sdstudio.core.training.recommend import Recommendation
     from sdstudio.core.training.scoring import ScoreTable, write_scores
 

@@ -17,13 +17,12 @@ from typing import Any
 from sdstudio import __version__
 from sdstudio.core.config import TrainConfig
 from sdstudio.core.errors import SdstudioError
-from sdstudio.core.full import retention
 from sdstudio.core.events import (CheckpointEvent, Event, EventCallback, FailedEvent, FinishedEvent, LogEvent,
                                   SampleEvent, StepEvent, StopRequested, TrainerControl)
 from sdstudio.core.models import BaseModel, model_identity, resolve_base_model
 from sdstudio.core.runs.run_dir import FAILED, FINISHED, RUNNING, RunDir
-from sdstudio.core.training import (budget, checkpoint, opening, optimizer_step, precision, resume_guard, stopping,
-                                    validation)
+from sdstudio.core.training import (budget, checkpoint, opening, optimizer_step, precision, resume_guard, retention,
+                                    stopping, validation)
 from sdstudio.core.training.examples import Example, instance_examples
 from sdstudio.core.training.setup import TrainingModels
 from sdstudio.core.training.checkpoint_review import CheckpointReview
