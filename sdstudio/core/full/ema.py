@@ -54,8 +54,11 @@ class TrainedEMA:
         self.models = models  # component name -> plain module (what trains)
         self.emas: dict[str, Any] = {}
         for name, model in models.items():
-            ema = cls(list(model.parameters()), decay=decay)
-            ema.to(device="cpu" if on_cpu else None, dtype=torch.float32)  # fp32 averages over bf16 weights too
+            ema = cls([], decay=decay)
+            # fp32 averages (over bf16 weights too), copied straight to where they live: no transient
+            # second copy of the model on the accelerator
+            ema.shadow_params = [p.detach().to("cpu" if on_cpu else p.device, torch.float32, copy=True)
+                                 for p in model.parameters()]
             self.emas[name] = ema
 
     def update(self, step: int) -> bool:
