@@ -191,3 +191,28 @@ def test_adamw8bit_without_bitsandbytes_says_how_to_install_it(instance_dir):
         with pytest.raises(ConfigError) as err:
             build_config({"training_method": "full", "instance_data_dir": str(instance_dir), "instance_prompt": "x", **values})
         assert err.value.field == field and "pip install bitsandbytes" in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_demo_full_dreambooth_config_learns_the_subject_within_120_s(tmp_path):
+    """The shipped demo-dreambooth-full config (samples and validation loss off: optional work)
+    teaches the demo model's UNet the pink heart: the picture judge sees it in >= 60 % of 16 fresh
+    pictures of the EMA weights (measured 88 %; the base model: 0-10 %). About 20 s on one core."""
+    import time
+
+    from sdstudio.core.config import load_config
+    from sdstudio.core.generation.generator import Generator
+    from sdstudio.core.training.trainer import train
+    from sdstudio.demo import evaluation as demo_eval
+
+    cfg = load_config("demo-dreambooth-full", {"output_dir": str(tmp_path / "run"), "num_validation_images": 0,
+                                               "validation_loss": False})
+    t0 = time.perf_counter()
+    run = train(cfg)
+    seconds = time.perf_counter() - t0
+    generator = Generator("demo", device="cpu")
+    weights.load_into(layout.model_dir(run.latest_checkpoint().path, ema=True) / "unet", generator.pipe.unet)
+    images = [im for _, _, im in demo_eval.sample(generator.pipe, [cfg.instance_prompt], list(range(100, 116)))]
+    rate = demo_eval.subject_rate(images)
+    print(f"demo full fine-tune: {cfg.max_train_steps} steps in {seconds:.1f} s, subject {rate:.0%} (EMA weights)")
+    assert rate >= 0.60 and seconds < 120
