@@ -78,13 +78,15 @@ def test_fused_backward_gives_the_plain_steps_weights(family, tiny_model_dir, ti
     assert [m["loss"] for m in fused.metrics()] == pytest.approx([m["loss"] for m in plain.metrics()], rel=1e-4)
 
 
-def test_a_stop_and_resume_equal_the_uninterrupted_run_with_ema(tiny_model_dir, instance_dir, tmp_path):
-    """fp32 AdamW over UNet and text encoder, EMA: stopped after step 2 in-process, resumed to 4."""
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_stop_and_resume_equal_the_uninterrupted_run_with_ema(fused, tiny_model_dir, instance_dir, tmp_path):
+    """fp32 AdamW over UNet and text encoder, EMA: stopped after step 2 in-process (the stop saves a
+    checkpoint, with one optimizer for all or one per parameter), resumed to 4."""
     from sdstudio.core.events import StepEvent, TrainerControl
     from sdstudio.core.training.trainer import train
 
     common = dict(max_train_steps=4, checkpointing_steps=4, use_ema=True, ema_decay=0.5, train_text_encoder=True,
-                  lr_scheduler="linear", random_flip=True)
+                  lr_scheduler="linear", random_flip=True, fused_backward=fused)
     straight = train(build_config(full_values(tiny_model_dir, tmp_path / "straight", instance_dir, **common)))
     control = TrainerControl()
     cfg = build_config(full_values(tiny_model_dir, tmp_path / "stopped", instance_dir, **common))

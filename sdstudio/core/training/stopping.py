@@ -62,7 +62,7 @@ def stop_cleanly(trainer: Any) -> None:
     models = trainer.models
     if trainer._updating:
         trainer.log(f"stopped inside step {trainer.step + 1}'s update: its weights are not kept", "warning")
-    elif trainer.step > 0 and models is not None and models.optimizer is not None \
+    elif trainer.step > 0 and models is not None and models.lr_scheduler is not None \
             and (latest is None or latest.step != trainer.step):
         trainer._status(RUNNING, force=True, stopping=True)
         if trainer.is_main:
