@@ -135,6 +135,20 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run_fused_bf16_ema(tiny_mo
     assert [m["loss"] for m in run.metrics()] == [m["loss"] for m in straight.metrics()]
 
 
+def test_bf16_weights_train_without_fused_backward(tiny_model_dir, instance_dir, tmp_path):
+    """bf16 weights stepped one parameter at a time after a plain backward (globally clipped): the
+    checkpoint holds bf16 weights that moved away from the base model's (rounded) ones."""
+    from safetensors.torch import load_file
+    from sdstudio.core.training.trainer import train
+
+    run = train(build_config(full_values(tiny_model_dir, tmp_path / "run", instance_dir, master_weights="bf16",
+                                         mixed_precision="bf16", max_train_steps=2, checkpointing_steps=2)))
+    after = saved(run, 2)
+    base = load_file(str(tiny_model_dir / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(str(t.dtype) == "torch.bfloat16" for t in after.values())
+    assert sum(not (base[k].to(after[k].dtype) == after[k]).all() for k in base) > len(base) // 2
+
+
 def test_stochastic_rounding_keeps_updates_that_rounding_to_nearest_drops():
     import torch
 
