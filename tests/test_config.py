@@ -81,7 +81,7 @@ def test_cli_reports_bad_config_in_one_line_and_exits_2(tmp_path, instance_dir, 
 
 
 @pytest.mark.parametrize("name", ["sd15-text2image", "sd15-dreambooth", "sd15-dreambooth-prior",
-                                  "demo-text2image", "demo-dreambooth", "demo-dreambooth-prior",
+                                  "demo-text2image", "demo-dreambooth", "demo-dreambooth-prior", "demo-dreambooth-full",
                                   "sdxl-text2image", "sdxl-dreambooth", "sdxl-dreambooth-prior"])
 def test_shipped_configs_parse(name):
     from sdstudio.core.config import FIELDS, load_toml

@@ -31,9 +31,9 @@ def _launch_two(cfg) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def _digest_lines(stdout: str) -> list[str]:
-    """The 'LoRA digests at step N' lines, each checked to show rank 0 and rank 1 agreeing."""
-    lines = [line for line in stdout.splitlines() if line.startswith("LoRA digests")]
+def _digest_lines(stdout: str, what: str = "LoRA") -> list[str]:
+    """The '<what> digests at step N' lines, each checked to show rank 0 and rank 1 agreeing."""
+    lines = [line for line in stdout.splitlines() if line.startswith(f"{what} digests")]
     print("\n".join(lines))
     for line in lines:
         digests = re.findall(r"rank (\d) ([0-9a-f]{16})", line)
@@ -70,3 +70,25 @@ def test_two_processes_training_both_sdxl_text_encoders_hold_identical_lora_weig
     # output comes from its last layer, which keeps its LoRA
     assert not any(k.startswith("text_encoder.text_model.encoder.layers.1.") for k in keys)
     assert any(k.startswith("text_encoder_2.text_model.encoder.layers.1.") for k in keys)
+
+
+@MULTIPROC
+def test_two_processes_full_fine_tune_agree_at_every_checkpoint(tiny_model_dir, instance_dir, tmp_path):
+    """A full fine-tune (every UNet and text-encoder weight, with EMA) on two processes: each rank
+    digests all its trained weights at every checkpoint and they must be equal; the checkpoints
+    hold model/ and ema/ as full runs do."""
+    from sdstudio.core.full import layout
+
+    cfg = tmp_path / "mp-full.toml"
+    cfg.write_text(dumps_toml(tiny_train_values(
+        tiny_model_dir, tmp_path / "run", instance_data_dir=str(instance_dir), instance_prompt="sks",
+        training_method="full", train_text_encoder=True, text_encoder_lr=5e-4, use_ema=True, max_train_steps=3,
+        checkpointing_steps=2, validation_loss=False, num_validation_images=0)))
+    done = _launch_two(cfg)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    lines = _digest_lines(done.stdout, "Full-weights")
+    assert [re.match(r"Full-weights digests at step (\d+)", line).group(1) for line in lines] == ["2", "3"]
+    run = RunDir(tmp_path / "run")
+    assert run.status()["state"] == "finished" and [c.step for c in run.checkpoints()] == [2, 3]
+    ckpt = run.latest_checkpoint().path
+    assert set(layout.trained_components(ckpt)) == set(layout.trained_components(ckpt, ema=True)) == {"unet", "text_encoder"}

@@ -42,6 +42,17 @@ def check(cfg: Any, source: str | None = None) -> None:
         _need(cfg.full or not getattr(cfg, name), name, 'is a full fine-tuning option: set training_method = "full"', source)
     _need(cfg.full or cfg.master_weights == "fp32", "master_weights",
           'is a full fine-tuning option (LoRA adapters always train in fp32): set training_method = "full"', source)
+    if cfg.fused_backward:  # what stepping each parameter inside the backward cannot do (core/full/fused_backward.py)
+        _need(cfg.gradient_accumulation_steps == 1, "gradient_accumulation_steps",
+              f"must be 1 with fused_backward (each gradient is freed as soon as its parameter steps, so nothing is "
+              f"left to accumulate), got {cfg.gradient_accumulation_steps}; raise train_batch_size instead, or set "
+              "fused_backward = false", source)
+        _need(cfg.mixed_precision != "fp16", "mixed_precision",
+              "\"fp16\" cannot work with fused_backward (loss scaling must see every gradient before any step): "
+              "use \"bf16\" or \"no\", or set fused_backward = false", source)
+    _need(cfg.master_weights != "bf16" or cfg.mixed_precision == "bf16", "master_weights",
+          f"\"bf16\" (bf16 weights with stochastic rounding) needs mixed_precision = \"bf16\", got "
+          f"\"{cfg.mixed_precision}\"; or keep master_weights = \"fp32\"", source)
     _need(0.0 <= cfg.unmasked_weight <= 1.0, "unmasked_weight",
           f"must be between 0 (background ignored) and 1 (no masking), got {cfg.unmasked_weight}", source)
     if cfg.mask_dir:
@@ -109,9 +120,10 @@ def check(cfg: Any, source: str | None = None) -> None:
     if cfg.resolved_optimizer == "adamw8bit":
         import importlib.util
 
+        from sdstudio.core.full.optimizers import bitsandbytes_missing_message
+
         name = "use_8bit_adam" if cfg.use_8bit_adam else "optimizer"
-        _need(importlib.util.find_spec("bitsandbytes") is not None, name,
-              "adamw8bit needs the 'bitsandbytes' package (pip install bitsandbytes) or optimizer = \"adamw\"", source)
+        _need(importlib.util.find_spec("bitsandbytes") is not None, name, bitsandbytes_missing_message(name), source)
     for name in ("train_data_dir", "instance_data_dir"):
         value = getattr(cfg, name)
         if value and (method == "text2image") == (name == "train_data_dir"):

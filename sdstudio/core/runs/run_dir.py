@@ -303,13 +303,13 @@ class RunDir:
         steps = ", ".join(str(c.step) for c in cps)
         raise FileNotFoundError(f"{self.path}: no checkpoint at step {step} (have: {steps})")
 
-    def prune_checkpoints(self, limit: int | None) -> list[int]:
-        """Delete the oldest checkpoints beyond `limit`, never a favourite nor the newest
-        (resume needs it); returns the removed steps."""
+    def prune_checkpoints(self, limit: int | None, keep: set[int] | None = None) -> list[int]:
+        """Delete the oldest checkpoints beyond `limit`, never a favourite, one of `keep` nor the
+        newest (resume needs it); returns the removed steps."""
         if not limit or limit <= 0:
             return []
         cps = self.checkpoints()
-        keep = self.favourites() | ({cps[-1].step} if cps else set())
+        keep = self.favourites() | set(keep or ()) | ({cps[-1].step} if cps else set())
         candidates = [c for c in cps if c.step not in keep]
         removed = []
         for victim in candidates[: max(0, len(cps) - limit)]:
@@ -340,7 +340,7 @@ class RunDir:
         for child in sorted(self.checkpoints_dir.iterdir()):
             if child.name.endswith(".old") and _CKPT_RE.match(child.name[:-4]):
                 final = child.with_name(child.name[:-4])
-                if (final / LORA_WEIGHTS_NAME).exists():
+                if (final / LORA_WEIGHTS_NAME).exists() or is_full_checkpoint(final):
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     shutil.rmtree(final, ignore_errors=True)

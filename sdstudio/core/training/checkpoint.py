@@ -1,4 +1,5 @@
-"""Checkpoints: the LoRA file loaders use, beside Accelerate's full training state.
+"""Checkpoints: the LoRA file loaders use, beside Accelerate's full training state. (A full
+fine-tune's checkpoint holds model/ and ema/ folders instead: core/full/layout.py, trainable.py.)
 
     step-NNNNNN/pytorch_lora_weights.safetensors   diffusers keys: load_lora_weights loads it
     step-NNNNNN/state/                             `accelerator.save_state`: optimizer, GradScaler
@@ -118,24 +119,30 @@ def lora_digest(trained: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def rank_digests(trained: dict[str, Any]) -> list[str]:
-    """Every process's lora_digest, in rank order (a collective: all processes call it)."""
+def rank_digests(trained: dict[str, Any], full: bool = False) -> list[str]:
+    """Every process's digest of its trained weights (the LoRA's, or a full run's every weight),
+    in rank order (a collective: all processes call it)."""
     from accelerate.utils import gather_object
 
+    if full:
+        from sdstudio.core.full.weights import digest
+
+        return list(gather_object([digest(trained)]))
     return list(gather_object([lora_digest(trained)]))
 
 
-def check_ranks_agree(trained: dict[str, Any], step: int) -> str:
-    """Every process must hold the same LoRA weights (DDP all-reduces every trained module);
+def check_ranks_agree(trained: dict[str, Any], step: int, full: bool = False) -> str:
+    """Every process must hold the same trained weights (DDP all-reduces every trained module);
     returns the digests line for the log, raises TrainingError when they differ."""
     from sdstudio.core.errors import TrainingError
 
-    digests = rank_digests(trained)
+    digests = rank_digests(trained, full)
+    what = "full weights" if full else "LoRA weights"
     line = ", ".join(f"rank {i} {d[:16]}" for i, d in enumerate(digests))
     if len(set(digests)) > 1:
-        raise TrainingError(f"the processes disagree on the LoRA weights at step {step} ({line}); "
+        raise TrainingError(f"the processes disagree on the {what} at step {step} ({line}); "
                             "the checkpoint would hold rank 0's copy only")
-    return f"LoRA digests at step {step}: {line}"
+    return f"{'Full-weights' if full else 'LoRA'} digests at step {step}: {line}"
 
 
 def install_hooks(accelerator: Any, models: Any) -> None:
@@ -155,7 +162,11 @@ def install_hooks(accelerator: Any, models: Any) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def has_resume_state(ckpt: CheckpointRecord) -> bool:
+def has_resume_state(ckpt: CheckpointRecord, full: bool = False) -> bool:
+    if full:
+        from sdstudio.core.full.trainable import has_resume_state as full_state
+
+        return full_state(ckpt.path)
     return (ckpt.state_dir / PEFT_FILE).exists() and any(ckpt.state_dir.glob("custom_checkpoint_*.pkl"))
 
 

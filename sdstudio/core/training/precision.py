@@ -8,6 +8,9 @@ Precision (`mixed_precision`, `fast_path`):
   mixed precision, so `prepare` adds none): peft casts the input to the fp32 LoRA weights, so
   LoRA layers compute in fp32. Without `fast_path`: autocast bf16, LoRA layers compute in bf16.
 The trainer logs the dtype a LoRA layer's output actually had in the first step.
+A full fine-tune trains the weights themselves (`master_weights`): fp32 ones compute under
+autocast whenever `mixed_precision` is fp16 or bf16 (fast_path or not); bf16 ones (stochastic
+rounding) compute in bf16 without autocast.
 
 Folding (`fast_path`, `gradient_accumulation_steps` > 1): one forward of all micro-batches is
 faster, but needs the memory of the whole folded batch, which accumulation exists to avoid.
@@ -30,9 +33,11 @@ class Precision:
     autocast: bool
 
 
-def plan(mixed_precision: str, fast_path: bool) -> Precision:
+def plan(mixed_precision: str, fast_path: bool, full: bool = False, master_weights: str = "fp32") -> Precision:
     import torch
 
+    if full and mixed_precision == "bf16":
+        return Precision(torch.bfloat16, "no", False) if master_weights == "bf16" else Precision(torch.bfloat16, "bf16", True)
     if mixed_precision == "fp16":
         return Precision(torch.float16, "fp16", True)
     if mixed_precision == "bf16":

@@ -1,5 +1,6 @@
-"""The models of one training run, built in named steps: load, adapters, optimizer and
-scheduler, prepare, caches, compile. The trainer owns the lifecycle; this owns what trains.
+"""The models of one training run, built in named steps: load, adapters (LoRA) or unfrozen
+weights (full: core/full/trainable.py), optimizer and scheduler, prepare, caches, compile. The
+trainer owns the lifecycle; this owns what trains.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from sdstudio.core.config import TrainConfig
 from sdstudio.core.models import BaseModel, load_pipeline
 from sdstudio.core.progress import Progress
+from sdstudio.core.full import optimizers
 from sdstudio.core.training import checkpoint
 from sdstudio.core.training.examples import Example, ExampleSource, class_examples
 from sdstudio.core.training.loss import StepLoss
@@ -43,10 +45,15 @@ class TrainingModels:
         self.loss: StepLoss | None = None
         self.channels_last = False
         self.offloaded = False
+        self.full: Any = None  # training_method = "full": core/full/trainable.FullTraining
+        if cfg.full:
+            from sdstudio.core.full.trainable import FullTraining
+
+            self.full = FullTraining(self)
 
     def build(self) -> None:
         """Run the setup steps in order, looking for a stop between and inside them."""
-        steps = (self._load, self._add_adapters, self._make_optimizer_and_scheduler, self._prepare,
+        steps = (self._load, self._unfreeze if self.full else self._add_adapters, self._make_optimizer_and_scheduler, self._prepare,
                  self._build_caches, self._compile)
         progress = Progress("loading", len(steps))
         for done, setup_step in enumerate(steps):
@@ -64,13 +71,23 @@ class TrainingModels:
         cfg, acc = self.cfg, self.accelerator
         # each component loaded in its final dtype (the VAE in fp32, see sdxl.py): loading in fp32 and
         # casting afterwards needed the whole model in fp32 in host memory first (SDXL: about 13 GB)
-        self.pipe = load_pipeline(self.base, torch_dtype=self.weight_dtype, vae=cfg.pretrained_vae_model_name_or_path,
+        # a full run loads in its trained weights' dtype (fp32 master weights: never rounded through
+        # bf16 first); the frozen text encoders then take the run's dtype
+        load_dtype = self.weight_dtype
+        if self.full:
+            from sdstudio.core.full.trainable import master_dtype
+
+            load_dtype = master_dtype(cfg)
+        self.pipe = load_pipeline(self.base, torch_dtype=load_dtype, vae=cfg.pretrained_vae_model_name_or_path,
                                   vae_dtype=torch.float32)
         self.check()
         self.noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
         self.text_encoder_2 = getattr(self.pipe, "text_encoder_2", None)  # SDXL, else None
         for module in (self.pipe.unet, self.pipe.vae, *self.text_encoders):
             module.requires_grad_(False)
+        if load_dtype != self.weight_dtype and not cfg.train_text_encoder:
+            for module in self.text_encoders:
+                module.to(dtype=self.weight_dtype)
         if cfg.with_prior_preservation:
             from sdstudio.core.training.class_images import ensure_class_images
             from sdstudio.core.training.validation import decode_fp32
@@ -111,6 +128,17 @@ class TrainingModels:
             torch.backends.cudnn.allow_tf32 = True
             unet.to(memory_format=torch.channels_last)
 
+    def _unfreeze(self) -> None:
+        """Full fine-tuning: every weight of what trains (core/full/trainable.py); CUDA layout."""
+        import torch
+
+        self.params = self.full.make_trainable()
+        self.channels_last = self.cuda_fast
+        if self.cuda_fast:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            self.pipe.unet.to(memory_format=torch.channels_last)
+
     def _text_encoder_targets(self, text_encoder: Any) -> list[str]:
         """SD: every attention projection. SDXL: only layers whose output reaches the UNet (see
         sdxl.text_encoder_targets): a LoRA layer without a gradient stops DDP at the next step."""
@@ -133,9 +161,13 @@ class TrainingModels:
         from diffusers.optimization import get_scheduler
 
         cfg = self.cfg
-        lr = cfg.learning_rate * (cfg.images_per_step * self.accelerator.num_processes if cfg.scale_lr else 1)
-        self.optimizer = self._optimizer(self.params, lr, fused=self.cuda_fast)
-        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=self.optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+        scale = cfg.images_per_step * self.accelerator.num_processes if cfg.scale_lr else 1
+        lr = cfg.learning_rate * scale
+        if self.full:
+            self.optimizer, scheduled = self.full.make_optimizer(lr, scale, fused_kernel=self.cuda_fast)
+        else:
+            self.optimizer = scheduled = optimizers.build(cfg, self.params, lr, fused=self.cuda_fast)
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=scheduled, num_warmup_steps=cfg.lr_warmup_steps,
                                           num_training_steps=cfg.max_train_steps)
 
     def _prepare(self) -> None:
@@ -144,13 +176,19 @@ class TrainingModels:
         acc = self.accelerator
         trained_te = self.cfg.train_text_encoder
         models = [self.pipe.unet, *(self.text_encoders if trained_te else ())]
-        *prepared, self.optimizer = acc.prepare(*models, self.optimizer)
+        if self.optimizer is not None:
+            *prepared, self.optimizer = acc.prepare(*models, self.optimizer)
+        else:  # one optimizer per parameter (core/full/fused_backward.py): checkpointed by after_prepare
+            prepared = list(acc.prepare(*models)) if len(models) > 1 else [acc.prepare(*models)]
         self.unet = prepared[0]
         self.text_encoder = prepared[1] if trained_te else self.pipe.text_encoder
         if self.text_encoder_2 is not None:
             self.text_encoder_2 = prepared[2] if trained_te else self.pipe.text_encoder_2
         acc.register_for_checkpointing(self.lr_scheduler, self.counters)
-        checkpoint.install_hooks(acc, self.plain)
+        if self.full:
+            self.full.after_prepare(acc)
+        else:
+            checkpoint.install_hooks(acc, self.plain)
 
     def trained(self) -> dict[str, Any]:
         """The trained models as prepared (DDP-wrapped with several processes), by component name:
@@ -205,17 +243,19 @@ class TrainingModels:
                              self.channels_last, acc.num_processes, acc.process_index, self.examples,
                              self.class_examples)
 
-    def _optimizer(self, params: list[Any], lr: float, fused: bool) -> Any:
-        import torch
+    def update(self, clip: Callable[[], None]) -> None:
+        """The optimizer step after the backward: `clip` the gradients, step, schedule, zero."""
+        if self.full:
+            self.full.update(self.accelerator, clip)
+            return
+        clip()
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-        cfg = self.cfg
-        kwargs = dict(lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
-        if cfg.use_8bit_adam:
-            import bitsandbytes as bnb
-
-            return bnb.optim.AdamW8bit(params, **kwargs)
-        return torch.optim.AdamW(params, fused=fused or None, **kwargs)
-
+    def evaluated(self) -> Any:
+        """Within: the weights samples and the validation loss see (a full run's EMA, if any)."""
+        return self.full.evaluated() if self.full else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def sampling_pipeline(self) -> Iterator[Any]:

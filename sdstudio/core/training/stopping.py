@@ -23,6 +23,8 @@ OOM_HINT = ("out of memory. Each of these lowers memory: train_batch_size, resol
             "gradient_checkpointing = true, fast_path = false (never folds the gradient_accumulation_steps "
             "micro-batches into one pass), mixed_precision = \"bf16\" or \"fp16\", train_text_encoder = false, "
             "cache_latents = true, use_8bit_adam = true, rank, num_validation_images")
+FULL_OOM_HINT = (", and for a full fine-tune: fused_backward = true, master_weights = \"bf16\", optimizer = \"adafactor\" "
+                 "or \"adamw8bit\", ema_on_cpu = true (or use_ema = false)")
 
 
 def abortable_steps(unet: Any, should_abort: Callable[[], bool]) -> None:
@@ -60,7 +62,7 @@ def stop_cleanly(trainer: Any) -> None:
     models = trainer.models
     if trainer._updating:
         trainer.log(f"stopped inside step {trainer.step + 1}'s update: its weights are not kept", "warning")
-    elif trainer.step > 0 and models is not None and models.optimizer is not None \
+    elif trainer.step > 0 and models is not None and models.lr_scheduler is not None \
             and (latest is None or latest.step != trainer.step):
         trainer._status(RUNNING, force=True, stopping=True)
         if trainer.is_main:
@@ -91,7 +93,8 @@ def failure_message(exc: BaseException, cfg: Any, step: int, folded: bool) -> st
     import torch
 
     if isinstance(exc, torch.OutOfMemoryError):
-        return (f"{OOM_HINT} (step {step}, train_batch_size={cfg.train_batch_size}, gradient_accumulation_steps="
+        hint = OOM_HINT + (FULL_OOM_HINT if getattr(cfg, "full", False) else "")
+        return (f"{hint} (step {step}, train_batch_size={cfg.train_batch_size}, gradient_accumulation_steps="
                 f"{cfg.gradient_accumulation_steps}, folded={folded}, resolution={cfg.resolution})")
     if isinstance(exc, SdstudioError):
         return str(exc)

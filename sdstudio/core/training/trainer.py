@@ -10,19 +10,19 @@ images, sampling) at least every ~2 s. Everything it leaves behind is in the run
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from sdstudio import __version__
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.errors import SdstudioError, TrainingError
+from sdstudio.core.errors import SdstudioError
 from sdstudio.core.events import (CheckpointEvent, Event, EventCallback, FailedEvent, FinishedEvent, LogEvent,
                                   SampleEvent, StepEvent, StopRequested, TrainerControl)
 from sdstudio.core.models import BaseModel, model_identity, resolve_base_model
 from sdstudio.core.runs.run_dir import FAILED, FINISHED, RUNNING, RunDir
-from sdstudio.core.training import budget, checkpoint, memory_watch, opening, precision, resume_guard, stopping, validation
+from sdstudio.core.training import (budget, checkpoint, memory_watch, opening, optimizer_step, precision, resume_guard,
+                                    retention, stopping, validation)
 from sdstudio.core.training.examples import Example, instance_examples
 from sdstudio.core.training.setup import TrainingModels
 from sdstudio.core.training.checkpoint_review import CheckpointReview
@@ -112,7 +112,7 @@ class Trainer:
         self.run_dir = run_dir
         self.control.run_path = run_dir.path if self.is_main else None
         self._pending_at_start = run_dir.pending() if self.resume else {}  # read by every rank before any writes
-        self.precision = precision.plan(cfg.mixed_precision, cfg.fast_path)
+        self.precision = precision.plan(cfg.mixed_precision, cfg.fast_path, cfg.full, cfg.master_weights)
         AcceleratorState._reset_state()  # each run sets its own precision (the studio runs several in one process)
         project = ProjectConfiguration(project_dir=str(self.run_dir.path), logging_dir=str(self.run_dir.path / "logs"))
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=self.precision.accelerate_mixed_precision,
@@ -137,6 +137,8 @@ class Trainer:
         self.models = TrainingModels(self.cfg, self.accelerator, self.weight_dtype, self.base, self.examples,
                                      self.counters, self.log, self._check)
         self.models.build()
+        if self.models.full:
+            self.log(self.models.full.describe(retention.limit(self.cfg)))
         if self.is_main:
             opening.record_prediction_type(self.run_dir, self.models.noise_scheduler.config.prediction_type,
                                            bool(self.resume), self.force)
@@ -160,7 +162,7 @@ class Trainer:
         if ckpt is None:
             self.log("no checkpoint to resume from; starting at step 0")
             self.step = 0
-        elif not checkpoint.has_resume_state(ckpt):
+        elif not checkpoint.has_resume_state(ckpt, self.cfg.full):
             raise SdstudioError(f"{ckpt.path}: holds no training state this sdstudio can resume (an older checkpoint "
                                 "format); export it, or start a new run")
         else:
@@ -170,58 +172,8 @@ class Trainer:
         if self.is_main:
             self.run_dir.truncate_after(self.step)
 
-    # one optimizer step
     def _optimizer_step(self) -> float:
-        import torch
-
-        cfg, acc = self.cfg, self.accelerator
-        accum = cfg.gradient_accumulation_steps
-        first = self.step * accum
-        probing = self.folding.probing
-        if probing:
-            self.folding.begin_probe()
-        self._in_step = True  # until optimizer.step(): a stop may end the step here (stopping.abortable_steps)
-        if self.folding.fold:
-            loss = self.models.loss(list(range(first, first + accum)))
-            acc.backward(loss)
-            total = loss.detach().float()
-        else:
-            total = torch.zeros((), device=self.device)
-            for a in range(accum):
-                with self._no_sync(a < accum - 1):
-                    loss = self.models.loss([first + a])
-                    acc.backward(loss / accum)
-                total += loss.detach().float() / accum
-        mean_loss = float(acc.reduce(total, reduction="mean")) if acc.num_processes > 1 else float(total)
-        if not math.isfinite(mean_loss) and acc.scaler is None:  # with a GradScaler, the step is skipped instead
-            last_good = self.run_dir.latest_checkpoint() if self.run_dir else None
-            keep = f"the last good checkpoint is {last_good.path}" if last_good else "no checkpoint was saved yet"
-            raise TrainingError(f"loss became {mean_loss} at step {self.step + 1}; {keep}. Lower learning_rate, "
-                                "or use mixed_precision = \"bf16\" or \"no\"")
-        self._in_step = False
-        acc.clip_grad_norm_(self.models.params, cfg.max_grad_norm)
-        self._updating = True
-        self.models.optimizer.step()
-        self.models.lr_scheduler.step()
-        self.models.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self._updating = False
-        if probing:
-            self.log(self.folding.end_probe())
-        if self._lora_probe is not None and self._lora_probe.seen is not None:
-            self.log(f"LoRA compute dtype: {precision.dtype_name(self._lora_probe.seen)} (measured in the first step; "
-                     f"mixed_precision = \"{cfg.mixed_precision}\", frozen weights {precision.dtype_name(self.weight_dtype)}, "
-                     f"autocast {'on' if self.precision.autocast else 'off'})")
-            self._lora_probe = None
-        return mean_loss
-
-    def _no_sync(self, skip: bool) -> Any:
-        """No gradient all-reduce for the micro-batches before the last one (every trained model)."""
-        stack = contextlib.ExitStack()
-        if skip:
-            for model in self.models.trained().values():  # SDXL's text_encoder_2 included
-                stack.enter_context(self.accelerator.no_sync(model))
-        return stack
+        return optimizer_step.take_step(self)
 
     def _commands(self) -> tuple[bool, bool, bool]:
         """(stop, save, sample) requests; with several processes, a request on any one counts for all."""
@@ -248,19 +200,23 @@ class Trainer:
         staging = checkpoint.staging_path(self.run_dir, self.step)
         trained = self.models.plain()
         if not self._single_process:
-            self.log(checkpoint.check_ranks_agree(trained, self.step))
+            self.log(checkpoint.check_ranks_agree(trained, self.step, self.cfg.full))
         if self.is_main:
-            checkpoint.write_lora_weights(staging, trained)
+            if self.models.full:
+                self.models.full.write(staging)
+            else:
+                checkpoint.write_lora_weights(staging, trained)
         acc.save_state(str(staging / "state"))
         acc.wait_for_everyone()
         if self.is_main:
             rec = checkpoint.commit(self.run_dir, self.step)
-            removed = self.run_dir.prune_checkpoints(self.cfg.checkpoints_total_limit)
+            removed = self.run_dir.prune_checkpoints(retention.limit(self.cfg), keep=retention.protected(self.run_dir))
             self.emit(CheckpointEvent(self.step, rec.path))
             self.log(f"saved checkpoint {rec.path.name}" + (f" (removed step {removed})" if removed else ""))
             if review and not self.control.stop.is_set():
-                self.review.after_save(self.step, self.models, self.run_dir, acc, self.clock.train_s,
-                                       self.control.stop.is_set)
+                with self.models.evaluated():
+                    self.review.after_save(self.step, self.models, self.run_dir, acc, self.clock.train_s,
+                                           self.control.stop.is_set)
             elif review:  # a stop came meanwhile
                 self.review.defer(self.step, self.run_dir, self.sampling)
         acc.wait_for_everyone()
@@ -274,7 +230,7 @@ class Trainer:
             prompts = validation.validation_prompts(self.cfg, [ex.caption for ex in self.examples])
             self.log(f"sampling {len(prompts)} prompts x {self.cfg.num_validation_images} seeds at step {self.step}")
             autocast = None if self.weight_dtype == torch.float32 else self.weight_dtype
-            with self.models.sampling_pipeline() as pipe:
+            with self.models.evaluated(), self.models.sampling_pipeline() as pipe:
                 paths = validation.sample(pipe, self.run_dir, self.step, self.cfg, prompts, self.device, autocast,
                                           self._check)
             self.emit(SampleEvent(self.step, tuple(paths), tuple(prompts)))
@@ -321,7 +277,8 @@ class Trainer:
                 if self.resume:
                     self._resume()
             if self.resume and self.is_main:  # what a stop left for later: this checkpoint's validation loss
-                self.review.measure_pending(self.step, self.models, self.run_dir, self.accelerator)
+                with self.models.evaluated():
+                    self.review.measure_pending(self.step, self.models, self.run_dir, self.accelerator)
             self._loop()
         except StopRequested:
             stopping.stop_cleanly(self)
