@@ -218,3 +218,15 @@ def test_sdxl_with_buckets_masks_and_a_crop_box_trains_a_step(tiny_sdxl_dir, tmp
     assert any(line.startswith("masks: 6 of 6 images, mean coverage ") for line in logs)
     boxed = next(ex for ex in trainer.examples if ex.path.name == "01.png")
     assert boxed.placement.bucket == (32, 32)  # placed by its square box, not by the wide file (64x40)
+
+
+def test_the_dataset_preview_shows_the_crop_box_as_the_trainer_renders_it():
+    from sdstudio.core.training.view import preview
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    view, seen = preview(image, 32, box=(10, 6, 24, 36))  # a tall box: its leftover is cropped centred
+    expected = image.crop((10, 6, 34, 42)).resize((32, 48), Image.Resampling.BILINEAR).crop((0, 8, 32, 40))
+    assert np.array_equal(np.asarray(seen), np.asarray(expected))
+    assert view.outline() == (10, 6 + 8 * 24 / 32, 34, 6 + 40 * 24 / 32)  # in the file's pixels
+    view, seen = preview(image, 256, bucketed=True, box=(10, 6, 24, 36))  # the bucket nearest the box's aspect
+    assert seen.size == view.target == (192, 320)

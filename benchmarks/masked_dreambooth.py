@@ -1,0 +1,127 @@
+"""Does masked loss learn the subject and leave the background? The demo DreamBooth set on busy backgrounds.
+
+The pink heart of data/dreambooth/pink-heart is pasted onto stripes, noise and other shapes
+(sdstudio/demo/busy.py), each picture with its exact NAME-mask.png. The shipped demo DreamBooth
+config (data/configs/demo-dreambooth.toml: 300 steps, batch 4, 64 px, rank 8, lr 2e-3, min-SNR 5,
+flips) trains on it twice per training seed: without masks, and with masked_loss = true and
+unmasked_weight = 0 (nothing else differs). Each LoRA draws `--judge-seeds` pictures of the
+instance prompt (sampling seeds from 1000, the demo sampler settings) and is measured on:
+- subject rate: pictures that show a pink heart (the picture judge, as tests/test_demo_learning.py);
+- background leakage: pictures whose background is busy (its spread, the mean RGB distance of
+  the pixels outside the object from their median colour, above busy.LEAK_SPREAD): the demo
+  model only draws plain backgrounds (spread of a few units), so a busy one was copied from the
+  training pictures; the mean spread is printed beside it.
+The base model (no LoRA) is measured the same way for reference.
+
+    python benchmarks/masked_dreambooth.py --seeds 0-2
+    python benchmarks/masked_dreambooth.py --seeds 0-2 --set unmasked_weight=0.1 --label uw01
+
+Trained weights are kept under --work and reused on the next call (a second call only judges).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from parity_dreambooth import _value, bootstrap, seed_list  # noqa: E402
+
+JUDGE_SEEDS_FROM = 1000
+
+
+def train(busy_dir: Path, seed: int, out: Path, masked: bool, overrides: dict[str, Any]) -> Path:
+    from sdstudio.core.config import load_config
+    from sdstudio.core.paths import data_dir
+    from sdstudio.core.training.trainer import train as run_training
+
+    weights = out / "pytorch_lora_weights.safetensors"
+    if weights.exists():
+        return weights
+    values = {"instance_data_dir": str(busy_dir), "seed": seed, "output_dir": str(out / "run"),
+              "num_validation_images": 0, "validation_loss": False, "masked_loss": masked, **overrides}
+    cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", values)
+    run = run_training(cfg)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(run.checkpoint(cfg.max_train_steps).weights.read_bytes())
+    return weights
+
+
+def measure(generator: Any, weights: Path | None, prompt: str, seeds: list[int]) -> tuple[int, int, float]:
+    """(pictures showing the subject, pictures with a busy background, mean background spread)."""
+    from sdstudio.core.generation.generator import LoraSpec
+    from sdstudio.demo import busy, evaluation
+
+    if weights is not None:
+        generator.set_loras([LoraSpec(weights)])
+    try:
+        images = [im for _, _, im in evaluation.sample(generator.pipe, [prompt], seeds)]
+    finally:
+        generator.forget_loras()
+    spreads = [busy.background_spread(im) for im in images]
+    hits = round(evaluation.subject_rate(images) * len(images))
+    return hits, sum(s > busy.LEAK_SPREAD for s in spreads), sum(spreads) / len(spreads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0-2", help="training seeds, e.g. 0-2 or 0,3,5")
+    ap.add_argument("--judge-seeds", type=int, default=32, help="pictures judged per LoRA")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sdstudio-masked-dreambooth",
+                    help="where the busy set and trained weights are kept and reused (default: under the temp folder)")
+    ap.add_argument("--label", default="uw0", help="sub-folder of --work for this variant of settings")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a config override (TOML value)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from sdstudio.core.config import load_config
+    from sdstudio.core.generation.generator import Generator
+    from sdstudio.core.paths import data_dir, demo_model_dir
+    from sdstudio.demo import busy
+
+    torch.set_num_threads(args.threads)
+    busy_dir = args.work / "busy-pink-heart"
+    if not busy_dir.exists():
+        busy.write_busy_set(data_dir() / "dreambooth" / "pink-heart", busy_dir)
+    overrides = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
+    prompt = load_config(data_dir() / "configs" / "demo-dreambooth.toml").instance_prompt or ""
+    judge_seeds = list(range(JUDGE_SEEDS_FROM, JUDGE_SEEDS_FROM + args.judge_seeds))
+    per = len(judge_seeds)
+    generator = Generator(str(demo_model_dir()), device="cpu")
+    print(f"busy set: {busy_dir}; demo-dreambooth.toml" + (f" with {overrides}" if overrides else "")
+          + f"; {per} pictures of {prompt!r} per LoRA", flush=True)
+    hits, leaks, spread = measure(generator, None, prompt, judge_seeds)
+    print(f"base model: subject {hits}/{per}, busy background {leaks}/{per}, mean spread {spread:.1f}", flush=True)
+    results: dict[str, dict[str, list[float]]] = {v: {"subject": [], "leak": [], "spread": []} for v in ("unmasked", "masked")}
+    for seed in seed_list(args.seeds):
+        cells = []
+        for variant in ("unmasked", "masked"):
+            t0 = time.perf_counter()
+            weights = train(busy_dir, seed, args.work / args.label / variant / f"seed{seed}", variant == "masked", overrides)
+            t1 = time.perf_counter()
+            hits, leaks, spread = measure(generator, weights, prompt, judge_seeds)
+            for key, value in (("subject", hits), ("leak", leaks), ("spread", spread)):
+                results[variant][key].append(value)
+            cells.append(f"{variant} subject {hits:>2}/{per} busy {leaks:>2}/{per} spread {spread:5.1f} "
+                         f"(train {t1 - t0:.0f} s, judge {time.perf_counter() - t1:.0f} s)")
+        print(f"seed {seed}: " + "  ".join(cells), flush=True)
+    for variant, figures in results.items():
+        n = per * len(figures["subject"])
+        lines = []
+        for key, name in (("subject", "subject rate"), ("leak", "background leakage")):
+            counts = [int(v) for v in figures[key]]
+            lo, hi = bootstrap(counts, per)
+            lines.append(f"{name} {sum(counts)}/{n} = {sum(counts) / n:.1%} [{lo:.1%}, {hi:.1%}]")
+        mean_spread = sum(figures["spread"]) / len(figures["spread"])
+        print(f"{variant}: " + "; ".join(lines) + f"; mean spread {mean_spread:.1f}  (95 % bootstrap over training seeds)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
