@@ -117,8 +117,6 @@ def _source(model_dir: Path, values: dict):
 @pytest.mark.parametrize("cache", [True, False])
 def test_mask_downsampling_is_the_block_average_of_the_centre_crop_on_an_odd_sized_image(
         tiny_model_dir, tmp_path, cache):
-    import torch
-
     from sdstudio.core.training.examples import micro_batch_generator
 
     folder = tmp_path / "odd"
