@@ -3,8 +3,8 @@
 The pink heart of data/dreambooth/pink-heart is pasted onto stripes, noise and other shapes
 (sdstudio/demo/busy.py), each picture with its exact NAME-mask.png. The shipped demo DreamBooth
 config (data/configs/demo-dreambooth.toml: 300 steps, batch 4, 64 px, rank 8, lr 2e-3, min-SNR 5,
-flips) trains on it twice per training seed: without masks, and with masked_loss = true and
-unmasked_weight = 0 (nothing else differs). Each LoRA draws `--judge-seeds` pictures of the
+flips) trains on it per training seed without masks, and with masked_loss = true at each
+unmasked_weight of `--variants` (nothing else differs). Each LoRA draws `--judge-seeds` pictures of the
 instance prompt (sampling seeds from 1000, the demo sampler settings) and is measured on:
 - subject rate: pictures that show a pink heart (the picture judge, as tests/test_demo_learning.py);
 - background leakage: pictures whose background is busy (its spread, the mean RGB distance of
@@ -13,8 +13,8 @@ instance prompt (sampling seeds from 1000, the demo sampler settings) and is mea
   training pictures; the mean spread is printed beside it.
 The base model (no LoRA) is measured the same way for reference.
 
-    python benchmarks/masked_dreambooth.py --seeds 0-2
-    python benchmarks/masked_dreambooth.py --seeds 0-2 --set unmasked_weight=0.1 --label uw01
+    python benchmarks/masked_dreambooth.py --seeds 0-2 --variants unmasked,0,0.1,0.25
+    python benchmarks/masked_dreambooth.py --seeds 0-2 --set snr_gamma=0 --label no-snr
 
 Trained weights are kept under --work and reused on the next call (a second call only judges).
 """
@@ -34,7 +34,8 @@ from parity_dreambooth import _value, bootstrap, seed_list  # noqa: E402
 JUDGE_SEEDS_FROM = 1000
 
 
-def train(busy_dir: Path, seed: int, out: Path, masked: bool, overrides: dict[str, Any]) -> Path:
+def train(busy_dir: Path, seed: int, out: Path, unmasked_weight: float | None, overrides: dict[str, Any]) -> Path:
+    """The LoRA of one training seed: without masks (`unmasked_weight` None), else masked at that weight."""
     from sdstudio.core.config import load_config
     from sdstudio.core.paths import data_dir
     from sdstudio.core.training.trainer import train as run_training
@@ -43,7 +44,8 @@ def train(busy_dir: Path, seed: int, out: Path, masked: bool, overrides: dict[st
     if weights.exists():
         return weights
     values = {"instance_data_dir": str(busy_dir), "seed": seed, "output_dir": str(out / "run"),
-              "num_validation_images": 0, "validation_loss": False, "masked_loss": masked, **overrides}
+              "num_validation_images": 0, "validation_loss": False, "masked_loss": unmasked_weight is not None,
+              **({"unmasked_weight": unmasked_weight} if unmasked_weight is not None else {}), **overrides}
     cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", values)
     run = run_training(cfg)
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--judge-seeds", type=int, default=32, help="pictures judged per LoRA")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sdstudio-masked-dreambooth",
                     help="where the busy set and trained weights are kept and reused (default: under the temp folder)")
-    ap.add_argument("--label", default="uw0", help="sub-folder of --work for this variant of settings")
+    ap.add_argument("--variants", default="unmasked,0,0.1", help="'unmasked' and the unmasked_weight of each masked run")
+    ap.add_argument("--label", default="default", help="sub-folder of --work for this set of settings")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a config override (TOML value)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -98,12 +101,14 @@ def main(argv: list[str] | None = None) -> int:
           + f"; {per} pictures of {prompt!r} per LoRA", flush=True)
     hits, leaks, spread = measure(generator, None, prompt, judge_seeds)
     print(f"base model: subject {hits}/{per}, busy background {leaks}/{per}, mean spread {spread:.1f}", flush=True)
-    results: dict[str, dict[str, list[float]]] = {v: {"subject": [], "leak": [], "spread": []} for v in ("unmasked", "masked")}
+    variants = {("unmasked" if v == "unmasked" else f"masked-uw{float(v):g}"): (None if v == "unmasked" else float(v))
+                for v in args.variants.split(",")}
+    results: dict[str, dict[str, list[float]]] = {v: {"subject": [], "leak": [], "spread": []} for v in variants}
     for seed in seed_list(args.seeds):
         cells = []
-        for variant in ("unmasked", "masked"):
+        for variant, weight in variants.items():
             t0 = time.perf_counter()
-            weights = train(busy_dir, seed, args.work / args.label / variant / f"seed{seed}", variant == "masked", overrides)
+            weights = train(busy_dir, seed, args.work / args.label / variant / f"seed{seed}", weight, overrides)
             t1 = time.perf_counter()
             hits, leaks, spread = measure(generator, weights, prompt, judge_seeds)
             for key, value in (("subject", hits), ("leak", leaks), ("spread", spread)):

@@ -219,7 +219,7 @@ def test_sdxl_with_buckets_masks_and_a_crop_box_trains_a_step(tiny_sdxl_dir, tmp
 
 
 def test_the_dataset_preview_shows_the_crop_box_as_the_trainer_renders_it():
-    from sdstudio.core.training.view import preview
+    from sdstudio.core.training.preview import preview
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8))
     view, seen = preview(image, 32, box=(10, 6, 24, 36))  # a tall box: its leftover is cropped centred

@@ -4,7 +4,7 @@ One `View` describes it: the region of the file used (the whole picture, or its 
 box), the size that region is resized to, where the target (the square or the bucket) is cut
 from the resized region, and whether it is mirrored. The image and its mask go through the same
 `View.render`, so the mask covers exactly the pixels it covers in the picture; the Dataset
-screen's preview calls the same function, so what it shows is what the trainer encodes.
+screen's preview (preview.py) renders the same way, so what it shows is what the trainer encodes.
 
 A crop box (`[x, y, w, h]` in the file's pixels, core/masks/crops.py) replaces the centre or
 random crop: the box is cut out, resized until it covers the target (the shortest side to the
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from sdstudio.core.training import buckets as bk
 
 Box = tuple[int, int, int, int]  # x, y, w, h in the file's pixels
 
@@ -87,10 +85,10 @@ def clip_box(box: Box, size: tuple[int, int]) -> Box | None:
     return (x, y, x1 - x, y1 - y) if x1 > x and y1 > y else None
 
 
-def plan(size: tuple[int, int], resolution: int, placement: bk.Placement | None = None, box: Box | None = None,
+def plan(size: tuple[int, int], resolution: int, placement: Any = None, box: Box | None = None,
          center: bool = True, flip: bool = False, rng: Any = None) -> View:
-    """The view of a picture of `size`: in its bucket (`placement`, made from the region's size)
-    or as a `resolution` square; the crop centred or drawn from `rng` (always centred with a box)."""
+    """The view of a picture of `size`: in its bucket (`placement`, a buckets.Placement made from the
+    region's size) or as a `resolution` square; the crop centred or drawn from `rng` (always centred with a box)."""
     center = center or box is not None
     if placement is not None:
         return View(size, box, placement.resized, placement.crop(center, rng), placement.bucket, placement.scale, flip)
@@ -100,13 +98,3 @@ def plan(size: tuple[int, int], resolution: int, placement: bk.Placement | None 
     dx, dy = resized[0] - resolution, resized[1] - resolution
     left_top = (dx // 2, dy // 2) if center or rng is None else (rng.randint(0, dx), rng.randint(0, dy))
     return View(size, box, resized, left_top, (resolution, resolution), scale, flip)
-
-
-def preview(image: Any, resolution: int, bucketed: bool = False, center: bool = True, rng: Any = None,
-            box: Box | None = None) -> tuple[View, Any]:
-    """(the view, the picture the model sees) for the Dataset screen: the trainer's geometry with
-    the default buckets (64 px steps) when `bucketed`, the subject crop `box` when the image has one."""
-    box = clip_box(box, image.size) if box is not None else None
-    placement = bk.place(*region_size(image.size, box), bk.bucket_sizes(resolution)) if bucketed else None
-    view = plan(image.size, resolution, placement, box, center, False, rng)
-    return view, view.render(image)
