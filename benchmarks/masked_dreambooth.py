@@ -1,20 +1,20 @@
 """Does masked loss learn the subject and leave the background? The demo DreamBooth set on busy backgrounds.
 
 The pink heart of data/dreambooth/pink-heart is pasted onto stripes, noise and other shapes
-(sdstudio/demo/busy.py), each picture with its exact NAME-mask.png. The shipped demo DreamBooth
+(sdstudio/demo/busy_dreambooth.py), each picture with its exact NAME-mask.png. The shipped demo DreamBooth
 config (data/configs/demo-dreambooth.toml: 300 steps, batch 4, 64 px, rank 8, lr 2e-3, min-SNR 5,
 flips) trains on it per training seed without masks, and with masked_loss = true at each
 unmasked_weight of `--variants` (nothing else differs). Each LoRA draws `--judge-seeds` pictures of the
 instance prompt (sampling seeds from 1000, the demo sampler settings) and is measured on:
 - subject rate: pictures that show a pink heart (the picture judge, as tests/test_demo_learning.py);
 - background leakage: pictures whose background is busy (its spread, the mean RGB distance of
-  the pixels outside the object from their median colour, above busy.LEAK_SPREAD): the demo
+  the pixels outside the object from their median colour, above busy_dreambooth.LEAK_SPREAD): the demo
   model only draws plain backgrounds (spread of a few units), so a busy one was copied from the
   training pictures; the mean spread is printed beside it.
 The base model (no LoRA) is measured the same way for reference.
 
     python benchmarks/masked_dreambooth.py --seeds 0-2 --variants unmasked,0,0.1,0.25
-    python benchmarks/masked_dreambooth.py --seeds 0-2 --set snr_gamma=0 --label no-snr
+    python benchmarks/masked_dreambooth.py --seeds 0-2 --variants unmasked,0,0.1 --config demo-dreambooth-prior
 
 Trained weights are kept under --work and reused on the next call (a second call only judges).
 """
@@ -34,10 +34,10 @@ from parity_dreambooth import _value, bootstrap, seed_list  # noqa: E402
 JUDGE_SEEDS_FROM = 1000
 
 
-def train(busy_dir: Path, seed: int, out: Path, unmasked_weight: float | None, overrides: dict[str, Any]) -> Path:
+def train(config: Path, busy_dir: Path, seed: int, out: Path, unmasked_weight: float | None,
+          overrides: dict[str, Any]) -> Path:
     """The LoRA of one training seed: without masks (`unmasked_weight` None), else masked at that weight."""
     from sdstudio.core.config import load_config
-    from sdstudio.core.paths import data_dir
     from sdstudio.core.training.trainer import train as run_training
 
     weights = out / "pytorch_lora_weights.safetensors"
@@ -46,7 +46,7 @@ def train(busy_dir: Path, seed: int, out: Path, unmasked_weight: float | None, o
     values = {"instance_data_dir": str(busy_dir), "seed": seed, "output_dir": str(out / "run"),
               "num_validation_images": 0, "validation_loss": False, "masked_loss": unmasked_weight is not None,
               **({"unmasked_weight": unmasked_weight} if unmasked_weight is not None else {}), **overrides}
-    cfg = load_config(data_dir() / "configs" / "demo-dreambooth.toml", values)
+    cfg = load_config(config, values)
     run = run_training(cfg)
     weights.parent.mkdir(parents=True, exist_ok=True)
     weights.write_bytes(run.checkpoint(cfg.max_train_steps).weights.read_bytes())
@@ -56,7 +56,7 @@ def train(busy_dir: Path, seed: int, out: Path, unmasked_weight: float | None, o
 def measure(generator: Any, weights: Path | None, prompt: str, seeds: list[int]) -> tuple[int, int, float]:
     """(pictures showing the subject, pictures with a busy background, mean background spread)."""
     from sdstudio.core.generation.generator import LoraSpec
-    from sdstudio.demo import busy, evaluation
+    from sdstudio.demo import busy_dreambooth as busy, evaluation
 
     if weights is not None:
         generator.set_loras([LoraSpec(weights)])
@@ -66,7 +66,7 @@ def measure(generator: Any, weights: Path | None, prompt: str, seeds: list[int])
         generator.forget_loras()
     spreads = [busy.background_spread(im) for im in images]
     hits = round(evaluation.subject_rate(images) * len(images))
-    return hits, sum(s > busy.LEAK_SPREAD for s in spreads), sum(spreads) / len(spreads)
+    return hits, sum(s > busy_dreambooth.LEAK_SPREAD for s in spreads), sum(spreads) / len(spreads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sdstudio-masked-dreambooth",
                     help="where the busy set and trained weights are kept and reused (default: under the temp folder)")
     ap.add_argument("--variants", default="unmasked,0,0.1", help="'unmasked' and the unmasked_weight of each masked run")
-    ap.add_argument("--label", default="default", help="sub-folder of --work for this set of settings")
+    ap.add_argument("--config", default="demo-dreambooth", help="a shipped demo DreamBooth config: demo-dreambooth or "
+                    "demo-dreambooth-prior (its class images, made once, go under --work)")
+    ap.add_argument("--label", default=None, help="sub-folder of --work for this set of settings (default: --config)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a config override (TOML value)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -86,18 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     from sdstudio.core.config import load_config
     from sdstudio.core.generation.generator import Generator
     from sdstudio.core.paths import data_dir, demo_model_dir
-    from sdstudio.demo import busy
+    from sdstudio.demo import busy_dreambooth as busy
 
     torch.set_num_threads(args.threads)
     busy_dir = args.work / "busy-pink-heart"
     if not busy_dir.exists():
         busy.write_busy_set(data_dir() / "dreambooth" / "pink-heart", busy_dir)
     overrides = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
-    prompt = load_config(data_dir() / "configs" / "demo-dreambooth.toml").instance_prompt or ""
+    config = data_dir() / "configs" / f"{args.config}.toml"
+    base_cfg = load_config(config)
+    if base_cfg.with_prior_preservation:  # class images are unmasked: the base model's own pictures
+        overrides.setdefault("class_data_dir", str(args.work / f"class-images-{args.config}"))
+    label = args.label or args.config
+    prompt = base_cfg.instance_prompt or ""
     judge_seeds = list(range(JUDGE_SEEDS_FROM, JUDGE_SEEDS_FROM + args.judge_seeds))
     per = len(judge_seeds)
     generator = Generator(str(demo_model_dir()), device="cpu")
-    print(f"busy set: {busy_dir}; demo-dreambooth.toml" + (f" with {overrides}" if overrides else "")
+    print(f"busy set: {busy_dir}; {config.name}" + (f" with {overrides}" if overrides else "")
           + f"; {per} pictures of {prompt!r} per LoRA", flush=True)
     hits, leaks, spread = measure(generator, None, prompt, judge_seeds)
     print(f"base model: subject {hits}/{per}, busy background {leaks}/{per}, mean spread {spread:.1f}", flush=True)
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for variant, weight in variants.items():
             t0 = time.perf_counter()
-            weights = train(busy_dir, seed, args.work / args.label / variant / f"seed{seed}", weight, overrides)
+            weights = train(config, busy_dir, seed, args.work / label / variant / f"seed{seed}", weight, overrides)
             t1 = time.perf_counter()
             hits, leaks, spread = measure(generator, weights, prompt, judge_seeds)
             for key, value in (("subject", hits), ("leak", leaks), ("spread", spread)):

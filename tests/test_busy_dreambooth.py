@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from sdstudio.core.paths import data_dir
-from sdstudio.demo import busy
+from sdstudio.demo import busy_dreambooth as busy
 from sdstudio.demo.masker import DemoMasker
 from sdstudio.demo.shapes import ALL_COLOURS, random_scene, render
 
