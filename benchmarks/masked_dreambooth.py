@@ -66,7 +66,7 @@ def measure(generator: Any, weights: Path | None, prompt: str, seeds: list[int])
         generator.forget_loras()
     spreads = [busy.background_spread(im) for im in images]
     hits = round(evaluation.subject_rate(images) * len(images))
-    return hits, sum(s > busy_dreambooth.LEAK_SPREAD for s in spreads), sum(spreads) / len(spreads)
+    return hits, sum(s > busy.LEAK_SPREAD for s in spreads), sum(spreads) / len(spreads)
 
 
 def main(argv: list[str] | None = None) -> int:
