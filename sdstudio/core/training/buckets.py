@@ -87,18 +87,11 @@ def too_small(placement: Placement, max_upscale: float) -> str | None:
 
 
 def render(image: Any, placement: Placement, left_top: tuple[int, int], flip: bool = False) -> Any:
-    """What the model sees: resize, crop the bucket at `left_top`, maybe mirror."""
-    from PIL import Image
+    """What the model sees of a picture without a crop box: resize, crop the bucket at `left_top`,
+    maybe mirror (view.View.render, which also takes the subject crop: view.preview)."""
+    from sdstudio.core.training.view import View
 
-    left, top = left_top
-    w, h = placement.bucket
-    out = image.resize(placement.resized, Image.Resampling.BILINEAR).crop((left, top, left + w, top + h))
-    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else out
-
-
-def flipped_left(placement: Placement, left: int) -> int:
-    """The crop's left edge as seen in the mirrored picture (what SDXL's crop ids should say)."""
-    return placement.resized[0] - placement.bucket[0] - left
+    return View(image.size, None, placement.resized, left_top, placement.bucket, placement.scale, flip).render(image)
 
 
 class BucketBatches:

@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.core.config import TrainConfig
-from sdstudio.core.dataset import check_dataset, crop_box, load_rgb, preprocess, require_usable
+from sdstudio.core.dataset import check_dataset, load_rgb, require_usable
 from sdstudio.core.errors import DatasetError
+from sdstudio.core.masks.crops import crops_file, read_crops
+from sdstudio.core.masks.source import MaskRef, read_mask
 from sdstudio.core.progress import Progress
 from sdstudio.core.training import buckets as bk
+from sdstudio.core.training import masking
+from sdstudio.core.training.view import Box, View, clip_box, plan, region_size
 
 
 @dataclass(frozen=True)
@@ -27,32 +31,57 @@ class Example:
     caption: str
     square: bool = True  # from the dataset check's size: on squares every crop is the centre crop
     size: tuple[int, int] = (0, 0)  # (width, height) of the file
-    placement: bk.Placement | None = None  # its aspect-ratio bucket, when enable_bucket
+    placement: bk.Placement | None = None  # its aspect-ratio bucket (placed by the box's size), when enable_bucket
+    box: Box | None = None  # its subject crop [x, y, w, h] (core/masks/crops.py): replaces the centre/random crop
+    mask: MaskRef | None = None  # its subject mask (instance images; class images stay unmasked)
 
     @property
     def fixed_crop(self) -> bool:
         """Every crop of this image is the same crop (so its latents can be cached whatever center_crop says)."""
+        if self.box is not None:
+            return True  # the box's leftover is always cropped centred (view.py)
         return self.placement.fixed if self.placement is not None else self.square
 
 
+def _boxes(root: Path, files: list) -> tuple[dict[str, Box], list[str]]:
+    """Each file's crop box, clipped to its picture, and one warning per box that cannot be used."""
+    boxes, bad = read_crops(root)
+    warnings = [f"{crops_file(root)} line {n}: {why}; that image keeps the default crop" for n, why in bad]
+    sizes = {f.name: (f.width, f.height) for f in files}
+    out: dict[str, Box] = {}
+    for name, box in boxes.items():
+        if name not in sizes:
+            continue
+        clipped = clip_box(box, sizes[name])
+        if clipped is None:
+            warnings.append(f"{crops_file(root)}: crop of {name} {list(box)} lies outside its {sizes[name][0]}x"
+                            f"{sizes[name][1]} picture; it keeps the default crop (fix it with `sdstudio dataset crop`)")
+        else:
+            out[name] = clipped
+    return out, warnings
+
+
 def _examples(cfg: TrainConfig, root: Path, files: list, prompt: str | None) -> tuple[list[Example], list[str]]:
-    """Examples of usable files; with buckets, each placed, and those too small skipped with the reason."""
+    """Examples of usable files with their crop boxes; with buckets, each placed (by its box's size),
+    and those too small skipped with the reason."""
     sizes = bk.config_buckets(cfg) if cfg.enable_bucket else None
+    boxes, skipped = _boxes(root, files)
     out: list[Example] = []
-    skipped: list[str] = []
     for f in files:
-        placement = bk.place(f.width, f.height, sizes) if sizes else None
+        box = boxes.get(f.name)
+        placement = bk.place(*region_size((f.width, f.height), box), sizes) if sizes else None
         reason = bk.too_small(placement, cfg.max_upscale) if placement else None
         if reason:
-            skipped.append(f"skipped {root / f.name}: {reason}")
+            skipped.append(f"skipped {root / f.name}: {reason}" + (f" (its crop box is {box[2]}x{box[3]})" if box else ""))
             continue
         out.append(Example(root / f.name, f.caption if prompt is None else prompt, f.width == f.height,
-                           (f.width, f.height), placement))
+                           (f.width, f.height), placement, box))
     return out, skipped
 
 
 def instance_examples(cfg: TrainConfig) -> tuple[list[Example], list[str]]:
-    """Usable training examples and one line per skipped file (for the run's log)."""
+    """Usable training examples (with crop boxes and masks) and one line per skipped file or unusable
+    crop box (for the run's log). Refuses masked_loss when no image has a mask."""
     if cfg.resolved_method == "text2image":
         root, field_name = Path(cfg.train_data_dir or ""), "train_data_dir"
         report = check_dataset(root, captions=True, caption_column=cfg.caption_column)
@@ -65,10 +94,11 @@ def instance_examples(cfg: TrainConfig) -> tuple[list[Example], list[str]]:
     examples, too_small = _examples(cfg, root, usable, prompt)
     if not examples:
         raise DatasetError(f"{field_name} = {root}: every image is too small for its bucket ({too_small[0]})")
-    return examples, skipped + too_small
+    return masking.attach_masks(cfg, root, examples), skipped + too_small
 
 
 def class_examples(cfg: TrainConfig) -> list[Example]:
+    """Prior-preservation images: crop boxes honoured, never masked."""
     root = Path(cfg.class_data_dir or "")
     report = check_dataset(root, captions=False)
     usable = require_usable(report, "class_data_dir")[: cfg.num_class_images]
@@ -78,22 +108,17 @@ def class_examples(cfg: TrainConfig) -> list[Example]:
     return examples
 
 
-def crop_geometry(ex: Example, resolution: int, center: bool, flip: bool, rng: Any) -> tuple[Any, tuple[int, int], tuple[int, ...]]:
-    """(how to render the image, (left, top), SDXL's size/crop conditioning).
+def subject_lines(cfg: TrainConfig, examples: list[Example]) -> list[str]:
+    """The run log's lines on subject crops and masks (how many images have them, and whether they are used)."""
+    boxed = sum(ex.box is not None for ex in examples)
+    lines = [f"crop boxes: {boxed} of {len(examples)} images use their subject crop instead of the "
+             f"{'centre' if cfg.center_crop else 'random'} crop"] if boxed else []
+    return lines + masking.mask_lines(cfg, examples)
 
-    The conditioning is (original height, width, crop top, crop left, target height, width),
-    as SDXL was trained: the crop's corner in the resized picture, mirrored when flipped.
-    """
-    w, h = ex.size
-    if ex.placement is not None:
-        p = ex.placement
-        left, top = p.crop(center, rng)
-        shown_left = bk.flipped_left(p, left) if flip else left
-        return p, (left, top), (h, w, top, shown_left, p.bucket[1], p.bucket[0])
-    scale, box = crop_box(w, h, resolution, center, rng)
-    rw = max(resolution, round(w * scale))
-    shown_left = rw - resolution - box[0] if flip else box[0]
-    return None, (box[0], box[1]), (h, w, box[1], shown_left, resolution, resolution)
+
+def view_of(ex: Example, resolution: int, center: bool, flip: bool, rng: Any) -> View:
+    """What the model sees of this example (view.py): its box, its bucket or the square, the crop, the flip."""
+    return plan(ex.size, resolution, ex.placement, ex.box, center, flip, rng)
 
 
 def stream_index(position: int, length: int, seed: int) -> int:
@@ -152,6 +177,8 @@ class ExampleSource:
         self.cache_latents = bool(cfg.cache_latents and (cfg.center_crop or all_square))  # all_square: every fixed_crop
         self.cache_text = cfg.cache_latents and not cfg.train_text_encoder
         self._latent_cache: dict[tuple[Path, bool], Any] = {}
+        self.masked = bool(cfg.masked_loss)
+        self._mask_cache: dict[tuple[Path, bool], Any] = {}  # latent-size masks, beside the latents (None: no mask)
         self._text_cache: dict[str, Any] = {}
 
     # images -> latents
@@ -167,17 +194,19 @@ class ExampleSource:
         """True when training never calls the VAE nor the text encoder (both outputs cached)."""
         return self.cache_latents and self.cache_text
 
-    def _pixels(self, ex: Example, flip: bool, center: bool, rng: Any = None) -> tuple[Any, tuple[int, ...]]:
-        """(pixel tensor of what the model sees, SDXL size/crop conditioning) of one example."""
-        placement, left_top, cond = crop_geometry(ex, self.cfg.resolution, center, flip, rng)
-        image = load_rgb(ex.path)
-        if placement is not None:
-            return pixel_tensor(bk.render(image, placement, left_top, flip)), cond
-        return pixel_tensor(preprocess(image, self.cfg.resolution, True, flip, left_top=left_top)), cond
+    def _pixels(self, ex: Example, flip: bool, center: bool, rng: Any = None) -> tuple[Any, View]:
+        """(pixel tensor of what the model sees, its view) of one example."""
+        view = view_of(ex, self.cfg.resolution, center, flip, rng)
+        return pixel_tensor(view.render(load_rgb(ex.path))), view
+
+    def _mask(self, ex: Example, view: View, latent_hw: tuple[int, int]) -> Any:
+        """The example's mask through its view at the latent size (masking.latent_mask), or None."""
+        return masking.latent_mask(read_mask(ex.mask), view, latent_hw) if ex.mask is not None else None
 
     def precompute(self, examples: list[Example], check: Callable[[], None] = lambda: None) -> None:
-        """Encode every (image, flip) once, a bucket at a time; text embeddings of every distinct
-        caption once. `check` is called between chunks (it raises to stop)."""
+        """Encode every (image, flip) once, a bucket at a time, with masked_loss its mask beside it
+        (same key); text embeddings of every distinct caption once. `check` is called between
+        chunks (it raises to stop)."""
         import torch
 
         if self.cache_latents:
@@ -191,10 +220,12 @@ class ExampleSource:
                 for start in range(0, len(group), 8):
                     check()
                     chunk = group[start : start + 8]
-                    pixels = torch.stack([self._pixels(ex, f, True)[0] for ex, f in chunk])
-                    moments = self._moments(pixels).cpu()
-                    for (ex, f), m in zip(chunk, moments):
+                    made = [self._pixels(ex, f, True) for ex, f in chunk]
+                    moments = self._moments(torch.stack([px for px, _ in made])).cpu()
+                    for (ex, f), m, (_, view) in zip(chunk, moments, made):
                         self._latent_cache[(ex.path, f)] = m
+                        if self.masked:
+                            self._mask_cache[(ex.path, f)] = self._mask(ex, view, tuple(m.shape[-2:]))
                     done += len(chunk)
                     progress.update(done)
         if self.cache_text:
@@ -206,7 +237,13 @@ class ExampleSource:
         return self.encode(examples, generator)[0]
 
     def encode(self, examples: list[Example], generator: Any) -> tuple[Any, list[tuple[int, ...]]]:
-        """Latents for a micro-batch (all of one shape) and each item's size/crop conditioning.
+        """Latents for a micro-batch (all of one shape) and each item's size/crop conditioning."""
+        latents, conds, _ = self.draw(examples, generator)
+        return latents, conds
+
+    def draw(self, examples: list[Example], generator: Any) -> tuple[Any, list[tuple[int, ...]], Any]:
+        """Latents for a micro-batch (all of one shape), each item's size/crop conditioning, and with
+        masked_loss the (B, 1, h, w) loss weights (else None; see masking.py).
 
         The generator is drawn from identically whether the latents come from the cache or
         from the VAE, so both paths see the same noise."""
@@ -216,16 +253,26 @@ class ExampleSource:
         crop_seed = int(torch.randint(0, 2**31, (), generator=generator))
         crop_rng = random.Random(crop_seed)
         center = self.cfg.center_crop
+        keys = [(ex.path, f) for ex, f in zip(examples, flips)]
         if self.cache_latents:
-            conds = [crop_geometry(ex, self.cfg.resolution, True, f, None)[2] for ex, f in zip(examples, flips)]
-            moments = torch.stack([self._latent_cache[(ex.path, f)] for ex, f in zip(examples, flips)])
+            views = [view_of(ex, self.cfg.resolution, True, f, None) for ex, f in zip(examples, flips)]
+            moments = torch.stack([self._latent_cache[k] for k in keys])
+            masks = [self._mask_cache.get(k) for k in keys] if self.masked else []
         else:
             made = [self._pixels(ex, f, center, crop_rng) for ex, f in zip(examples, flips)]
-            conds = [c for _, c in made]
+            views = [v for _, v in made]
             moments = self._moments(torch.stack([p for p, _ in made])).cpu()
+            hw = tuple(moments.shape[-2:])
+            masks = [self._mask(ex, v, hw) for ex, v in zip(examples, views)] if self.masked else []
         mean, std = moments.chunk(2, dim=1)
         sample = mean + std * torch.randn(mean.shape, generator=generator)
-        return ((sample - self.shift) * self.scaling).to(self.device, dtype=self.weight_dtype), conds
+        latents = ((sample - self.shift) * self.scaling).to(self.device, dtype=self.weight_dtype)
+        weights = None
+        if self.masked:  # no mask (class images, unmasked instance images): weight 1 everywhere
+            ones = torch.ones((1, *mean.shape[-2:]))
+            weights = torch.stack([ones if m is None else masking.loss_weight(m, self.cfg.unmasked_weight)
+                                   for m in masks]).to(self.device)
+        return latents, [v.conditioning() for v in views], weights
 
     # captions -> embeddings
     def _encode_text(self, captions: list[str]) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sdstudio.core.config import TrainConfig
 from sdstudio.core.training.examples import Example, ExampleSource, bucket_batch, micro_batch_generator, stream_index
+from sdstudio.core.training.masking import weighted_mean
 
 
 def _shape(ex: Example) -> Any:
@@ -68,27 +69,33 @@ class StepLoss:
             else:
                 parts = [(inst, inst_w), (cls, cls_w)]
             for items, item_w in parts:
-                lat, conds = self.source.encode(items, g)
+                lat, conds, pixel_w = self.source.draw(items, g)
                 n = torch.randn(lat.shape, generator=g)
                 if cfg.noise_offset:
                     n = n + cfg.noise_offset * torch.randn((lat.shape[0], lat.shape[1], 1, 1), generator=g)
                 t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (lat.shape[0],), generator=g)
-                group = groups.setdefault(tuple(lat.shape[1:]), {"lat": [], "eps": [], "t": [], "items": [], "conds": [], "w": []})
+                group = groups.setdefault(tuple(lat.shape[1:]), {"lat": [], "eps": [], "t": [], "items": [], "conds": [], "w": [],
+                                                                   "px": []})
                 group["lat"].append(lat)
                 group["eps"].append(n.to(lat))
                 group["t"].append(t)
                 group["items"] += items
                 group["conds"] += conds
+                if pixel_w is not None:
+                    group["px"].append(pixel_w)
                 group["w"] += [w / (cfg.train_batch_size * len(micros)) for w in item_w]
         total = None
         for group in groups.values():
+            masked = {"pixel_weights": torch.cat(group["px"])} if group["px"] else {}  # only with masked_loss
             part = self._group_loss(torch.cat(group["lat"]), torch.cat(group["eps"]), torch.cat(group["t"]).to(self.device),
-                                    group["items"], group["conds"], group["w"])
+                                    group["items"], group["conds"], group["w"], **masked)
             total = part if total is None else total + part
         return total
 
-    def _group_loss(self, lat: Any, eps: Any, t: Any, items: list[Example], conds: list[Any], weights: list[float]) -> Any:
-        """Weighted denoising loss of items that share one latent shape: one UNet pass."""
+    def _group_loss(self, lat: Any, eps: Any, t: Any, items: list[Example], conds: list[Any], weights: list[float],
+                    pixel_weights: Any = None) -> Any:
+        """Weighted denoising loss of items that share one latent shape: one UNet pass. With masked_loss,
+        `pixel_weights` (B, 1, h, w) make each item's loss a weighted mean over its latent pixels (masking.py)."""
         import torch
         import torch.nn.functional as F
 
@@ -99,7 +106,11 @@ class StepLoss:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         # autocast, where the config asks for it, is Accelerate's wrapper of the forward (see precision.py)
         pred = self.unet(noisy, t, return_dict=False, **inputs)[0]
-        per_item = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        squared = F.mse_loss(pred.float(), target.float(), reduction="none")
+        if pixel_weights is None:
+            per_item = squared.mean(dim=(1, 2, 3))
+        else:
+            per_item = weighted_mean(squared, pixel_weights.to(squared.device))
         if self.cfg.snr_gamma:
             per_item = per_item * self.snr_weights(t)
         return (per_item * torch.tensor(weights, device=per_item.device)).sum()

@@ -23,7 +23,7 @@ from sdstudio.core.models import BaseModel, model_identity, resolve_base_model
 from sdstudio.core.runs.run_dir import FAILED, FINISHED, RUNNING, RunDir
 from sdstudio.core.training import (budget, checkpoint, memory_watch, opening, optimizer_step, precision, resume_guard,
                                     retention, stopping, validation)
-from sdstudio.core.training.examples import Example, instance_examples
+from sdstudio.core.training.examples import Example, instance_examples, subject_lines
 from sdstudio.core.training.setup import TrainingModels
 from sdstudio.core.training.checkpoint_review import CheckpointReview
 
@@ -130,6 +130,8 @@ class Trainer:
         for change in forced:
             self.log(f"resuming with --force although {change}", "warning")
         self.log(f"{len(self.examples)} training images; loading {self.base.name}")
+        for line in subject_lines(cfg, self.examples):  # crop boxes and masks: whether they are used
+            self.log(line)
 
     def _setup_models(self) -> None:
         assert self.base is not None
