@@ -20,7 +20,7 @@ def mask_overlay(image: Any, mask: Any) -> Any:
     return Image.composite(rgb, dark, subject)
 
 
-def marked_original(image: Any, box: tuple[int, int, int, int], scale: float, size: int, mask: Any = None) -> Any:
+def marked_original(image: Any, box: tuple[float, float, float, float], scale: float, size: int, mask: Any = None) -> Any:
     """A shrunk copy of `image` with the crop the model gets outlined (`box` in the image resized
     by `scale`), the mask tinted over it when one is given."""
     from PIL import ImageDraw
@@ -39,31 +39,16 @@ def marked_original(image: Any, box: tuple[int, int, int, int], scale: float, si
 
 def preview_pair(image: Any, resolution: int, center: bool, seed: int, bucketed: bool, size: int,
                  box: tuple[int, int, int, int] | None = None, mask: Any = None) -> tuple[Any, Any]:
-    """(the original marked with its crop, what the model sees), both at most `size` px.
+    """(the original with what the model gets outlined, what the model sees), both at most `size` px.
 
-    With a crop box the model gets that box, resized to the resolution (or to the bucket the
-    box's aspect picks) and centre-cropped; without one, the trainer's own centre, random or
-    bucket crop. The renders are core's (dataset.preprocess, buckets.render).
+    The geometry is the trainer's own (core/training/preview.py: the subject crop box, the bucket
+    or square, the centre or seeded random crop), so the preview is what training uses.
     """
     import random
 
-    from sdstudio.core.dataset import crop_box, preprocess
-    from sdstudio.core.training import buckets as bk
+    from sdstudio.core.training.preview import preview
 
-    if box is not None:
-        x, y, w, h = box
-        original = marked_original(image, (x, y, x + w, y + h), 1.0, size, mask)
-        image, center = image.crop((x, y, x + w, y + h)), True
-    if bucketed:  # the same placement and render the trainer uses
-        p = bk.place(image.width, image.height, bk.bucket_sizes(resolution))
-        left, top = p.crop(True)
-        if box is None:
-            original = marked_original(image, (left, top, left + p.bucket[0], top + p.bucket[1]), p.scale, size, mask)
-        seen = bk.render(image, p, (left, top))
-    else:
-        scale, square = crop_box(image.width, image.height, resolution, center, random.Random(seed))
-        if box is None:
-            original = marked_original(image, square, scale, size, mask)
-        seen = preprocess(image, resolution, center_crop=center, rng=random.Random(seed))
+    view, seen = preview(image, resolution, bucketed, center, random.Random(seed), box)
+    original = marked_original(image, view.outline(), 1.0, size, mask)
     seen.thumbnail((size, size))
     return original, seen
