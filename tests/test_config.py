@@ -90,3 +90,15 @@ def test_shipped_configs_parse(name):
     assert set(values) <= set(FIELDS)
     if name.startswith("demo"):
         load_config(ROOT / "data" / "configs" / f"{name}.toml")  # demo data ships: fully valid
+
+
+def test_a_mask_folder_inside_the_dataset_is_refused(tmp_path, instance_dir):
+    """Its masks would be walked as training images."""
+    inside = instance_dir / "masks"
+    inside.mkdir()
+    values = {"instance_data_dir": str(instance_dir), "instance_prompt": "a sks dog", "mask_dir": str(inside)}
+    with pytest.raises(ConfigError, match="field 'mask_dir': is inside instance_data_dir"):
+        build_config(values)
+    beside = tmp_path / "masks-beside"
+    beside.mkdir()
+    assert build_config({**values, "mask_dir": str(beside)}).mask_dir == str(beside)

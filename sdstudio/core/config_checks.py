@@ -57,6 +57,11 @@ def check(cfg: Any, source: str | None = None) -> None:
           f"must be between 0 (background ignored) and 1 (no masking), got {cfg.unmasked_weight}", source)
     if cfg.mask_dir:
         _need(Path(cfg.mask_dir).is_dir(), "mask_dir", f"folder not found: {cfg.mask_dir}", source)
+        for name in ("train_data_dir", "instance_data_dir"):
+            data = getattr(cfg, name)
+            _need(not (data and Path(cfg.mask_dir).resolve().is_relative_to(Path(data).resolve())), "mask_dir",
+                  f"is inside {name} ({data}): its masks would be read as training images; move the mask folder "
+                  "beside the dataset", source)
     method = cfg.resolved_method
     if method == "text2image":
         _need(bool(cfg.train_data_dir), "train_data_dir",

@@ -49,6 +49,8 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("gradient_checkpointing", "Grad. checkpoint", "true: less memory, ~30 % slower"),
     ("resolution", "Resolution", ""),
     ("enable_bucket", "Buckets", "true: keep aspect ratios (64 px buckets)"),
+    ("masked_loss", "Masked loss", "true: learn only where each image's mask is white"),
+    ("unmasked_weight", "Background wt.", "0: ignored; 1: no masking"),
     ("train_batch_size", "Batch size", ""),
     ("validation_steps", "Sample every", "steps"),
     ("checkpointing_steps", "Checkpoint every", "steps"),
