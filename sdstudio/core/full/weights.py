@@ -27,7 +27,10 @@ def save_components(checkpoint: Path, models: dict[str, Any], ema: bool = False)
         folder = root / name
         if hasattr(model, "save_config"):  # diffusers
             model.save_pretrained(folder, safe_serialization=True, max_shard_size=MAX_SHARD_SIZE)
-        else:  # transformers: always safetensors
+        else:  # transformers: always safetensors; no "Writing model shards" bar in the run's log
+            import transformers.utils.logging as tlog
+
+            tlog.disable_progress_bar()
             model.save_pretrained(folder, max_shard_size=MAX_SHARD_SIZE)
 
 
