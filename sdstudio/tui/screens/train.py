@@ -167,7 +167,8 @@ class TrainScreen(StudioScreen):
         self.run_worker(work, thread=True, exclusive=True, group="memory-estimate")
 
     def _show_memory(self, text: str) -> None:
-        self.query_one("#memory", Static).update(text)
+        for line in self.query("#memory").results(Static):  # none once the screen is going away
+            line.update(text)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id != "toml-path":
