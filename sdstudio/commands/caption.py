@@ -39,16 +39,11 @@ def register(sub: Any) -> None:
 
 
 def _undo(args: argparse.Namespace) -> int:
+    from sdstudio.commands.progress_line import print_undone
     from sdstudio.core.captions import log
 
     entry = log.undo(args.dir, force=args.force)
-    files = sorted(entry["before"])
-    if args.json:
-        print(json.dumps({"undone": entry["pass"], "model": entry.get("model"), "files": files}, indent=2))
-    else:
-        print(f"undid captioning pass {entry['pass']} ({entry.get('model')}, {entry.get('time')}): "
-              f"{len(entry['changes'])} captions restored in {', '.join(files[:3])}{' …' if len(files) > 3 else ''}")
-    return 0
+    return print_undone("captioning", entry, args.json, f"{len(entry['changes'])} captions restored in")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ import json
 import time
 from typing import Any
 
+from sdstudio.commands.progress_line import print_undone
+
 
 def register(dsub: Any) -> None:
     m = dsub.add_parser("mask", help="make subject masks (NAME-mask.png) with CLIPSeg or the demo masker",
@@ -62,16 +64,6 @@ def register(dsub: Any) -> None:
     c.set_defaults(func=run_crop)
 
 
-def _undone(kind: str, entry: dict[str, Any], as_json: bool) -> int:
-    files = sorted(entry["before"])
-    if as_json:
-        print(json.dumps({"undone": entry["pass"], "kind": kind, "files": files}, indent=2))
-    else:
-        print(f"undid {kind} pass {entry['pass']} ({entry.get('model', entry.get('action'))}, {entry.get('time')}): "
-              f"{len(files)} file(s) restored: {', '.join(files[:3])}{' …' if len(files) > 3 else ''}")
-    return 0
-
-
 def run_mask(args: argparse.Namespace) -> int:
     from sdstudio.commands.progress_line import progress_printer
     from sdstudio.core.errors import SdstudioError
@@ -79,7 +71,7 @@ def run_mask(args: argparse.Namespace) -> int:
     from sdstudio.core.masks.maskers import make_masker
 
     if args.undo:
-        return _undone("masking", making.undo(args.dir, force=args.force), args.json)
+        return print_undone("masking", making.undo(args.dir, force=args.force), args.json)
     if not args.model:
         raise SdstudioError("--model is required: 'demo' or clipseg:PATH|ID (e.g. clipseg:CIDAS/clipseg-rd64-refined); or --undo")
     if not args.prompt or not args.prompt.strip():
@@ -130,7 +122,7 @@ def run_crop(args: argparse.Namespace) -> int:
     from sdstudio.core.masks import cropping
 
     if args.undo:
-        return _undone("crop", cropping.undo(args.dir, force=args.force), args.json)
+        return print_undone("crop", cropping.undo(args.dir, force=args.force), args.json)
     if args.clear:
         plan, info = cropping.clear(args.dir), {"action": "clear"}
     else:
