@@ -163,3 +163,29 @@ def test_a_run_trained_from_a_hub_id_exports_from_the_hub_cache(sd_run, tiny_mod
     shutil.rmtree(cache)
     with pytest.raises(Exception, match="sdstudio-test/tiny-sd: the run's base model is not in the local hub cache"):
         export_full_checkpoint(run.path, dtype="fp32", overwrite=True)
+
+
+def test_a_trained_full_run_exports_what_its_trainer_wrote(tiny_model_dir, instance_dir, tmp_path):
+    """The trainer's own checkpoint (not a hand-made one) goes through export and back through
+    from_single_file: the file holds the EMA weights the trainer saved, UNet and text encoder."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from conftest import tiny_train_values
+    from sdstudio.core.config import build_config
+    from sdstudio.core.training.trainer import train
+
+    cfg = build_config(tiny_train_values(tiny_model_dir, tmp_path / "run", instance_data_dir=str(instance_dir),
+                                         instance_prompt="a photo of sks dog", training_method="full",
+                                         train_text_encoder=True, use_ema=True, ema_decay=0.5, max_train_steps=2,
+                                         num_validation_images=0, validation_loss=False))
+    run = train(cfg)
+    assert main(["export", str(run.path)]) == 0
+    out = next(run.exports_dir.glob("*-step2-ema.safetensors"))
+    pipe = StableDiffusionPipeline.from_single_file(str(out), config=str(tiny_model_dir), local_files_only=True,
+                                                    safety_checker=None, requires_safety_checker=False)
+    ckpt = run.checkpoint(2).path
+    for comp in ("unet", "text_encoder"):
+        got = getattr(pipe, comp).state_dict()
+        assert _max_diff(got, component_state(ckpt / "ema" / comp, comp), torch.float16) == 0.0, comp
+        assert _max_diff(got, component_state(tiny_model_dir / comp, comp)) > 0, comp  # trained, not the base
