@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import default_signals, draw_shape_images, tiny_train_values
 from sdstudio.commands.train import stop_on_signals
 from sdstudio.core import events as ev
@@ -239,3 +241,26 @@ def test_a_stop_inside_a_step_ends_it_before_any_weight_changes(tiny_model_dir, 
     assert [e.step for e in seen if isinstance(e, ev.StepEvent)] == [1, 2]
     assert run.status()["state"] == "stopped" and run.status()["step"] == run.latest_checkpoint().step == 2
     assert [c.step for c in run.checkpoints()] == [2] and checkpoint.lora_digest(trainer.models.plain()) == digest_at_2[0]
+
+
+def test_a_signal_during_an_except_exception_block_still_stops(tiny_model_dir, monkeypatch):
+    """A signal in an abortable phase raises StopRequested wherever the main thread is; code there
+    that turns any Exception into a fallback (the memory estimate's header reading did) must not
+    swallow the stop, or it waits for the next check (7.5 s in CI)."""
+    import sdstudio.core.training.model_sizes as ms
+    from sdstudio.core.models import resolve_base_model
+
+    control = ev.TrainerControl()
+    real = ms.safetensors_keys
+
+    def read_then_signal(path):
+        control.stop_from_signal()  # what the SIGHUP handler does, here mid-read
+        return real(path)
+
+    monkeypatch.setattr(ms, "safetensors_keys", read_then_signal)
+    base = resolve_base_model(str(tiny_model_dir))
+    returned = []
+    with pytest.raises(ev.StopRequested):
+        with control.abortable_phase():
+            returned.append(ms.model_sizes(base))
+    assert not returned  # the stop ended the read there; no fallback estimate was made while it waited

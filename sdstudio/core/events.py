@@ -127,10 +127,12 @@ Event = Union[StepEvent, SampleEvent, CheckpointEvent, LogEvent, FinishedEvent, 
 EventCallback = Callable[[Event], None]
 
 
-class StopRequested(Exception):
+class StopRequested(BaseException):
     """Raised inside a phase (model loading, latent caching, class images, sampling) when a stop
     was requested; the trainer catches it, keeps a checkpoint if a step was taken since the last
-    one, and marks the run stopped."""
+    one, and marks the run stopped. A BaseException, like KeyboardInterrupt: a signal raises it
+    wherever the main thread is, and an `except Exception` there (ours, or a library's) must not
+    swallow the stop."""
 
 
 @dataclass
