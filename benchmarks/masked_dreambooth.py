@@ -15,6 +15,7 @@ The base model (no LoRA) is measured the same way for reference.
 
     python benchmarks/masked_dreambooth.py --seeds 0-2 --variants unmasked,0,0.1,0.25
     python benchmarks/masked_dreambooth.py --seeds 0-2 --variants unmasked,0,0.1 --config demo-dreambooth-prior
+    python benchmarks/masked_dreambooth.py --seeds 0-5 --variants unmasked,0.1 --crop-to-subject
 
 Trained weights are kept under --work and reused on the next call (a second call only judges).
 
@@ -31,7 +32,14 @@ backgrounds, each with its 95 % bootstrap interval over training seeds; base mod
 With unmasked_weight 0 nothing is copied from the background, but the tiny demo model then paints
 the subject's colour over the whole picture (nothing anchors the background; class images help a
 little); any background weight brings the busy background back. Masks alone did not give "the
-subject at least as well, less background" on the demo world.
+subject at least as well, less background" on the demo world. With subject crops as well
+(--crop-to-subject: each picture's box from its mask, 10 % padding, square), seeds 0-5:
+  demo-dreambooth, cropped  unmasked 81.2 % [59.9, 94.8], 100 % [100, 100]
+                            masked uw 0.1  75.5 % [66.1, 84.9], 81.2 % [64.6, 97.9]
+                            (seeds 0-3: masked uw 0  1.6 % [0.0, 3.1], 39.8 % [20.3, 59.4])
+Crops and masks together beat the plain run on both counts (subject 75.5 % against 35.4 %, busy
+background 81.2 % against 97.4 %); against crops alone the subject rate is within the noise and less
+background is copied.
 """
 
 from __future__ import annotations
@@ -68,6 +76,19 @@ def train(config: Path, busy_dir: Path, seed: int, out: Path, unmasked_weight: f
     return weights
 
 
+def crop_copy(busy_dir: Path) -> Path:
+    """A copy of the busy set with a subject crop per image, made as `sdstudio dataset crop --to-subject` does."""
+    import shutil
+
+    from sdstudio.core.masks import cropping
+
+    out = busy_dir.with_name(busy_dir.name + "-cropped")
+    if not (out / "crops.jsonl").exists():
+        shutil.copytree(busy_dir, out, dirs_exist_ok=True)
+        cropping.apply(cropping.propose(out), {"action": "to-subject", "from": "benchmark"})
+    return out
+
+
 def measure(generator: Any, weights: Path | None, prompt: str, seeds: list[int]) -> tuple[int, int, float]:
     """(pictures showing the subject, pictures with a busy background, mean background spread)."""
     from sdstudio.core.generation.generator import LoraSpec
@@ -96,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default=None, help="sub-folder of --work for this set of settings (default: --config)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a config override (TOML value)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--crop-to-subject", action="store_true",
+                    help="train on a copy of the busy set whose images have subject crops (sdstudio dataset crop "
+                         "--to-subject: the mask's box plus 10 %% padding, square)")
     args = ap.parse_args(argv)
 
     import torch
@@ -109,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     busy_dir = args.work / "busy-pink-heart"
     if not busy_dir.exists():
         busy.write_busy_set(data_dir() / "dreambooth" / "pink-heart", busy_dir)
+    if args.crop_to_subject:
+        busy_dir = crop_copy(busy_dir)
     overrides = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
     config = data_dir() / "configs" / f"{args.config}.toml"
     base_cfg = load_config(config)
     if base_cfg.with_prior_preservation:  # class images are unmasked: the base model's own pictures
         overrides.setdefault("class_data_dir", str(args.work / f"class-images-{args.config}"))
-    label = args.label or args.config
+    label = args.label or args.config + ("-cropped" if args.crop_to_subject else "")
     prompt = base_cfg.instance_prompt or ""
     judge_seeds = list(range(JUDGE_SEEDS_FROM, JUDGE_SEEDS_FROM + args.judge_seeds))
     per = len(judge_seeds)
