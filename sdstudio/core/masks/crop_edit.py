@@ -68,15 +68,6 @@ def resize_box(box: Box, delta: int, aspect: float, image_size: tuple[int, int],
     return _inside(cx - nw / 2, cy - nh / 2, nw, nh, image_size)
 
 
-def clamp_box(box: Box, image_size: tuple[int, int]) -> Box | None:
-    """A stored box cut to the image (a box from a larger version of the file), None if nothing is left."""
-    x, y, w, h = box
-    iw, ih = image_size
-    x, y = min(x, iw), min(y, ih)
-    w, h = min(w, iw - x), min(h, ih - y)
-    return (x, y, w, h) if w > 0 and h > 0 else None
-
-
 def describe(box: Box | None) -> str:
     """The box as the list and the info line show it."""
     if box is None:

@@ -19,6 +19,14 @@ CROPS_LOG = "crops.log.jsonl"  # the passes of `sdstudio dataset crop`, for --un
 Box = tuple[int, int, int, int]
 
 
+def clip_box(box: Box, size: tuple[int, int]) -> Box | None:
+    """The box cut to a picture of `size` (a box drawn on a larger version of the file), or None
+    when nothing of it is left."""
+    x, y, w, h = box
+    x1, y1 = min(x + w, size[0]), min(y + h, size[1])
+    return (x, y, x1 - x, y1 - y) if x1 > x and y1 > y else None
+
+
 def crops_file(root: Path) -> Path:
     """The file that holds (or will hold) the folder's crop boxes."""
     return root / METADATA if (root / METADATA).exists() else root / CROPS

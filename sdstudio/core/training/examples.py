@@ -17,12 +17,12 @@ from typing import Any
 from sdstudio.core.config import TrainConfig
 from sdstudio.core.dataset import check_dataset, load_rgb, require_usable
 from sdstudio.core.errors import DatasetError
-from sdstudio.core.masks.crops import crops_file, read_crops
+from sdstudio.core.masks.crops import Box, clip_box, crops_file, read_crops
 from sdstudio.core.masks.source import MaskRef, read_mask
 from sdstudio.core.progress import Progress
 from sdstudio.core.training import buckets as bk
 from sdstudio.core.training import masking
-from sdstudio.core.training.view import Box, View, clip_box, plan, region_size
+from sdstudio.core.training.view import View, plan, region_size
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sdstudio.core.training import buckets as bk
-from sdstudio.core.training.view import Box, View, clip_box, plan, region_size
+from sdstudio.core.masks.crops import Box, clip_box
+from sdstudio.core.training.view import View, plan, region_size
 
 
 def preview(image: Any, resolution: int, bucketed: bool = False, center: bool = True, rng: Any = None,

@@ -286,8 +286,6 @@ class Trainer:
             stopping.stop_cleanly(self)
 
     def _loop(self) -> None:
-        import torch
-
         cfg = self.cfg
         assert self.run_dir is not None
         saved_at, sampled_at = -1, -1
@@ -307,10 +305,11 @@ class Trainer:
             self.clock.train_s += seconds
             lr = float(self.models.lr_scheduler.get_last_lr()[0])
             ips = cfg.images_per_step * self.accelerator.num_processes / max(seconds, 1e-9)
-            mem = torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else None
+            peaks = memory_watch.peaks(self.device.type)  # host_peak_gib (+ gpu_mem_gib, gpu_reserved_gib on CUDA)
+            mem = peaks.get("gpu_mem_gib")
             if self.is_main and (self.step % cfg.logging_steps == 0 or self.step == cfg.max_train_steps):
                 row = {"step": self.step, "loss": loss, "lr": lr, "seconds": seconds, "images_per_s": ips, "time": time.time()}
-                row.update(memory_watch.peaks(self.device.type))  # host_peak_gib (+ gpu_mem_gib, gpu_reserved_gib)
+                row.update(peaks)
                 self.run_dir.append_metrics(row)
                 if cfg.report_to != "none":
                     self.accelerator.log({"loss": loss, "lr": lr}, step=self.step)

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-Box = tuple[int, int, int, int]  # x, y, w, h in the file's pixels
+from sdstudio.core.masks.crops import Box
+
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,6 @@ class View:
 def region_size(size: tuple[int, int], box: Box | None) -> tuple[int, int]:
     """The (width, height) of what is resized: the box, or the whole picture."""
     return (box[2], box[3]) if box is not None else size
-
-
-def clip_box(box: Box, size: tuple[int, int]) -> Box | None:
-    """The box inside a picture of `size`, or None when it does not overlap it."""
-    x, y, w, h = box
-    x1, y1 = min(x + w, size[0]), min(y + h, size[1])
-    return (x, y, x1 - x, y1 - y) if x1 > x and y1 > y else None
 
 
 def plan(size: tuple[int, int], resolution: int, placement: Any = None, box: Box | None = None,

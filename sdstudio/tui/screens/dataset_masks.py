@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sdstudio.core.masks.crop_edit import bucket_aspect, clamp_box, describe
+from sdstudio.core.masks.crop_edit import bucket_aspect, describe
+from sdstudio.core.masks.crops import clip_box
 from sdstudio.core.masks.crops import Box
 from sdstudio.tui.widgets.crop_editor import CropEditor
 
@@ -80,7 +81,7 @@ class DatasetMasks:
         if editor.editing and editor.name_ == rep.name:
             return editor.box
         box = self.crops.get(rep.name)
-        return clamp_box(box, (rep.width, rep.height)) if box else None
+        return clip_box(box, (rep.width, rep.height)) if box else None
 
     def mask_for_preview(self, rep: Any) -> Any:
         """The image's mask when the overlay is on (None otherwise, or when it has none)."""
@@ -123,7 +124,7 @@ class DatasetMasks:
             mask = mask.resize(size, Image.Resampling.NEAREST)
         aspect = bucket_aspect(rep.width, rep.height, self.resolution, self.bucketed)
         box = self.crops.get(rep.name)
-        self.query_one(CropEditor).start(rep.name, size, aspect, clamp_box(box, size) if box else None, mask)
+        self.query_one(CropEditor).start(rep.name, size, aspect, clip_box(box, size) if box else None, mask)
         self._refresh_crop()
 
     def on_crop_editor_changed(self, event: CropEditor.Changed) -> None:
